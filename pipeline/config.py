@@ -1,0 +1,228 @@
+"""pipeline.toml -> typed, validated configuration, including the targets table.
+
+Every section is a pydantic model with ``extra="forbid"``, so a misspelt key is an error rather
+than a silently ignored setting. Errors are turned into one line that names the file and the key.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+DEFAULT_CONFIG_PATH = Path("pipeline.toml")
+
+Precision = Literal["fp32", "fp16", "int8", "int8-trt"]
+CalibrationMethod = Literal["entropy", "minmax", "percentile"]
+
+
+class ConfigError(Exception):
+    """A configuration problem, already phrased as one line for the user."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ModelConfig(_Section):
+    name: str = Field("vt_demo", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    # `module:factory` that returns an nn.Module from the checkpoint's spec. The built-in VT is
+    # the default; any torch classifier can go through the pipeline the same way.
+    factory: str = Field("pipeline.models.vt:build_model", pattern=r"^[\w.]+:\w+$")
+    checkpoint: Path = Path("models/vt_demo.pt")
+    # Checkpoints are untrusted input: full unpickling only when the user opts in.
+    trusted_checkpoint: bool = False
+
+
+class DataConfig(_Section):
+    source: Literal["generated", "imagefolder", "ilsvrc-val"] = "generated"
+    # generated: folder of the generated set (made on demand); imagefolder: <root>/<class>/*;
+    # ilsvrc-val: the flat folder of validation JPEGs.
+    root: Path = Path("data/demo/val")
+    ilsvrc_solution: Path | None = None
+    ilsvrc_synsets: Path | None = None
+    calib_per_class: int = Field(10, ge=1)
+    eval_per_class: int = Field(20, ge=1)
+    seed: int = 0
+    # Generated set only: images per class made for the calibration/evaluation pool.
+    generated_per_class: int = Field(30, ge=2)
+
+    @model_validator(mode="after")
+    def _ilsvrc_files(self) -> "DataConfig":
+        if self.source == "ilsvrc-val" and (self.ilsvrc_solution is None or self.ilsvrc_synsets is None):
+            raise ValueError("ilsvrc-val needs ilsvrc_solution and ilsvrc_synsets")
+        return self
+
+
+class PreprocessingConfig(_Section):
+    resize: int = Field(128, ge=1)
+    crop: int = Field(112, ge=1)
+    mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
+    std: tuple[float, float, float] = (0.229, 0.224, 0.225)
+
+    @model_validator(mode="after")
+    def _crop_fits(self) -> "PreprocessingConfig":
+        if self.crop > self.resize:
+            raise ValueError(f"crop ({self.crop}) must not exceed resize ({self.resize})")
+        return self
+
+
+class TrainConfig(_Section):
+    arch: Literal["vt_resnet18", "vt_resnet34", "resnet18", "resnet34"] = "vt_resnet18"
+    width: int = Field(16, ge=4)
+    tokens: int = Field(8, ge=1)
+    token_channels: int = Field(64, ge=4)
+    heads: int = Field(4, ge=1)
+    train_root: Path = Path("data/demo/train")
+    train_per_class: int = Field(120, ge=1)
+    epochs: int = Field(12, ge=1)
+    batch_size: int = Field(32, ge=1)
+    lr: float = Field(2e-3, gt=0)
+    weight_decay: float = Field(5e-4, ge=0)
+    seed: int = 0
+    threads: int = Field(2, ge=1)
+
+
+class ExportConfig(_Section):
+    opset: int = Field(17, ge=13, le=23)
+    # FP32 export noise between torch and ONNX Runtime is ~1e-5; beyond this something is wrong.
+    tolerance: float = Field(1e-3, gt=0)
+    check_images: int = Field(8, ge=1)
+
+
+class SimplifyConfig(_Section):
+    enabled: bool = True
+    tolerance: float = Field(1e-3, gt=0)
+
+
+class PrecisionConfig(_Section):
+    calibration: CalibrationMethod = "entropy"
+    percentile: float = Field(99.99, gt=90, le=100)
+    histogram_bins: int = Field(2048, ge=128)
+    # When INT8 misses its budget, keep up to this many of the costliest layers in FP32.
+    max_fp32_layers: int = Field(8, ge=0)
+
+
+class ValidateConfig(_Section):
+    batch_sizes: tuple[int, ...] = (1, 8)
+    warmup: int = Field(10, ge=0)
+    runs: int = Field(100, ge=1)
+    threads: int = Field(0, ge=0)  # 0: ONNX Runtime's default (all physical cores)
+    torch_baseline: bool = True
+
+
+class Budget(_Section):
+    max_top1_drop: float = Field(1.0, ge=0)  # percentage points below FP32
+    min_agreement: float = Field(0.98, ge=0, le=1)  # top-1 agreement with FP32
+
+
+class BatchProfile(_Section):
+    min: int = Field(1, ge=1)
+    opt: int = Field(8, ge=1)
+    max: int = Field(32, ge=1)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> "BatchProfile":
+        if not self.min <= self.opt <= self.max:
+            raise ValueError(f"batch profile must satisfy min <= opt <= max, got {self.min}/{self.opt}/{self.max}")
+        return self
+
+
+class TargetConfig(_Section):
+    description: str = ""
+    backend: Literal["onnxruntime", "tensorrt"]
+    # "auto": whatever GPU is found (desktop); otherwise "major.minor", e.g. "8.7" for Orin.
+    compute_capability: str | None = Field(None, pattern=r"^(auto|\d+\.\d+)$")
+    jetpack: str | None = None
+    tensorrt_versions: tuple[str, ...] = ()
+    dla_cores: int = Field(0, ge=0)
+    use_dla: bool = False
+    workspace_mib: int = Field(1024, ge=16)
+    profile: BatchProfile = BatchProfile()
+    precisions: tuple[Precision, ...] = ("fp32", "fp16", "int8")
+    latency_budget_ms: float | None = Field(None, gt=0)
+    opset: int | None = Field(None, ge=13, le=23)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "TargetConfig":
+        if self.backend == "tensorrt" and not self.tensorrt_versions:
+            raise ValueError("a tensorrt target needs tensorrt_versions")
+        if self.use_dla and self.dla_cores == 0:
+            raise ValueError("use_dla is set but the target has no DLA cores")
+        return self
+
+    @property
+    def tensorrt_majors(self) -> tuple[int, ...]:
+        return tuple(sorted({int(v.split(".")[0]) for v in self.tensorrt_versions}))
+
+
+class Config(_Section):
+    model: ModelConfig = ModelConfig()
+    data: DataConfig = DataConfig()
+    preprocessing: PreprocessingConfig = PreprocessingConfig()
+    train: TrainConfig = TrainConfig()
+    export: ExportConfig = ExportConfig()
+    simplify: SimplifyConfig = SimplifyConfig()
+    precision: PrecisionConfig = PrecisionConfig()
+    validate_: ValidateConfig = Field(ValidateConfig(), alias="validate")
+    budgets: dict[Precision, Budget] = {}
+    targets: dict[str, TargetConfig] = {}
+    aliases: dict[str, str] = {}
+    cache_dir: Path = Path(".cache")
+    engines_dir: Path = Path("engines")
+    # Paths in the file are relative to the file's folder; this records that folder.
+    base_dir: Path = Path(".")
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    @model_validator(mode="after")
+    def _aliases_resolve(self) -> "Config":
+        for alias, name in self.aliases.items():
+            if name not in self.targets:
+                raise ValueError(f"alias {alias!r} points to unknown target {name!r}")
+        return self
+
+    def target(self, name: str) -> tuple[str, TargetConfig]:
+        """Resolve a target name or alias; ConfigError lists the known names."""
+        resolved = self.aliases.get(name, name)
+        if resolved not in self.targets:
+            known = ", ".join(sorted([*self.targets, *self.aliases]))
+            raise ConfigError(f"unknown target {name!r}; known targets: {known}")
+        return resolved, self.targets[resolved]
+
+    def path(self, p: Path) -> Path:
+        """A configured path, resolved against the config file's folder."""
+        return p if p.is_absolute() else self.base_dir / p
+
+    def budget(self, precision: str) -> Budget | None:
+        return self.budgets.get(precision)  # type: ignore[call-overload]
+
+
+def _describe(error: dict) -> str:
+    location = ".".join(str(part) for part in error["loc"] if part != "validate_")
+    if error["type"] == "extra_forbidden":
+        return f"unknown key '{location}'"
+    message = error["msg"].removeprefix("Value error, ")
+    return f"key '{location}': {message}" if location else message
+
+
+def load_config(path: Path | None = None) -> Config:
+    """Read and validate a pipeline.toml. Any problem raises ConfigError with one line."""
+    path = path or DEFAULT_CONFIG_PATH
+    if not path.is_file():
+        raise ConfigError(f"{path}: configuration file not found (pass --config PATH)")
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    if "base_dir" in raw:
+        raise ConfigError(f"{path}: unknown key 'base_dir'")
+    raw["base_dir"] = str(path.resolve().parent)
+    try:
+        return Config.model_validate(raw)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
+        raise ConfigError(f"{path}: {_describe(first)}{more}") from None
