@@ -48,13 +48,14 @@ def build(
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the build plan and trtexec equivalent; build nothing.")] = False,
     require_engine: Annotated[bool, typer.Option("--require-engine", help="Fail when the target's engine cannot be built on this host.")] = False,
     no_gate: Annotated[bool, typer.Option("--no-gate", help="Report budget failures without failing the build.")] = False,
+    dla_core: Annotated[Optional[int], typer.Option("--dla-core", help="Build INT8/FP16 engines for this DLA core (GPU fallback on).")] = None,
     no_progress: Annotated[bool, typer.Option("--no-progress", help="No progress bars (logs, CI).")] = False,
 ) -> None:
     """Run every stage for a target and write its bundle to engines/<model>-<target>/."""
     cfg = _config(config)
     from pipeline.build import BuildOptions, build as run_build
 
-    options = BuildOptions(target=target, config_path=config, gate=not no_gate, progress=not no_progress, require_engine=require_engine)
+    options = BuildOptions(target=target, config_path=config, gate=not no_gate, progress=not no_progress, require_engine=require_engine, dla_core=dla_core)
     try:
         cfg.target(target)
         if dry_run or bundle is not None:

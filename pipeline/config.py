@@ -100,7 +100,10 @@ class SimplifyConfig(_Section):
 class PrecisionConfig(_Section):
     calibration: CalibrationMethod = "entropy"
     percentile: float = Field(99.99, gt=90, le=100)
-    histogram_bins: int = Field(2048, ge=128)
+    # ONNX Runtime's entropy search costs O(bins^2) per tensor: 512 bins resolve thresholds well
+    # below the maximum (128, its default, cannot, which makes entropy equal minmax).
+    entropy_bins: int = Field(512, ge=256)
+    percentile_bins: int = Field(2048, ge=128)
     # When INT8 misses its budget, keep up to this many of the costliest layers in FP32.
     max_fp32_layers: int = Field(8, ge=0)
 

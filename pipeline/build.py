@@ -1,0 +1,319 @@
+"""`build`: run the stages in order for one target and write the engine bundle.
+
+config -> data subsets -> export -> simplify -> precision -> engine -> validate -> report -> bundle.
+Every stage is cached by content; this module only wires them together and prints progress.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from rich.console import Console
+from rich.table import Table
+
+from pipeline.artifacts import StageCache, StageResult, read_json, sha256_json
+from pipeline.bundle import BundleContents, host_info, tool_versions, utc_now, write_bundle
+from pipeline.config import Config, TargetConfig
+
+console = Console(stderr=True, highlight=False)
+
+HOST_TOOLS = ("torch", "onnx", "onnxruntime", "onnxsim", "onnxconverter-common", "numpy", "pillow", "vt-edge")
+
+
+@dataclass
+class BuildOptions:
+    target: str = "cpu"
+    config_path: Path = Path("pipeline.toml")
+    gate: bool = True
+    progress: bool = True
+    require_engine: bool = False
+    dla_core: int | None = None
+
+
+@dataclass
+class BuildOutcome:
+    bundle: Path
+    report: dict[str, Any]
+    gate_failures: list[str]
+    pending: list[str] = field(default_factory=list)
+    stages: list[dict[str, Any]] = field(default_factory=list)
+    finish_command: str = ""
+
+
+class StageLog:
+    """One line per stage with its time, and the record of what was cached."""
+
+    def __init__(self) -> None:
+        self.entries: list[dict[str, Any]] = []
+
+    def run(self, name: str, work: Callable[[], Any], summary: Callable[[Any], str] | None = None) -> Any:
+        started = time.perf_counter()
+        result = work()
+        wall = time.perf_counter() - started
+        cached = bool(getattr(result, "cached", False))
+        detail = summary(result) if summary else ""
+        self.entries.append({"stage": name, "wall_s": round(wall, 3), "cached": cached})
+        state = "[dim]cached[/dim]" if cached else f"{wall:6.1f} s"
+        console.print(f"  {name:<10} {state:>8}  {detail}")
+        return result
+
+    @property
+    def all_cached(self) -> bool:
+        return all(e["cached"] for e in self.entries if e["stage"] != "data")
+
+
+def bundle_name(config: Config, target_name: str) -> str:
+    return f"{config.model.name}-{target_name}"
+
+
+def build(config: Config, options: BuildOptions) -> BuildOutcome:
+    from pipeline.stages.dataset import prepare_data_cached
+    from pipeline.stages.engine import run_cpu_engines
+    from pipeline.stages.export import load_model, run_export
+    from pipeline.stages.precision import run_precision
+    from pipeline.stages.simplify import run_simplify
+
+    target_name, target = config.target(options.target)
+    cache = StageCache(config.path(config.cache_dir))
+    log = StageLog()
+    console.print(f"[bold]vt-edge build[/bold] target [cyan]{target_name}[/cyan] ({target.backend}), config {options.config_path}")
+
+    data = log.run("data", lambda: prepare_data_cached(config, cache, options.progress),
+                   lambda d: f"{len(d.calib.labels)} calibration / {len(d.evaluation.labels)} evaluation images, {len(d.skipped)} skipped")
+    model = load_model(config)
+    opset = target.opset or config.export.opset
+    check = data.evaluation.crops[: config.export.check_images]
+    exported = log.run("export", lambda: run_export(config, cache, model, check, data.content_hash, opset),
+                       lambda r: f"opset {opset}, max |torch - onnx| {r.record.details['max_abs_diff_vs_torch']:.2e}")
+    simplified = log.run("simplify", lambda: run_simplify(config, cache, exported, check, data.content_hash),
+                         lambda r: f"nodes {r.record.details['nodes_before']} -> {r.record.details['nodes_after']}, max |diff| {r.record.details['max_abs_diff_vs_export']:.2e}")
+    precision = log.run("precision", lambda: run_precision(config, cache, simplified, exported, data.calib.crops, data.calib.labels,
+                                                          data.content_hash, target.precisions, options.progress, console.print),
+                        lambda r: _precision_summary(r))
+    models = {"fp32": simplified.output("onnx"), **{p: precision.output(p) for p in target.precisions if p != "fp32"}}
+    keys = {"fp32": simplified.record.key, **{p: f"{precision.record.key}:{p}" for p in models if p != "fp32"}}
+
+    engine_stage: StageResult | None = None
+    pending: list[str] = []
+    extra_files: dict[str, Path] = {}
+    host_reason = ""
+    cpu_proxy = target.backend != "onnxruntime"
+    if target.backend == "onnxruntime":
+        engine_stage = log.run("engine", lambda: run_cpu_engines(config, cache, models, keys),
+                               lambda r: f"ONNX Runtime optimized graphs for {', '.join(models)}")
+    else:
+        from pipeline.gpu_targets import plan_engines
+
+        planned = log.run("engine", lambda: plan_engines(config, target_name, target, models, data.spec, options.dla_core), lambda p: _pending_summary(p.pending))
+        pending, extra_files, host_reason = planned.pending, planned.files, planned.reason
+
+    build_key = sha256_json({"target": target_name, "settings": target.model_dump(), "gate": options.gate,
+                             "stages": [exported.record.key, simplified.record.key, precision.record.key, data.content_hash],
+                             "engine": engine_stage.record.key if engine_stage else sorted(extra_files)})
+    validation = log.run("validate", lambda: run_validation(config, cache, data, model, models, keys, options.progress, cpu_proxy),
+                         lambda r: f"{len(json.loads(r.output('results').read_text()))} runners, {len(data.evaluation.labels)} images")
+    build_key = sha256_json([build_key, validation.record.key])
+    bundle = config.path(config.engines_dir) / bundle_name(config, target_name)
+    if _bundle_up_to_date(bundle, build_key):
+        log.entries.append({"stage": "report", "wall_s": 0.0, "cached": True})
+        console.print(f"  {'report':<10} {'[dim]cached[/dim]':>8}  {bundle} is up to date")
+        report = read_json(bundle / "report" / "report.json")
+        print_summary(report, log)
+        return BuildOutcome(bundle, report, report["gate"]["failures"], list(read_json(bundle / "manifest.json")["pending"]), log.entries,
+                            read_json(bundle / "manifest.json")["rebuild_command"])
+    report = assemble_report(config, target_name, target, data, model, exported, simplified, precision, validation, log, cpu_proxy)
+    from pipeline.stages.report import check_gate
+
+    failures = [f.message for f in check_gate(report)]
+    report["gate"] = {"enabled": options.gate, "failures": failures}
+    contents = bundle_contents(config, target_name, target, data, model, models, engine_stage, validation, report, pending, options, extra_files, build_key)
+    log.run("report", lambda: _write_report_and_bundle(bundle, contents, report), lambda path: f"{path}")
+    print_summary(report, log)
+    finish = contents.manifest["rebuild_command"]
+    if pending and not host_reason:
+        from pipeline.gpu_targets import finish_bundle
+
+        outcome = finish_bundle(config, options, bundle)
+        print_summary(outcome.report, log)
+        return outcome
+    if pending:
+        console.print(f"[yellow]engine left for the device[/yellow]: {host_reason}")
+        if options.require_engine:
+            raise RuntimeError(f"--require-engine: the {target_name} engine cannot be built on this host: {host_reason}")
+    return BuildOutcome(bundle, report, failures, pending, log.entries, finish)
+
+
+def _bundle_up_to_date(bundle: Path, build_key: str) -> bool:
+    """The bundle was made from exactly these stage outputs and no file of it changed since."""
+    from pipeline.bundle import BundleError, verify_bundle
+
+    try:
+        manifest = verify_bundle(bundle)
+    except BundleError:
+        return False
+    return manifest.get("build_key") == build_key
+
+
+def _precision_summary(result: StageResult) -> str:
+    details = result.record.details
+    parts = [f"calibration {details.get('calibration')}"]
+    for flavour in ("int8", "int8-trt"):
+        if flavour in details:
+            kept = details[flavour]["fp32_layers"]
+            parts.append(f"{flavour}: {len(kept)} layer(s) kept FP32")
+    return ", ".join(parts)
+
+
+def _pending_summary(pending: list[str]) -> str:
+    return "engines left for the device: " + ", ".join(pending) if pending else "engines built"
+
+
+def run_validation(config: Config, cache: StageCache, data: Any, model: Any, models: dict[str, Path],
+                   keys: dict[str, str], progress: bool, cpu_proxy: bool) -> StageResult:
+    """Measure FP32 (torch and ONNX Runtime) and each precision graph on the evaluation subset."""
+    import onnxruntime
+
+    from pipeline.backends.onnxruntime import OrtRunner, TorchRunner
+    from pipeline.stages.checks import normalised_batch
+    from pipeline.stages.engine import session_settings
+    from pipeline.stages.validate import infer_all, results_to_json, validate_all
+
+    vc = config.validate_
+    settings = {**vc.model_dump(), "cpu_proxy": cpu_proxy, "host": host_info()["cpu"]}
+    inputs = {**keys, "evaluation_images": data.content_hash, "checkpoint": model.checkpoint_sha256}
+
+    def body(workdir: Path) -> tuple[dict[str, str], dict[str, Any]]:
+        images = normalised_batch(data.evaluation.crops, config)
+        labels = data.evaluation.labels
+        session = session_settings(config)
+        reference = infer_all(OrtRunner("fp32", models["fp32"], session), images)
+        runners: dict[str, Callable[[], Any]] = {}
+        if vc.torch_baseline:
+            runners["fp32-torch"] = lambda: TorchRunner(model.module, vc.threads)
+        for precision, path in models.items():
+            runners[precision] = lambda p=precision, f=path: OrtRunner(p, f, session)
+        results = validate_all(runners, images, labels, reference, vc.batch_sizes, vc.warmup, vc.runs, progress)
+        (workdir / "results.json").write_text(json.dumps(results_to_json(results)))
+        np.save(workdir / "fp32_logits.npy", reference)
+        return {"results": "results.json", "reference": "fp32_logits.npy"}, {"images": int(len(labels))}
+
+    return cache.run("validate", inputs, settings, {"onnxruntime": onnxruntime.__version__}, body, "1")
+
+
+def assemble_report(config: Config, target_name: str, target: TargetConfig, data: Any, model: Any, exported: StageResult,
+                    simplified: StageResult, precision: StageResult, validation: StageResult, log: StageLog,
+                    cpu_proxy: bool) -> dict[str, Any]:
+    results = json.loads(validation.output("results").read_text())
+    notes = []
+    if any(r["precision"] == "fp16" for r in results) and target.backend == "onnxruntime" or cpu_proxy:
+        notes.append("- fp16 runs on this CPU through ONNX Runtime's casts to FP32 kernels: it is validated here for accuracy, and is not expected to be faster than FP32 on a CPU; its speed is measured on the GPU.")
+    if cpu_proxy:
+        notes.append(f"- CPU proxy: the {target_name} precision graphs were run with ONNX Runtime on this host's CPU; accuracy carries over to the device, latency does not. The device finish measures the engines.")
+    return {
+        "bundle": bundle_name(config, target_name),
+        "target": target_name,
+        "backend": target.backend,
+        "cpu_proxy": cpu_proxy,
+        "created_utc": utc_now(),
+        "model": {**model.spec, "checkpoint_sha256": model.checkpoint_sha256},
+        "evaluation_images": int(len(data.evaluation.labels)),
+        "calibration_images": int(len(data.calib.labels)),
+        "skipped_images": [[str(p), why] for p, why in data.skipped],
+        "calibration_method": config.precision.calibration,
+        "budgets": {p: b.model_dump() for p, b in config.budgets.items() if p in target.precisions},
+        "results": results,
+        "precision_details": {k: v for k, v in precision.record.details.items() if k.startswith("int8")},
+        "export": exported.record.details,
+        "simplify": {k: v for k, v in simplified.record.details.items() if not k.startswith("ops_")},
+        "stages": log.entries,
+        "host": host_info(),
+        "notes": notes,
+        "latency_budget_ms": target.latency_budget_ms,
+    }
+
+
+def bundle_contents(config: Config, target_name: str, target: TargetConfig, data: Any, model: Any, models: dict[str, Path],
+                    engine_stage: StageResult | None, validation: StageResult, report: dict[str, Any],
+                    pending: list[str], options: BuildOptions, extra_files: dict[str, Path], build_key: str) -> BundleContents:
+    files: dict[str, Path] = {f"models/model.{p}.onnx": path for p, path in models.items()}
+    precisions: dict[str, dict[str, Any]] = {p: {"onnx": f"models/model.{p}.onnx", "optimized": None} for p in models}
+    if engine_stage is not None:
+        for p in models:
+            rel = f"models/model.{p}.ort-opt.onnx"
+            files[rel] = engine_stage.output(p)
+            precisions[p]["optimized"] = rel
+    files["reference/fp32_logits.npy"] = validation.output("reference")
+    files["reference/eval_set.json"] = data.eval_list
+    files["reference/eval_labels.npy"] = data.arrays["eval_labels"]
+    files["reference/eval_crops.npy"] = data.arrays["eval_crops"]
+    files.update(extra_files)
+    spec = data.spec
+    input_shape = [-1, 3, spec.crop, spec.crop]
+    rebuild = f"python -m pipeline build --target {target_name} --config {shlex.quote(str(options.config_path))}"
+    if pending:
+        rebuild = f"python -m pipeline build --target {target_name} --bundle {config.engines_dir.as_posix()}/{bundle_name(config, target_name)}"
+    manifest = {
+        "format_version": 1,
+        "name": bundle_name(config, target_name),
+        "created_utc": report["created_utc"],
+        "target": {
+            "name": target_name,
+            "backend": target.backend,
+            "compute_capability": target.compute_capability,
+            "tensorrt_majors": list(target.tensorrt_majors),
+        },
+        "model": {"name": config.model.name, "arch": model.spec.get("arch", "custom"), "num_classes": len(model.classes), "spec": model.spec},
+        "input": {"name": "images", "dtype": "float32", "layout": "NCHW", "shape": input_shape},
+        "output": {"name": "logits", "dtype": "float32", "shape": [-1, len(model.classes)]},
+        "preprocessing": spec.to_dict(),
+        "labels": list(model.class_names),
+        "precisions": precisions,
+        "engines": [],
+        "versions": tool_versions(HOST_TOOLS),
+        "host": report["host"],
+        "rebuild_command": rebuild,
+        "pending": pending,
+        "build_key": build_key,
+        "session": report["results"][-1]["runner"] if report["results"] else {},
+    }
+    return BundleContents(files=files, manifest=manifest)
+
+
+def _write_report_and_bundle(bundle: Path, contents: BundleContents, report: dict[str, Any]) -> Path:
+    import tempfile
+
+    from pipeline.stages.report import render_report
+
+    with tempfile.TemporaryDirectory(prefix="vt-edge-report.") as tmp:
+        for path in render_report(report, Path(tmp)):
+            contents.files[f"report/{path.name}"] = path
+        return write_bundle(bundle, contents)
+
+
+def print_summary(report: dict[str, Any], log: StageLog) -> None:
+    from pipeline.stages.report import summary_rows
+
+    table = Table(title=f"{report['bundle']}{' (CPU proxy)' if report.get('cpu_proxy') else ''}")
+    for column in ("precision", "top-1 %", "drop pts", "agreement %", "p50 b1 ms", "vs torch b1"):
+        table.add_column(column, justify="right")
+    for row in summary_rows(report):
+        table.add_row(
+            row["precision"], f"{row['top1']:.2f}", "" if row["drop"] is None else f"{row['drop']:+.2f}",
+            f"{row['agreement']:.2f}", "" if row["p50_b1"] is None else f"{row['p50_b1']:.3f}",
+            "" if row["speedup_vs_torch"] is None else f"{row['speedup_vs_torch']:.2f}x",
+        )
+    Console(highlight=False).print(table)
+    if log.all_cached:
+        console.print("nothing changed: every stage came from the cache")
+
+
+def command_line() -> str:
+    return " ".join(shlex.quote(a) for a in ["python", "-m", "pipeline", *sys.argv[1:]])

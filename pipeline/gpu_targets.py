@@ -1,0 +1,188 @@
+"""GPU (TensorRT) targets: build plans in the bundle, the on-device finish, and `--dry-run`.
+
+On a host that is not the target (no TensorRT, or another GPU) the build writes a complete bundle
+with the precision graphs, `build_plan.json` (one plan per precision and TensorRT version the
+target ships) and the command that finishes it. On the device, the same command with
+`--bundle` verifies the bundle, builds the engines with the TensorRT found there, validates them
+on the GPU against the host's FP32 reference and updates the report and manifest. The finish
+needs neither torch nor onnxruntime.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pipeline.artifacts import read_json, sha256_file, write_json_atomic
+from pipeline.config import Config, TargetConfig
+
+BUILD_PLANS_FILE = "build_plan.json"
+
+
+@dataclass
+class PlannedEngines:
+    """What the engine stage of a TensorRT target leaves: pending work and files for the bundle."""
+
+    pending: list[str]
+    files: dict[str, Path] = field(default_factory=dict)
+    reason: str = ""
+    cached: bool = False
+
+
+def _versions_to_plan(target: TargetConfig) -> list[str]:
+    """Concrete versions for the plans ("10.x" stays a wildcard the device resolves)."""
+    return list(target.tensorrt_versions)
+
+
+def make_plans(config: Config, target_name: str, target: TargetConfig, crop: int, dla_core: int | None = None) -> list[Any]:
+    from pipeline.backends.tensorrt import make_build_plan
+
+    plans = []
+    for version in _versions_to_plan(target):
+        for precision in target.precisions:
+            core = dla_core if dla_core is not None else (0 if target.use_dla else None)
+            if core is not None and precision == "fp32":
+                core = None  # DLA has no FP32 path; fp32 stays on the GPU
+            plans.append(
+                make_build_plan(target_name, target, config.model.name, precision, f"models/model.{precision}.onnx", (3, crop, crop), version, core)
+            )
+    return plans
+
+
+def plans_document(target_name: str, plans: list[Any]) -> dict[str, Any]:
+    return {"format_version": 1, "target": target_name, "plans": [p.to_dict() for p in plans]}
+
+
+def host_mismatch(target_name: str, target: TargetConfig) -> str | None:
+    """Why this host cannot build the target's engines (None when it can)."""
+    from pipeline.backends.tensorrt import find_tensorrt, gpu_device, tensorrt_status
+
+    trt = find_tensorrt()
+    if trt is None:
+        return tensorrt_status()
+    if trt.major not in target.tensorrt_majors and "x" not in "".join(target.tensorrt_versions):
+        return f"this host has TensorRT {trt.version}; {target_name} ships {', '.join(target.tensorrt_versions)}"
+    gpu = gpu_device()
+    if gpu is None:
+        return "no CUDA GPU found on this host"
+    if target.compute_capability not in ("auto", gpu.compute_capability):
+        return (
+            f"this GPU ({gpu.name}) is compute capability {gpu.compute_capability}, {target_name} is "
+            f"{target.compute_capability}: an engine built here would not run there, so it is not labelled as {target_name}'s"
+        )
+    return None
+
+
+def plan_engines(config: Config, target_name: str, target: TargetConfig, models: dict[str, Path], spec: Any, dla_core: int | None = None) -> PlannedEngines:
+    """The build plans for the bundle; engines are left pending (the finish step builds them)."""
+    plans = make_plans(config, target_name, target, spec.crop, dla_core)
+    folder = Path(tempfile.mkdtemp(prefix="vt-edge-plan."))
+    path = folder / BUILD_PLANS_FILE
+    write_json_atomic(path, plans_document(target_name, plans))
+    pending = [f"engine:{p}" for p in target.precisions]
+    return PlannedEngines(pending=pending, files={BUILD_PLANS_FILE: path}, reason=host_mismatch(target_name, target) or "")
+
+
+def dry_run(config: Config, options: Any) -> None:
+    """Print every plan of the target and its trtexec equivalent; needs no TensorRT."""
+    from rich.console import Console
+
+    from pipeline.backends.tensorrt import format_plan, tensorrt_status
+
+    console = Console(highlight=False)
+    target_name, target = config.target(options.target)
+    if target.backend != "tensorrt":
+        console.print(f"{target_name} uses {target.backend}: no TensorRT plan (stages: export, simplify, precision {', '.join(target.precisions)}, engine, validate, report)")
+        return
+    console.print(f"[bold]build plan for {target_name}[/bold] ({target.description}); this host: {tensorrt_status()}")
+    bundle = f"{config.engines_dir.as_posix()}/{config.model.name}-{target_name}"
+    for plan in make_plans(config, target_name, target, config.preprocessing.crop, options.dla_core):
+        console.print(format_plan(plan, bundle_dir=bundle))
+        console.print("")
+
+
+# ---------------------------------------------------------------------------------------------
+# On the device
+
+
+def finish_bundle(config: Config, options: Any, bundle: Path) -> Any:
+    """Build and validate the bundle's TensorRT engines on this device; update report and manifest."""
+    from pipeline.backends.tensorrt import build_engine, find_tensorrt, gpu_device, make_build_plan, resolve_plan, tensorrt_status
+    from pipeline.build import BuildOutcome, console
+    from pipeline.bundle import BundleError, refresh_manifest, verify_bundle
+
+    target_name, target = config.target(options.target)
+    try:
+        manifest = verify_bundle(bundle)
+    except BundleError as exc:
+        raise ValueError(str(exc)) from None
+    if manifest["target"]["name"] != target_name:
+        raise ValueError(f"{bundle} was made for target {manifest['target']['name']}, not {target_name}")
+    if target.backend != "tensorrt":
+        raise ValueError(f"{target_name} is not a TensorRT target: nothing to finish")
+    trt = find_tensorrt()
+    if trt is None:
+        raise RuntimeError(f"cannot finish {bundle}: {tensorrt_status()} (on Jetson: JetPack's python3-libnvinfer; elsewhere: pip install '.[tensorrt]')")
+    reason = host_mismatch(target_name, target)
+    if reason:
+        raise RuntimeError(f"cannot finish {bundle} here: {reason}")
+    gpu = gpu_device()
+    console.print(f"[bold]finishing {bundle}[/bold] with TensorRT {trt.version} on {gpu.name if gpu else '?'} (sm {gpu.compute_capability if gpu else '?'})")
+    crop = manifest["input"]["shape"][-1]
+    engines = []
+    for precision in target.precisions:
+        version = f"{trt.major}.{trt.minor}"
+        plan = make_build_plan(target_name, target, config.model.name, precision, f"models/model.{precision}.onnx", (3, crop, crop), version)
+        plan = resolve_plan(plan, trt, gpu)
+        path = bundle / plan.engine
+        if path.is_file():
+            console.print(f"  {precision}: {plan.engine} exists (same TensorRT, GPU, profile): reused")
+        else:
+            path = build_engine(plan, bundle, trt, log=lambda m: console.print(f"  {m}"), gpu=gpu)
+        engines.append({
+            "path": plan.engine, "precision": precision, "tensorrt_version": trt.version,
+            "compute_capability": plan.compute_capability, "device_name": gpu.name if gpu else "",
+            "profile": plan.profile, "sha256": sha256_file(path),
+        })
+    report = validate_on_device(config, bundle, manifest, engines, trt, options.progress)
+    from pipeline.stages.report import check_gate, render_report
+
+    failures = [f.message for f in check_gate(report)]
+    report["gate"] = {"enabled": options.gate, "failures": failures}
+    render_report(report, bundle / "report")
+    versions = {**manifest.get("versions", {}), "tensorrt": trt.version}
+    refresh_manifest(bundle, {"engines": engines, "pending": [], "versions": versions})
+    return BuildOutcome(bundle, report, failures, [], [], manifest["rebuild_command"])
+
+
+def validate_on_device(config: Config, bundle: Path, manifest: dict[str, Any], engines: list[dict[str, Any]], trt: Any, progress: bool) -> dict[str, Any]:
+    """Run each engine on the bundled evaluation crops against the host's FP32 logits."""
+    from pipeline.backends.tensorrt import TensorRTRunner
+    from pipeline.stages.checks import normalise
+    from pipeline.stages.validate import results_to_json, validate_all
+
+    pp = manifest["preprocessing"]
+    images = np.ascontiguousarray(normalise(np.load(bundle / "reference/eval_crops.npy"), pp["mean"], pp["std"], pp["scale"]))
+    labels = np.load(bundle / "reference/eval_labels.npy")
+    reference = np.load(bundle / "reference/fp32_logits.npy")
+    vc = config.validate_
+    runners = {e["precision"]: (lambda e=e: TensorRTRunner(bundle / e["path"], trt, name=e["precision"])) for e in engines}
+    results = validate_all(runners, images, labels, reference, vc.batch_sizes, vc.warmup, vc.runs, progress)
+    report = read_json(bundle / "report" / "report.json")
+    proxy = {r["precision"]: r for r in report["results"]}
+    report["cpu_proxy_results"] = report["results"]
+    report["results"] = [proxy["fp32"]] + results_to_json(results) if "fp32" in proxy and "fp32" not in runners else results_to_json(results)
+    report["cpu_proxy"] = False
+    report["notes"] = [n for n in report.get("notes", []) if "CPU proxy" not in n]
+    report["notes"].append(f"- engines built and measured on the device with TensorRT {trt.version}; agreement is against the host's FP32 ONNX Runtime logits.")
+    return report
+
+
+def bundle_plans(bundle: Path) -> list[dict[str, Any]]:
+    path = bundle / BUILD_PLANS_FILE
+    return json.loads(path.read_text())["plans"] if path.is_file() else []

@@ -1,0 +1,116 @@
+"""Calibration and evaluation subsets: chosen once, written to calib/, loaded as uint8 crops.
+
+The subsets are deterministic for a seed, stratified per class and disjoint; the lists (with
+the SHA-256 of every image) are the content that later stages' cache keys depend on. Decoded
+crops are cached by that content, so a re-run decodes nothing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pipeline.artifacts import StageCache, sha256_file, sha256_json
+from pipeline.config import Config
+from pipeline.data import (
+    LabelledSet,
+    PreprocessSpec,
+    load_crops,
+    read_ilsvrc_val,
+    read_image_folder,
+    stratified_subsets,
+    write_subset_list,
+)
+
+
+@dataclass
+class Subset:
+    crops: np.ndarray  # uint8 NCHW
+    labels: np.ndarray  # int64
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+
+
+@dataclass
+class DataSplit:
+    """The two subsets, loaded, with the list files that describe them."""
+
+    calib: Subset
+    evaluation: Subset
+    calib_list: Path
+    eval_list: Path
+    spec: PreprocessSpec
+    content_hash: str  # changes when any chosen image, label or the preprocessing changes
+    arrays: dict[str, Path]  # cached .npy files (bundled for validation on the device)
+
+    @property
+    def skipped(self) -> list[tuple[str, str]]:
+        return [*self.calib.skipped, *self.evaluation.skipped]
+
+
+def preprocess_spec(config: Config) -> PreprocessSpec:
+    pp = config.preprocessing
+    return PreprocessSpec(resize=pp.resize, crop=pp.crop, mean=pp.mean, std=pp.std)
+
+
+def open_dataset(config: Config) -> LabelledSet:
+    """The configured image source; the generated set is made on first use."""
+    data = config.data
+    root = config.path(data.root)
+    if data.source == "generated":
+        from pipeline.train import GENERATED_VAL_SEED, ensure_generated
+
+        return ensure_generated(root, data.generated_per_class, GENERATED_VAL_SEED)
+    if data.source == "imagefolder":
+        return read_image_folder(root)
+    assert data.ilsvrc_solution is not None and data.ilsvrc_synsets is not None
+    return read_ilsvrc_val(root, config.path(data.ilsvrc_solution), config.path(data.ilsvrc_synsets))
+
+
+def write_lists(config: Config, dataset: LabelledSet) -> tuple[Path, Path, list, list]:
+    data = config.data
+    calib, evaluation = stratified_subsets(dataset, data.calib_per_class, data.eval_per_class, data.seed)
+    lists_dir = config.path(Path("calib"))
+    calib_list = lists_dir / f"{config.model.name}.calibration.json"
+    eval_list = lists_dir / f"{config.model.name}.evaluation.json"
+    for samples, path, role in ((calib, calib_list, "calibration"), (evaluation, eval_list, "evaluation")):
+        write_subset_list(samples, dataset.root, path, dataset.classes, seed=data.seed, method=f"stratified-{role}")
+    return calib_list, eval_list, calib, evaluation
+
+
+def prepare_data_cached(config: Config, cache: StageCache, progress: bool = True) -> DataSplit:
+    """Choose and record the subsets; decode their crops unless the cache has them."""
+    dataset = open_dataset(config)
+    calib_list, eval_list, calib, evaluation = write_lists(config, dataset)
+    spec = preprocess_spec(config)
+    inputs = {"calibration": sha256_file(calib_list), "evaluation": sha256_file(eval_list)}
+
+    def body(workdir: Path) -> tuple[dict[str, str], dict[str, Any]]:
+        outputs, details = {}, {}
+        for role, samples in (("calib", calib), ("eval", evaluation)):
+            loaded = load_crops(samples, spec, progress=progress)
+            np.save(workdir / f"{role}_crops.npy", loaded.crops)
+            np.save(workdir / f"{role}_labels.npy", loaded.labels)
+            outputs[f"{role}_crops"] = f"{role}_crops.npy"
+            outputs[f"{role}_labels"] = f"{role}_labels.npy"
+            details[f"{role}_skipped"] = [[str(p), why] for p, why in loaded.skipped]
+        return outputs, details
+
+    result = cache.run("data", inputs, spec.to_dict(), {}, body, "1")
+    arrays = {name: result.output(name) for name in result.record.outputs}
+    return DataSplit(
+        calib=_subset(arrays, result.record.details, "calib"),
+        evaluation=_subset(arrays, result.record.details, "eval"),
+        calib_list=calib_list,
+        eval_list=eval_list,
+        spec=spec,
+        content_hash=sha256_json([inputs, spec.to_dict()])[:32],
+        arrays=arrays,
+    )
+
+
+def _subset(arrays: dict[str, Path], details: dict[str, Any], role: str) -> Subset:
+    skipped = [(p, why) for p, why in details.get(f"{role}_skipped", [])]
+    return Subset(np.load(arrays[f"{role}_crops"]), np.load(arrays[f"{role}_labels"]), skipped)

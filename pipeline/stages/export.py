@@ -1,0 +1,167 @@
+"""export: torch checkpoint -> ONNX (dynamic batch, input `images`, output `logits`), checked.
+
+The TorchScript exporter is used because it writes opset 17, which TensorRT 8.5/8.6
+(JetPack 5) parse; torch's dynamo exporter cannot down-convert VT-ResNet to 17.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pipeline.artifacts import StageCache, StageResult, sha256_file
+from pipeline.config import Config
+from pipeline.stages.checks import compare_onnx_with, normalised_batch, onnx_node_table
+
+INPUT_NAME = "images"
+OUTPUT_NAME = "logits"
+STAGE_VERSION = "1"
+
+
+class ExportError(Exception):
+    """Export failed; the message names the module and op where known."""
+
+
+@dataclass
+class LoadedModel:
+    """The checkpoint's module in eval mode, with what the manifest needs to know about it."""
+
+    module: Any
+    spec: dict[str, Any]
+    classes: list[str]
+    class_names: list[str]
+    checkpoint_sha256: str
+
+
+def resolve_factory(reference: str) -> Callable[..., Any]:
+    module_name, _, attr = reference.partition(":")
+    try:
+        factory = getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError) as exc:
+        raise ExportError(f"model.factory {reference!r} cannot be imported: {exc}") from None
+    return factory
+
+
+def load_model(config: Config) -> LoadedModel:
+    """Build the configured factory's module and load the checkpoint's weights into it."""
+    from pipeline.train import load_checkpoint
+
+    path = config.path(config.model.checkpoint)
+    data = load_checkpoint(path, trusted=config.model.trusted_checkpoint)
+    factory = resolve_factory(config.model.factory)
+    if config.model.factory == "pipeline.models.vt:build_model":
+        from pipeline.models import ModelSpec
+
+        module = factory(ModelSpec.from_dict(data["spec"]))
+    else:
+        module = factory(**data["spec"])
+    missing, unexpected = module.load_state_dict(data["state_dict"], strict=False)
+    if missing or unexpected:
+        raise ExportError(
+            f"{path}: weights do not match {config.model.factory} "
+            f"(missing {list(missing)[:3]}, unexpected {list(unexpected)[:3]})"
+        )
+    classes = list(data["classes"])
+    return LoadedModel(
+        module=module.eval(),
+        spec=dict(data["spec"]),
+        classes=classes,
+        class_names=list(data.get("class_names", classes)),
+        checkpoint_sha256=sha256_file(path),
+    )
+
+
+class _ModuleTrail:
+    """Remembers which module was running, so an export failure can name it."""
+
+    def __init__(self, root: Any) -> None:
+        self.stack: list[str] = []
+        self.last_failed: str | None = None
+        self.handles = []
+        for name, module in root.named_modules():
+            self.handles.append(module.register_forward_pre_hook(self._enter(name or "<root>")))
+            self.handles.append(module.register_forward_hook(self._leave))
+
+    def _enter(self, name: str):
+        def hook(_module, _inputs):
+            self.stack.append(name)
+            self.last_failed = name
+
+        return hook
+
+    def _leave(self, _module, _inputs, _output):
+        if self.stack:
+            self.stack.pop()
+
+    def close(self) -> None:
+        for handle in self.handles:
+            handle.remove()
+
+
+def export_onnx(module: Any, example: np.ndarray, opset: int, destination: Path) -> None:
+    """torch.onnx.export with the pipeline's I/O contract; failures name module and op."""
+    import torch
+
+    trail = _ModuleTrail(module)
+    try:
+        with torch.no_grad():
+            torch.onnx.export(
+                module,
+                (torch.from_numpy(example),),
+                str(destination),
+                dynamo=False,
+                opset_version=opset,
+                input_names=[INPUT_NAME],
+                output_names=[OUTPUT_NAME],
+                dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
+                do_constant_folding=True,
+            )
+    except Exception as exc:
+        where = trail.stack[-1] if trail.stack else trail.last_failed or "<unknown module>"
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ExportError(f"export failed in module '{where}': {first_line}") from exc
+    finally:
+        trail.close()
+
+
+def torch_logits(module: Any, images: np.ndarray) -> np.ndarray:
+    import torch
+
+    with torch.no_grad():
+        return module(torch.from_numpy(images)).numpy()
+
+
+def run_export(config: Config, cache: StageCache, model: LoadedModel, check_crops: np.ndarray, check_hash: str, opset: int) -> StageResult:
+    """Export (cached by checkpoint, factory, opset and the check images)."""
+    import onnx
+    import torch
+
+    settings = {"opset": opset, "tolerance": config.export.tolerance, "factory": config.model.factory}
+    inputs = {"checkpoint": model.checkpoint_sha256, "check_images": check_hash}
+    versions = {"torch": torch.__version__, "onnx": onnx.__version__}
+
+    def body(workdir: Path) -> tuple[dict[str, str], dict[str, Any]]:
+        images = normalised_batch(check_crops, config)
+        onnx_path = workdir / "model.fp32.export.onnx"
+        export_onnx(model.module, images[:1], opset, onnx_path)
+        onnx.checker.check_model(str(onnx_path), full_check=True)
+        reference = torch_logits(model.module, images)
+        diff = compare_onnx_with(onnx_path, images, reference)
+        if diff > config.export.tolerance:
+            raise ExportError(
+                f"exported ONNX differs from torch by {diff:.2e} (> export.tolerance {config.export.tolerance:g})"
+            )
+        # Module paths live in the exported node names; simplification may drop them, so the
+        # table is kept for choosing layers to keep in higher precision later.
+        nodes = onnx_node_table(onnx_path)
+        (workdir / "nodes.json").write_text(json.dumps(nodes, indent=1))
+        details = {"max_abs_diff_vs_torch": diff, "nodes": len(nodes), "check_images": len(images), "opset": opset}
+        return {"onnx": onnx_path.name, "nodes": "nodes.json"}, details
+
+    return cache.run("export", inputs, settings, versions, body, STAGE_VERSION)
