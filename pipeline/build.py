@@ -67,7 +67,7 @@ class StageLog:
 
     @property
     def all_cached(self) -> bool:
-        return all(e["cached"] for e in self.entries if e["stage"] != "data")
+        return all(e["cached"] for e in self.entries)
 
 
 def bundle_name(config: Config, target_name: str) -> str:

@@ -90,7 +90,6 @@ def train_model(config: Config, output: Path, progress: bool = True) -> TrainRes
     import torch
     from rich.progress import Progress
 
-    from pipeline.artifacts import atomic_path
     from pipeline.models import build_model
 
     tc = config.train
@@ -141,26 +140,44 @@ def train_model(config: Config, output: Path, progress: bool = True) -> TrainRes
     train_acc = evaluate_accuracy(model, train_eval.crops, train_eval.labels, eval_spec)
     holdout_acc = evaluate_accuracy(model, holdout.crops, holdout.labels, eval_spec)
     wall_s = time.perf_counter() - started
+    metrics = {
+        "train_top1": train_acc,
+        "holdout_top1": holdout_acc,
+        "holdout_images": len(holdout.labels),
+        "epochs": tc.epochs,
+        "wall_s": round(wall_s, 1),
+        "threads": tc.threads,
+        "torch": str(torch.__version__),
+    }
+    save_checkpoint(output, model, spec.to_dict(), train_set.classes, train_set.class_names, eval_spec.to_dict(), metrics)
+    return TrainResult(output, train_acc, holdout_acc, len(holdout.labels), tc.epochs, wall_s)
+
+
+def save_checkpoint(
+    output: Path,
+    model: Any,
+    spec: dict[str, Any],
+    classes: list[str],
+    class_names: list[str],
+    preprocessing: dict[str, Any],
+    metrics: dict[str, Any],
+) -> None:
+    """Write a checkpoint that `torch.load(weights_only=True)` reads: tensors and plain values only."""
+    import torch
+
+    from pipeline.artifacts import atomic_path
+
     checkpoint = {
         "format": "vt-edge-checkpoint/1",
         "state_dict": model.state_dict(),
-        "spec": spec.to_dict(),
-        "classes": list(train_set.classes),
-        "class_names": list(train_set.class_names),
-        "preprocessing": eval_spec.to_dict(),
-        "metrics": {
-            "train_top1": train_acc,
-            "holdout_top1": holdout_acc,
-            "holdout_images": len(holdout.labels),
-            "epochs": tc.epochs,
-            "wall_s": round(wall_s, 1),
-            "threads": tc.threads,
-            "torch": str(torch.__version__),
-        },
+        "spec": dict(spec),
+        "classes": list(classes),
+        "class_names": list(class_names),
+        "preprocessing": dict(preprocessing),
+        "metrics": dict(metrics),
     }
     with atomic_path(output) as tmp:
         torch.save(checkpoint, tmp)
-    return TrainResult(output, train_acc, holdout_acc, len(holdout.labels), tc.epochs, wall_s)
 
 
 def _holdout_set(config: Config) -> LabelledSet:

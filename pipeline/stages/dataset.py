@@ -44,6 +44,7 @@ class DataSplit:
     spec: PreprocessSpec
     content_hash: str  # changes when any chosen image, label or the preprocessing changes
     arrays: dict[str, Path]  # cached .npy files (bundled for validation on the device)
+    cached: bool = False  # the crops came from the cache (nothing decoded)
 
     @property
     def skipped(self) -> list[tuple[str, str]]:
@@ -108,6 +109,7 @@ def prepare_data_cached(config: Config, cache: StageCache, progress: bool = True
         spec=spec,
         content_hash=sha256_json([inputs, spec.to_dict()])[:32],
         arrays=arrays,
+        cached=result.cached,
     )
 
 

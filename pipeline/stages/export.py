@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -110,7 +111,10 @@ def export_onnx(module: Any, example: np.ndarray, opset: int, destination: Path)
 
     trail = _ModuleTrail(module)
     try:
-        with torch.no_grad():
+        # The TorchScript exporter is deprecated in favour of dynamo, which cannot write opset 17
+        # for this model; the warning is expected.
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
             torch.onnx.export(
                 module,
                 (torch.from_numpy(example),),

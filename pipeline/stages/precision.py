@@ -145,6 +145,9 @@ def quantize_graph(
             # MatMuls between two activations (attention) are quantized too: TensorRT runs
             # them as INT8 GEMMs when both inputs carry Q/DQ.
             "MatMulConstBOnly": False,
+            # TensorRT wants Q/DQ on the inputs of the ops it runs in INT8 and fuses the ops
+            # that follow (bias, ReLU) itself; Q/DQ on their outputs would only split fusions.
+            "OpTypesToExcludeOutputQuantization": list(QUANTIZED_OPS_TRT),
         }
     quantizer = QDQQuantizer(
         model,
@@ -171,10 +174,12 @@ def _default_ops() -> list[str]:
 
 
 def _quantize_residual_adds(model: Any, tensors_data: Any) -> None:
-    """Q/DQ on the skip input of residual Adds (TensorRT then fuses the Add into the conv).
+    """Q/DQ on the skip input of residual Adds, so TensorRT fuses the Add into the conv before it.
 
-    An Add qualifies when one input is already dequantized-from-int8 through a quantized
-    producer's path (it comes from a Conv) and the other is a plain activation with a range.
+    A residual Add has one input straight from a Conv (fused as the conv's epilogue); the other
+    input (the skip branch) must then arrive quantized. Often it already does, because the same
+    tensor feeds the next block's quantized conv; otherwise (e.g. a downsample conv's output)
+    a Q/DQ pair is inserted, using the tensor's calibrated range.
     """
     from onnx import TensorProto, helper, numpy_helper
 
@@ -183,25 +188,26 @@ def _quantize_residual_adds(model: Any, tensors_data: Any) -> None:
     for node in list(model.graph.node):
         if node.op_type != "Add" or len(node.input) != 2:
             continue
-        kinds = [producers.get(name).op_type if name in producers else None for name in node.input]
-        if "Conv" not in kinds:
+        kinds = [producers[name].op_type if name in producers else None for name in node.input]
+        if "Conv" not in kinds or "DequantizeLinear" in kinds:
             continue
-        for position, name in enumerate(node.input):
-            if kinds[position] in ("Conv", "DequantizeLinear") or name not in tensors_data.data:
-                continue
-            low, high = tensors_data.data[name].range_value
-            amax = max(abs(float(np.asarray(low).min())), abs(float(np.asarray(high).max())), 1e-8)
-            scale_name, zero_name = f"{name}_residual_scale", f"{name}_residual_zero_point"
-            model.graph.initializer.extend(
-                [
-                    numpy_helper.from_array(np.array(amax / 127.0, dtype=np.float32), scale_name),
-                    helper.make_tensor(zero_name, TensorProto.INT8, [], [0]),
-                ]
-            )
-            quantized, dequantized = f"{name}_residual_q", f"{name}_residual_dq"
-            new_nodes.append(helper.make_node("QuantizeLinear", [name, scale_name, zero_name], [quantized], name=f"{name}_ResidualQuantizeLinear"))
-            new_nodes.append(helper.make_node("DequantizeLinear", [quantized, scale_name, zero_name], [dequantized], name=f"{name}_ResidualDequantizeLinear"))
-            node.input[position] = dequantized
+        skip = 1 if kinds[0] == "Conv" else 0
+        name = node.input[skip]
+        if name not in tensors_data.data:
+            continue
+        low, high = tensors_data.data[name].range_value
+        amax = max(abs(float(np.asarray(low).min())), abs(float(np.asarray(high).max())), 1e-8)
+        scale_name, zero_name = f"{name}_residual_scale", f"{name}_residual_zero_point"
+        model.graph.initializer.extend(
+            [
+                numpy_helper.from_array(np.array(amax / 127.0, dtype=np.float32), scale_name),
+                helper.make_tensor(zero_name, TensorProto.INT8, [], [0]),
+            ]
+        )
+        quantized, dequantized = f"{name}_residual_q", f"{name}_residual_dq"
+        new_nodes.append(helper.make_node("QuantizeLinear", [name, scale_name, zero_name], [quantized], name=f"{name}_ResidualQuantizeLinear"))
+        new_nodes.append(helper.make_node("DequantizeLinear", [quantized, scale_name, zero_name], [dequantized], name=f"{name}_ResidualDequantizeLinear"))
+        node.input[skip] = dequantized
     if new_nodes:
         model.graph.node.extend(new_nodes)
         _topological_sort(model.graph)
