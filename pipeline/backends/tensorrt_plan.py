@@ -1,0 +1,430 @@
+"""The TensorRT build plan: every setting an engine build needs, chosen per TensorRT version.
+
+The plan is written into the bundle as `build_plan.json`; the Python builder, `trtexec` and the
+C++ loader all build from it, so a device can finish a bundle without the host. Nothing here
+imports TensorRT.
+
+What each TensorRT major version requires (checked against NVIDIA's headers and trtexec sources
+of each release branch, github.com/NVIDIA/TensorRT, and the TensorRT 11.4 documentation):
+
+- 8.5 / 8.6 (JetPack 5): networks are weakly typed. `NetworkDefinitionCreationFlag.EXPLICIT_BATCH`
+  is required for ONNX and dynamic shapes (NvInfer.h 8.5/8.6: "Dynamic shape support requires
+  that the kEXPLICIT_BATCH flag is set"). A Q/DQ graph needs `BuilderFlag.INT8` (Q/DQ layers are
+  only accepted with INT8 enabled); FP16 is set too so that layers outside the Q/DQ islands may
+  run in FP16 instead of FP32 (kINT8 doc: "FP32 fallback with FP16 fallback if kFP16 also
+  specified"). The ONNX FP16 casts are not a precision request to a weakly typed builder, so the
+  fp16 graph needs `BuilderFlag.FP16` to get FP16 kernels.
+- 10.x (JetPack 6, desktop): networks are always explicit batch (kEXPLICIT_BATCH "Deprecated in
+  TensorRT 10.0 ... Ignored"); `kSTRONGLY_TYPED` exists (since 9.0) and makes the ONNX tensor
+  types the precision. trtexec warns and drops --fp16/--int8 under --stronglyTyped, so a strongly
+  typed plan sets no precision flags at all.
+- 11.x (desktop, JetPack 7.2.2+): strongly typed only. NvInfer.h 11.0: kEXPLICIT_BATCH is gone,
+  kSTRONGLY_TYPED is "Deprecated in TensorRT 11.0. Strongly typed mode is always enabled ...
+  ignored"; BuilderFlag kFP16/kINT8/kBF16/kFP8/kINT4 and the precision-constraint flags are
+  removed (the 11.4 runtime module has no BuilderFlag.FP16/INT8). trtexec 11: `--stronglyTyped`
+  is "[Deprecated] ... a no-op", --fp16/--int8 no longer exist.
+- trtexec memory: `--memPoolSize=workspace:N` (MiB) since 8.4, where `--workspace=N` became
+  deprecated; base-2 suffixes (`4096M`) are parsed from 10.0 on. 8.4/8.5 build-only is
+  `--buildOnly`; 8.6 deprecates it for `--skipInference`, which 10.x and 11.x keep.
+- DLA (`--useDLACore=N --allowGPUFallback`, `BuilderFlag.GPU_FALLBACK`) runs FP16 and INT8 only.
+  TensorRT 11.4.1 supports DLA on AGX Orin under JetPack 7.2.2+ (11.0-11.4.0 do not), and its
+  documentation introduces strongly typed DLA builds as new there, replacing "the per-precision
+  builder flags used before TensorRT 11.x". So a 10.x DLA plan stays weakly typed with the
+  INT8/FP16 flags (the documented 10.x DLA recipe: `--useDLACore=0 --int8 --fp16
+  --allowGPUFallback`); 10.x GPU plans are strongly typed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import tempfile
+from dataclasses import MISSING, asdict, dataclass, field, fields, replace
+from pathlib import Path, PurePosixPath
+from typing import Any, Mapping
+
+from pipeline.backends.tensorrt_env import GpuInfo, TensorRTInfo
+from pipeline.config import BatchProfile, TargetConfig
+
+PLAN_FORMAT_VERSION = 1
+BUILD_PLAN_FILE = "build_plan.json"
+TENSORRT_PRECISIONS = ("fp32", "fp16", "int8-trt")
+SUPPORTED_MAJORS = (8, 10, 11)
+INPUT_NAME = "images"
+OUTPUT_NAME = "logits"
+
+_PLAN_VERSION = re.compile(r"^\d+(\.(\d+|x))*$")
+
+
+@dataclass(frozen=True)
+class BuildPlan:
+    """One engine build. Paths are relative to the bundle folder (POSIX separators)."""
+
+    target: str
+    model: str
+    precision: str  # fp32 | fp16 | int8-trt
+    onnx: str  # e.g. models/model.int8-trt.onnx
+    engine: str  # e.g. engines/vt_demo.int8-trt.b1-8-32.trt10.3.sm87.engine
+    input_chw: tuple[int, int, int]
+    profile: dict[str, int]  # batch sizes {min, opt, max}
+    workspace_mib: int
+    tensorrt_version: str  # the version the plan is for: "10.3", "11.x" or a found "10.3.0"
+    strongly_typed: bool
+    network_flags: tuple[str, ...]  # NetworkDefinitionCreationFlag names to set
+    builder_flags: tuple[str, ...]  # BuilderFlag names to set
+    dla_core: int | None
+    gpu_fallback: bool
+    timing_cache: str  # e.g. engines/timing.trt10.3.sm87.cache
+    compute_capability: str  # "8.7", or "auto" until the GPU is known
+    input_name: str = INPUT_NAME
+    output_name: str = OUTPUT_NAME
+    format_version: int = field(default=PLAN_FORMAT_VERSION)
+
+    @property
+    def major(self) -> int:
+        return _version_parts(self.tensorrt_version)[0]
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        for key in ("input_chw", "network_flags", "builder_flags"):
+            data[key] = list(data[key])
+        data["profile"] = {k: self.profile[k] for k in ("min", "opt", "max")}
+        return data
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "BuildPlan":
+        if data.get("format_version", PLAN_FORMAT_VERSION) != PLAN_FORMAT_VERSION:
+            raise ValueError(f"build plan format_version {data.get('format_version')!r} is not {PLAN_FORMAT_VERSION}")
+        names = {f.name for f in fields(cls)}
+        required = {f.name for f in fields(cls) if f.default is MISSING and f.default_factory is MISSING}
+        missing = sorted(required - data.keys())
+        if missing:
+            raise ValueError(f"build plan lacks {', '.join(missing)}")
+        values = {k: v for k, v in data.items() if k in names}  # newer readers may add keys
+        for key in ("input_chw", "network_flags", "builder_flags"):
+            values[key] = tuple(values[key])
+        values["profile"] = {k: int(data["profile"][k]) for k in ("min", "opt", "max")}
+        plan = cls(**values)
+        _check_relative(plan.onnx, plan.engine, plan.timing_cache)
+        return plan
+
+
+
+# --- versions ---------------------------------------------------------------------------------
+
+
+def _version_parts(version: str) -> tuple[int, int | None, int | None]:
+    """(major, minor, patch) of a plan version: "10.3" -> (10, 3, None), "11.x" -> (11, None, None)."""
+    if not _PLAN_VERSION.match(version):
+        raise ValueError(f"not a TensorRT version: {version!r} (expected e.g. 10.3, 10.3.0 or 11.x)")
+    parts = [None if p == "x" else int(p) for p in version.split(".")[:3]]
+    parts += [None] * (3 - len(parts))
+    return parts[0], parts[1], parts[2]  # type: ignore[return-value]
+
+
+def _at_least(version: str, major: int, minor: int) -> bool:
+    have_major, have_minor, _ = _version_parts(version)
+    return (have_major, have_minor if have_minor is not None else 0) >= (major, minor)
+
+
+def strongly_typed(major: int, *, dla: bool = False) -> bool:
+    """Whether the network is strongly typed: 11.x always; 10.x except for DLA; 8.x never."""
+    return major >= 11 or (major >= 10 and not dla)
+
+
+def network_flags(major: int, *, dla: bool = False) -> tuple[str, ...]:
+    """NetworkDefinitionCreationFlag names to set."""
+    if major < 10:
+        return ("EXPLICIT_BATCH",)  # required for ONNX and dynamic shapes before 10.0
+    if major == 10 and not dla:
+        return ("STRONGLY_TYPED",)
+    return ()  # 10.x is always explicit batch; 11.x always strongly typed (flag deprecated, ignored)
+
+
+def precision_builder_flags(major: int, precision: str, *, dla: bool = False) -> tuple[str, ...]:
+    """BuilderFlag names a weakly typed build needs; strongly typed builds need none."""
+    if strongly_typed(major, dla=dla):
+        return ()
+    return {"fp32": (), "fp16": ("FP16",), "int8-trt": ("INT8", "FP16")}[precision]
+
+
+def _dla_supported(version: str) -> bool:
+    major, minor, patch = _version_parts(version)
+    if major in (8, 10):
+        return True
+    # 11.4.1 brought DLA back (AGX Orin, JetPack 7.2.2+); "11.4" / "11.x" may mean 11.4.1+.
+    return (minor is None) or (minor, patch if patch is not None else 1) >= (4, 1)
+
+
+# --- names ------------------------------------------------------------------------------------
+
+
+def _profile_triple(profile: BatchProfile | Mapping[str, int]) -> tuple[int, int, int]:
+    if isinstance(profile, BatchProfile):
+        return profile.min, profile.opt, profile.max
+    return int(profile["min"]), int(profile["opt"]), int(profile["max"])
+
+
+def _sm(compute_capability: str) -> str:
+    return "sm" + ("-auto" if compute_capability == "auto" else compute_capability.replace(".", ""))
+
+
+def engine_file_name(
+    model: str,
+    precision: str,
+    profile: BatchProfile | Mapping[str, int],
+    tensorrt_version: str,
+    compute_capability: str,
+    *,
+    dla_core: int | None = None,
+) -> str:
+    """A name that changes whenever the engine would: an engine runs only on the TensorRT version
+    and GPU it was built for, so a stale engine must never match a new build's name.
+
+    >>> engine_file_name("vt_demo", "int8-trt", {"min": 1, "opt": 8, "max": 32}, "10.3.0", "8.7")
+    'vt_demo.int8-trt.b1-8-32.trt10.3.0.sm87.engine'
+    """
+    low, opt, high = _profile_triple(profile)
+    dla = f".dla{dla_core}" if dla_core is not None else ""
+    return f"{model}.{precision}.b{low}-{opt}-{high}.trt{tensorrt_version}.{_sm(compute_capability)}{dla}.engine"
+
+
+def timing_cache_name(tensorrt_version: str, compute_capability: str) -> str:
+    # A timing cache is valid for one TensorRT version and GPU; one file per pair avoids mismatches.
+    return f"engines/timing.trt{tensorrt_version}.{_sm(compute_capability)}.cache"
+
+
+def _check_relative(*paths: str) -> None:
+    for path in paths:
+        pure = PurePosixPath(path)
+        if pure.is_absolute() or ".." in pure.parts or "\\" in path or not path:
+            raise ValueError(f"bundle path {path!r} must be relative to the bundle and stay inside it")
+
+
+# --- plans ------------------------------------------------------------------------------------
+
+
+def _shipped(target: TargetConfig) -> str:
+    return ", ".join(target.tensorrt_versions) or "none"
+
+
+def _resolve_dla(
+    target_name: str, target: TargetConfig, precision: str, version: str, dla_core: int | None
+) -> int | None:
+    if dla_core is None and target.use_dla:
+        dla_core = 0
+    if dla_core is None:
+        return None
+    if target.dla_cores == 0:
+        raise ValueError(f"target {target_name!r} has no DLA cores")
+    if not 0 <= dla_core < target.dla_cores:
+        raise ValueError(f"target {target_name!r} has DLA cores 0..{target.dla_cores - 1}, not {dla_core}")
+    if precision == "fp32":
+        raise ValueError("DLA runs FP16 and INT8 only; build fp16 or int8-trt for DLA")
+    if not _dla_supported(version):
+        raise ValueError(f"TensorRT {version} has no DLA support (11.x: from 11.4.1 on AGX Orin, JetPack 7.2.2+)")
+    return dla_core
+
+
+def _resolve_cc(target_name: str, target: TargetConfig, found: str | None) -> str:
+    declared = target.compute_capability or "auto"
+    if declared == "auto":
+        return found or "auto"
+    if found is not None and found != declared:
+        raise ValueError(f"target {target_name!r} is compute capability {declared}, this GPU is {found}")
+    return declared
+
+
+def make_build_plan(
+    target_name: str,
+    target: TargetConfig,
+    model_name: str,
+    precision: str,
+    onnx_relpath: str,
+    input_chw: tuple[int, int, int],
+    tensorrt_version: str,
+    dla_core: int | None = None,
+    *,
+    compute_capability: str | None = None,
+) -> BuildPlan:
+    """The plan for one engine of `target`. ValueError (one line) when the target cannot build it.
+
+    `tensorrt_version` is a version the target ships ("10.3") or the one found on the device
+    ("10.3.0"); `compute_capability` is the GPU found, needed for "auto" targets (desktop).
+    """
+    if target.backend != "tensorrt":
+        raise ValueError(f"target {target_name!r} uses {target.backend}, not tensorrt")
+    if precision not in TENSORRT_PRECISIONS:
+        raise ValueError(f"TensorRT precision must be one of {', '.join(TENSORRT_PRECISIONS)}, not {precision!r}")
+    if precision not in target.precisions:
+        raise ValueError(f"target {target_name!r} builds {', '.join(target.precisions)}, not {precision}")
+    major = _version_parts(tensorrt_version)[0]
+    if major not in target.tensorrt_majors:
+        raise ValueError(
+            f"target {target_name!r} ships TensorRT {_shipped(target)}, not {tensorrt_version}"
+        )
+    if major not in SUPPORTED_MAJORS:
+        raise ValueError(f"TensorRT {tensorrt_version}: plans are defined for majors {SUPPORTED_MAJORS}")
+    if len(input_chw) != 3 or min(input_chw) < 1:
+        raise ValueError(f"input_chw must be three positive ints, got {input_chw!r}")
+    _check_relative(onnx_relpath)
+    core = _resolve_dla(target_name, target, precision, tensorrt_version, dla_core)
+    cc = _resolve_cc(target_name, target, compute_capability)
+    profile = dict(zip(("min", "opt", "max"), _profile_triple(target.profile)))
+    dla = core is not None
+    flags = precision_builder_flags(major, precision, dla=dla) + (("GPU_FALLBACK",) if dla else ())
+    return BuildPlan(
+        target=target_name,
+        model=model_name,
+        precision=precision,
+        onnx=onnx_relpath,
+        engine="engines/" + engine_file_name(model_name, precision, profile, tensorrt_version, cc, dla_core=core),
+        input_chw=tuple(int(v) for v in input_chw),  # type: ignore[arg-type]
+        profile=profile,
+        workspace_mib=target.workspace_mib,
+        tensorrt_version=tensorrt_version,
+        strongly_typed=strongly_typed(major, dla=dla),
+        network_flags=network_flags(major, dla=dla),
+        builder_flags=flags,
+        dla_core=core,
+        gpu_fallback=core is not None,
+        timing_cache=timing_cache_name(tensorrt_version, cc),
+        compute_capability=cc,
+    )
+
+
+def version_matches(plan_version: str, found: str) -> bool:
+    """Whether a found TensorRT version ("10.3.0.30") is one the plan's version ("10.3", "10.x") means."""
+    want = plan_version.split(".")
+    have = found.split(".")
+    return len(have) >= len(want) and all(w in ("x", h) for w, h in zip(want, have))
+
+
+def resolve_plan(plan: BuildPlan, trt: TensorRTInfo, gpu: GpuInfo | None) -> BuildPlan:
+    """The plan pinned to the TensorRT and GPU found on this device (engine and cache names too).
+
+    ValueError when this device cannot build it: another TensorRT version, another GPU.
+    """
+    if not version_matches(plan.tensorrt_version, trt.version):
+        raise ValueError(f"the plan is for TensorRT {plan.tensorrt_version}, this device has {trt.version}")
+    cc = plan.compute_capability
+    if gpu is not None:
+        if cc not in ("auto", gpu.compute_capability):
+            raise ValueError(
+                f"the plan is for compute capability {cc}, this GPU ({gpu.name}) is {gpu.compute_capability}"
+            )
+        cc = gpu.compute_capability
+    version = f"{trt.major}.{trt.minor}.{trt.patch}"
+    engine = engine_file_name(plan.model, plan.precision, plan.profile, version, cc, dla_core=plan.dla_core)
+    return replace(
+        plan,
+        tensorrt_version=version,
+        compute_capability=cc,
+        engine="engines/" + engine,
+        timing_cache=timing_cache_name(version, cc),
+    )
+
+
+# --- files ------------------------------------------------------------------------------------
+
+
+def write_build_plan(plan: BuildPlan, bundle_dir: Path) -> Path:
+    """Write `build_plan.json` into the bundle atomically."""
+    path = Path(bundle_dir) / BUILD_PLAN_FILE
+    text = json.dumps(plan.to_dict(), indent=2) + "\n"
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as out:
+            out.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def read_build_plan(bundle_dir: Path) -> BuildPlan:
+    path = Path(bundle_dir) / BUILD_PLAN_FILE
+    try:
+        return BuildPlan.from_dict(json.loads(path.read_text(encoding="utf-8")))
+    except (OSError, json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+        raise ValueError(f"{path}: not a usable build plan: {exc}") from None
+
+
+# --- trtexec and printing ---------------------------------------------------------------------
+
+
+def _bundle_path(bundle_dir: str, relpath: str) -> str:
+    return str(PurePosixPath(bundle_dir) / relpath)
+
+
+def _memory_flag(plan: BuildPlan) -> str:
+    if _at_least(plan.tensorrt_version, 10, 0):
+        return f"--memPoolSize=workspace:{plan.workspace_mib}M"
+    if _at_least(plan.tensorrt_version, 8, 4):
+        return f"--memPoolSize=workspace:{plan.workspace_mib}"  # MiB; no unit suffixes before 10.0
+    return f"--workspace={plan.workspace_mib}"
+
+
+def _build_only_flag(plan: BuildPlan) -> str:
+    return "--skipInference" if _at_least(plan.tensorrt_version, 8, 6) else "--buildOnly"
+
+
+def _precision_flags(plan: BuildPlan) -> list[str]:
+    if not plan.strongly_typed:
+        return [{"INT8": "--int8", "FP16": "--fp16"}[f] for f in plan.builder_flags if f in ("INT8", "FP16")]
+    if plan.major == 10:
+        return ["--stronglyTyped"]
+    return []  # 11.x: strongly typed always; --stronglyTyped is a deprecated no-op
+
+
+def trtexec_command(plan: BuildPlan, bundle_dir: str = ".") -> list[str]:
+    """The trtexec command line that builds the same engine as `build_engine` (build only)."""
+    channels, height, width = plan.input_chw
+
+    def shape(batch: int) -> str:
+        return f"{plan.input_name}:{batch}x{channels}x{height}x{width}"
+
+    command = [
+        "trtexec",
+        f"--onnx={_bundle_path(bundle_dir, plan.onnx)}",
+        f"--saveEngine={_bundle_path(bundle_dir, plan.engine)}",
+        f"--minShapes={shape(plan.profile['min'])}",
+        f"--optShapes={shape(plan.profile['opt'])}",
+        f"--maxShapes={shape(plan.profile['max'])}",
+        _memory_flag(plan),
+        f"--timingCacheFile={_bundle_path(bundle_dir, plan.timing_cache)}",
+        *_precision_flags(plan),
+    ]
+    if plan.dla_core is not None:
+        command.append(f"--useDLACore={plan.dla_core}")
+        if plan.gpu_fallback:
+            command.append("--allowGPUFallback")
+    command.append(_build_only_flag(plan))
+    return command
+
+
+def format_plan(plan: BuildPlan, bundle_dir: str = ".") -> str:
+    """The plan as a few human-readable lines (what `--dry-run` prints)."""
+    profile = plan.profile
+    device = "GPU"
+    if plan.dla_core is not None:
+        device = f"DLA core {plan.dla_core}" + (" (GPU fallback)" if plan.gpu_fallback else "")
+    typing = "strongly typed (precision from the ONNX)" if plan.strongly_typed else "weakly typed"
+    flags = ", ".join(plan.builder_flags) or "none"
+    lines = [
+        f"TensorRT build plan: {plan.model} {plan.precision} for {plan.target}",
+        f"  TensorRT      {plan.tensorrt_version}, {typing}",
+        f"  network flags {', '.join(plan.network_flags) or 'none'}",
+        f"  builder flags {flags}",
+        f"  device        {device}, compute capability {plan.compute_capability}",
+        f"  input         {plan.input_name} Nx{'x'.join(map(str, plan.input_chw))}, "
+        f"batch min {profile['min']} / opt {profile['opt']} / max {profile['max']}",
+        f"  workspace     {plan.workspace_mib} MiB",
+        f"  onnx          {plan.onnx}",
+        f"  engine        {plan.engine}",
+        f"  timing cache  {plan.timing_cache}",
+        f"  trtexec       {' '.join(trtexec_command(plan, bundle_dir))}",
+    ]
+    return "\n".join(lines)
