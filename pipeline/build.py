@@ -46,6 +46,7 @@ class BuildOutcome:
     pending: list[str] = field(default_factory=list)
     stages: list[dict[str, Any]] = field(default_factory=list)
     finish_command: str = ""
+    left_reason: str = ""  # why the engines were left for the device
 
 
 class StageLog:
@@ -126,9 +127,10 @@ def build(config: Config, options: BuildOptions) -> BuildOutcome:
         log.entries.append({"stage": "report", "wall_s": 0.0, "cached": True})
         console.print(f"  {'report':<10} {'[dim]cached[/dim]':>8}  {bundle} is up to date")
         report = read_json(bundle / "report" / "report.json")
+        manifest = read_json(bundle / "manifest.json")
         print_summary(report, log)
-        return BuildOutcome(bundle, report, report["gate"]["failures"], list(read_json(bundle / "manifest.json")["pending"]), log.entries,
-                            read_json(bundle / "manifest.json")["rebuild_command"])
+        return _finish_or_leave(config, options, bundle, BuildOutcome(
+            bundle, report, report["gate"]["failures"], list(manifest["pending"]), log.entries, manifest["rebuild_command"], host_reason), log)
     report = assemble_report(config, target_name, target, data, model, exported, simplified, precision, validation, log, cpu_proxy)
     from pipeline.stages.report import check_gate
 
@@ -137,18 +139,23 @@ def build(config: Config, options: BuildOptions) -> BuildOutcome:
     contents = bundle_contents(config, target_name, target, data, model, models, engine_stage, validation, report, pending, options, extra_files, build_key)
     log.run("report", lambda: _write_report_and_bundle(bundle, contents, report), lambda path: f"{path}")
     print_summary(report, log)
-    finish = contents.manifest["rebuild_command"]
-    if pending and not host_reason:
+    outcome = BuildOutcome(bundle, report, failures, pending, log.entries, contents.manifest["rebuild_command"], host_reason)
+    return _finish_or_leave(config, options, bundle, outcome, log)
+
+
+def _finish_or_leave(config: Config, options: BuildOptions, bundle: Path, outcome: BuildOutcome, log: StageLog) -> BuildOutcome:
+    """Build the pending engines right away when this host is the target; else leave them."""
+    if not outcome.pending:
+        return outcome
+    if not outcome.left_reason:
         from pipeline.gpu_targets import finish_bundle
 
-        outcome = finish_bundle(config, options, bundle)
-        print_summary(outcome.report, log)
-        return outcome
-    if pending:
-        console.print(f"[yellow]engine left for the device[/yellow]: {host_reason}")
-        if options.require_engine:
-            raise RuntimeError(f"--require-engine: the {target_name} engine cannot be built on this host: {host_reason}")
-    return BuildOutcome(bundle, report, failures, pending, log.entries, finish)
+        finished = finish_bundle(config, options, bundle)
+        print_summary(finished.report, log)
+        return finished
+    if options.require_engine:
+        raise RuntimeError(f"--require-engine: the {options.target} engine cannot be built on this host: {outcome.left_reason}")
+    return outcome
 
 
 def _bundle_up_to_date(bundle: Path, build_key: str) -> bool:

@@ -78,7 +78,7 @@ def build(
             fail(f"gate: {first}{more}; see {outcome.bundle}/report/report.md", 1)
         err.print(f"[yellow]gate (not enforced):[/yellow] {first}{more}")
     if outcome.pending:
-        err.print(f"left for the device: {', '.join(outcome.pending)}; finish with: {outcome.finish_command}")
+        err.print(f"engines left for the device ({outcome.left_reason}); finish on the device with: {outcome.finish_command}", soft_wrap=True)
 
 
 @app.command()

@@ -85,7 +85,9 @@ def plan_engines(config: Config, target_name: str, target: TargetConfig, models:
     path = folder / BUILD_PLANS_FILE
     write_json_atomic(path, plans_document(target_name, plans))
     pending = [f"engine:{p}" for p in target.precisions]
-    return PlannedEngines(pending=pending, files={BUILD_PLANS_FILE: path}, reason=host_mismatch(target_name, target) or "")
+    existing = config.path(config.engines_dir) / f"{config.model.name}-{target_name}" / BUILD_PLANS_FILE
+    unchanged = existing.is_file() and existing.read_bytes() == path.read_bytes()
+    return PlannedEngines(pending, {BUILD_PLANS_FILE: path}, host_mismatch(target_name, target) or "", cached=unchanged)
 
 
 def dry_run(config: Config, options: Any) -> None:

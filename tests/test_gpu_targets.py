@@ -1,0 +1,128 @@
+"""GPU targets on a host without TensorRT: the off-target bundle, its finish command, dry runs."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT, run_cli
+from pipeline.bundle import verify_bundle
+
+BUNDLE = "engines/tiny-jetson-agx-orin"
+
+
+@pytest.fixture(scope="module")
+def jetson_project(tmp_path_factory, tiny_template):
+    import shutil
+
+    folder = tmp_path_factory.mktemp("jetson") / "project"
+    shutil.copytree(tiny_template, folder)
+    result = run_cli(folder, "build", "--target", "jetson", "--no-progress")
+    return folder, result
+
+
+def test_off_target_build_writes_a_complete_bundle_and_exits_0(jetson_project):
+    folder, result = jetson_project
+    assert result.returncode == 0, result.stderr
+    bundle = folder / BUNDLE
+    manifest = verify_bundle(bundle)
+    assert manifest["target"] == {"name": "jetson-agx-orin", "backend": "tensorrt", "compute_capability": "8.7", "tensorrt_majors": [8, 10, 11]}
+    for precision in ("fp32", "fp16", "int8-trt"):
+        assert (bundle / f"models/model.{precision}.onnx").is_file()
+    assert not (bundle / "models/model.int8.onnx").exists()  # the ONNX Runtime flavour is not for this target
+    for rel in ("reference/fp32_logits.npy", "reference/eval_crops.npy", "reference/eval_labels.npy", "reference/eval_set.json", "build_plan.json", "report/report.md"):
+        assert (bundle / rel).is_file(), rel
+    assert manifest["pending"] == ["engine:fp32", "engine:fp16", "engine:int8-trt"]
+    assert manifest["engines"] == []
+    finish = f"python -m pipeline build --target jetson-agx-orin --bundle engines/tiny-jetson-agx-orin"
+    assert manifest["rebuild_command"] == finish
+    assert finish in result.stderr
+    assert "engines left for the device (TensorRT is not installed" in result.stderr
+
+
+def test_bundle_build_plans_cover_every_shipped_tensorrt(jetson_project):
+    folder, _ = jetson_project
+    document = json.loads((folder / BUNDLE / "build_plan.json").read_text())
+    plans = document["plans"]
+    assert document["target"] == "jetson-agx-orin"
+    assert {(p["tensorrt_version"], p["precision"]) for p in plans} == {
+        (v, p) for v in ("8.6", "10.3", "11.4") for p in ("fp32", "fp16", "int8-trt")
+    }
+    by_version = {p["tensorrt_version"]: p for p in plans if p["precision"] == "int8-trt"}
+    assert by_version["10.3"]["strongly_typed"] and not by_version["8.6"]["strongly_typed"]
+    assert set(by_version["8.6"]["builder_flags"]) >= {"INT8"}
+    assert all(p["profile"] == {"min": 1, "opt": 2, "max": 4} and p["input_chw"] == [3, 64, 64] for p in plans)
+    assert len({p["engine"] for p in plans}) == len(plans)  # unique engine names
+
+
+def test_report_is_labelled_cpu_proxy(jetson_project):
+    folder, _ = jetson_project
+    report = json.loads((folder / BUNDLE / "report/report.json").read_text())
+    assert report["cpu_proxy"] is True
+    assert [r["precision"] for r in report["results"]] == ["fp32-torch", "fp32", "fp16", "int8-trt"]
+    assert "CPU proxy" in (folder / BUNDLE / "report/report.md").read_text()
+
+
+def test_require_engine_fails_cleanly(jetson_project):
+    folder, _ = jetson_project
+    result = run_cli(folder, "build", "--target", "jetson", "--no-progress", "--require-engine")
+    assert result.returncode == 1
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "--require-engine" in errors[0] and "TensorRT is not installed" in errors[0]
+
+
+def test_finish_without_tensorrt_says_what_is_missing(jetson_project):
+    folder, _ = jetson_project
+    result = run_cli(folder, "build", "--target", "jetson", "--bundle", BUNDLE, "--no-progress")
+    assert result.returncode == 1
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "cannot finish" in errors[0] and "TensorRT is not installed" in errors[0]
+
+
+def test_finish_checks_hashes_before_anything(jetson_project, tmp_path):
+    import shutil
+
+    folder, _ = jetson_project
+    copy = tmp_path / "project"
+    shutil.copytree(folder, copy, ignore=shutil.ignore_patterns(".cache", "data"))
+    plan = copy / BUNDLE / "models/model.int8-trt.onnx"
+    plan.write_bytes(plan.read_bytes() + b"\0")
+    result = run_cli(copy, "build", "--target", "jetson", "--bundle", BUNDLE, "--no-progress")
+    assert result.returncode == 1 and "SHA-256 does not match" in result.stderr
+
+
+def test_finish_refuses_a_bundle_of_another_target(tiny_cpu_bundle):
+    result = run_cli(tiny_cpu_bundle, "build", "--target", "jetson", "--bundle", "engines/tiny-cpu", "--no-progress")
+    assert result.returncode == 1 and "was made for target cpu, not jetson-agx-orin" in result.stderr
+
+
+def test_dry_run_prints_plans_and_trtexec_without_tensorrt(tiny_project):
+    result = run_cli(tiny_project, "build", "--target", "jetson", "--dry-run")
+    assert result.returncode == 0, result.stderr
+    assert "trtexec --onnx=engines/tiny-jetson-agx-orin/models/model.int8-trt.onnx" in result.stdout
+    assert "--stronglyTyped" in result.stdout and "--int8" in result.stdout  # 10.3 and 8.6 plans
+    assert not (tiny_project / ".cache").exists()  # nothing was built
+    dla = run_cli(tiny_project, "build", "--target", "jetson", "--dry-run", "--dla-core", "1")
+    assert dla.returncode == 0 and "--useDLACore=1 --allowGPUFallback" in dla.stdout
+
+
+def test_targets_command_lists_the_table():
+    result = subprocess.run([sys.executable, "-m", "pipeline", "targets"], cwd=ROOT, capture_output=True, text=True, env={"COLUMNS": "250", "PATH": "/usr/bin:/bin"})
+    assert result.returncode == 0, result.stderr
+    for name in ("jetson-orin-nano", "jetson-orin-nx", "jetson-agx-orin (jetson)", "jetson-xavier", "jetson-thor", "desktop", "cpu"):
+        assert name in result.stdout
+
+
+def test_importing_the_package_needs_no_torch_onnxruntime_or_tensorrt():
+    code = (
+        "import sys, pipeline, pipeline.cli, pipeline.build, pipeline.gpu_targets, pipeline.backends.tensorrt\n"
+        "heavy = [m for m in ('torch', 'onnxruntime', 'tensorrt', 'tensorrt_lean_bindings') if m in sys.modules]\n"
+        "print(heavy)"
+    )
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
