@@ -1,0 +1,48 @@
+// build_plan.json: how to build a TensorRT engine from the bundle's precision ONNX on the
+// device. Parsed without TensorRT so that the plan can be checked anywhere.
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "vtedge/manifest.hpp"
+
+namespace vtedge {
+
+// Written by pipeline/backends/tensorrt_plan.py. The keys below the first block are
+// optional here, so that a hand-written plan with only the essentials also builds.
+struct BuildPlan {
+    std::string onnx;                         // bundle-relative path of the ONNX to build
+    std::string precision;                    // fp32, fp16, int8-trt
+    BatchProfile profile;                     // optimisation profile of the batch dimension
+    int64_t workspace_mib = 0;                // 0: TensorRT's default workspace limit
+    std::optional<int> dla_core;              // DLA core, with GPU fallback; empty: GPU only
+    bool strongly_typed = true;               // precision taken from the ONNX (Q/DQ, casts)
+    std::optional<std::string> timing_cache;  // timing cache file (its name is reused)
+
+    std::string model;                             // model name, for the engine file name
+    std::string tensorrt_version;                  // "10.3", "11.x" or "10.3.0"; empty: any
+    std::string compute_capability;                // "8.7" or "auto"; empty: any
+    std::vector<int64_t> input_chw;                // empty: from the manifest
+    std::optional<std::vector<std::string>> builder_flags;  // BuilderFlag names ("FP16", "INT8",
+                                                            // "GPU_FALLBACK"); empty: derived
+    bool gpu_fallback = true;                      // with dla_core: layers DLA cannot run
+};
+
+// Whether a TensorRT version found on the device ("10.3.0.30") is one a plan version
+// ("10.3", "10.x", "10.3.0") means; an empty plan version matches any.
+bool plan_version_matches(const std::string& plan_version, const std::string& found);
+
+// Parses build_plan.json text. Accepted layouts: one plan object, an array of plans, or an
+// object with a "plans" array. Throws ManifestError naming the key at fault.
+std::vector<BuildPlan> parse_build_plans(const std::string& text,
+                                         const std::string& source = "build_plan.json");
+
+// Reads <bundle>/build_plan.json and returns the plan for `precision`; an empty precision
+// picks the first plan.
+BuildPlan read_build_plan(const std::filesystem::path& bundle_dir, const std::string& precision);
+
+}  // namespace vtedge

@@ -1,0 +1,184 @@
+#include "vtedge/build_plan.hpp"
+
+#include <algorithm>
+#include <fstream>
+#include <sstream>
+
+#include <nlohmann/json.hpp>
+
+#include "vtedge/error.hpp"
+
+namespace vtedge {
+namespace {
+
+using nlohmann::json;
+
+[[noreturn]] void fail(const std::string& source, const std::string& what) {
+    throw ManifestError(source + ": " + what);
+}
+
+const json& require(const json& obj, const std::string& key, const std::string& path,
+                    const std::string& source) {
+    auto it = obj.find(key);
+    if (it == obj.end()) fail(source, "missing key '" + path + key + "'");
+    return *it;
+}
+
+// Batch bounds may be given as integers or as full shapes (their first dimension).
+int64_t batch_of(const json& v, const std::string& key, const std::string& source) {
+    if (v.is_number_integer()) return v.get<int64_t>();
+    if (v.is_array() && !v.empty() && v[0].is_number_integer()) return v[0].get<int64_t>();
+    fail(source, "key '" + key + "' must be an integer or a shape");
+}
+
+std::string optional_string(const json& p, const std::string& key, const std::string& prefix,
+                            const std::string& source) {
+    auto it = p.find(key);
+    if (it == p.end() || it->is_null()) return "";
+    if (!it->is_string()) fail(source, "key '" + prefix + key + "' must be a string");
+    return it->get<std::string>();
+}
+
+void read_optional_keys(const json& p, const std::string& prefix, const std::string& source,
+                        BuildPlan* plan) {
+    if (auto it = p.find("format_version"); it != p.end() && *it != 1) {
+        fail(source, "unsupported format_version " + it->dump() + " (this loader reads 1)");
+    }
+    plan->model = optional_string(p, "model", prefix, source);
+    plan->tensorrt_version = optional_string(p, "tensorrt_version", prefix, source);
+    plan->compute_capability = optional_string(p, "compute_capability", prefix, source);
+    if (auto it = p.find("input_chw"); it != p.end()) {
+        const bool ok = it->is_array() && it->size() == 3 &&
+                        std::all_of(it->begin(), it->end(), [](const json& v) {
+                            return v.is_number_integer() && v.get<int64_t>() > 0;
+                        });
+        if (!ok) fail(source, "key '" + prefix + "input_chw' must be 3 positive integers");
+        plan->input_chw = it->get<std::vector<int64_t>>();
+    }
+    if (auto it = p.find("builder_flags"); it != p.end()) {
+        const bool ok = it->is_array() && std::all_of(it->begin(), it->end(),
+                                                      [](const json& v) { return v.is_string(); });
+        if (!ok) fail(source, "key '" + prefix + "builder_flags' must be an array of strings");
+        plan->builder_flags = it->get<std::vector<std::string>>();
+    }
+    if (auto it = p.find("gpu_fallback"); it != p.end()) {
+        if (!it->is_boolean()) fail(source, "key '" + prefix + "gpu_fallback' must be a boolean");
+        plan->gpu_fallback = it->get<bool>();
+    }
+}
+
+BuildPlan parse_plan(const json& p, const std::string& path, const std::string& source) {
+    if (!p.is_object()) fail(source, "key '" + path + "' must be an object");
+    const std::string prefix = path.empty() ? "" : path + ".";
+    auto str = [&](const std::string& key) {
+        const json& v = require(p, key, prefix, source);
+        if (!v.is_string()) fail(source, "key '" + prefix + key + "' must be a string");
+        return v.get<std::string>();
+    };
+    BuildPlan plan;
+    plan.onnx = str("onnx");
+    plan.precision = str("precision");
+
+    const json& profile = require(p, "profile", prefix, source);
+    if (!profile.is_object()) fail(source, "key '" + prefix + "profile' must be an object");
+    plan.profile.min = batch_of(require(profile, "min", prefix + "profile.", source), prefix + "profile.min", source);
+    plan.profile.opt = batch_of(require(profile, "opt", prefix + "profile.", source), prefix + "profile.opt", source);
+    plan.profile.max = batch_of(require(profile, "max", prefix + "profile.", source), prefix + "profile.max", source);
+    if (!(1 <= plan.profile.min && plan.profile.min <= plan.profile.opt &&
+          plan.profile.opt <= plan.profile.max)) {
+        fail(source, "key '" + prefix + "profile' must satisfy 1 <= min <= opt <= max");
+    }
+
+    const json& workspace = require(p, "workspace_mib", prefix, source);
+    if (!workspace.is_number_integer() || workspace.get<int64_t>() < 0) {
+        fail(source, "key '" + prefix + "workspace_mib' must be an integer >= 0");
+    }
+    plan.workspace_mib = workspace.get<int64_t>();
+
+    const json& dla = require(p, "dla_core", prefix, source);
+    if (dla.is_number_integer() && dla.get<int64_t>() >= 0) {
+        plan.dla_core = static_cast<int>(dla.get<int64_t>());
+    } else if (!dla.is_null()) {
+        fail(source, "key '" + prefix + "dla_core' must be an integer >= 0 or null");
+    }
+
+    const json& typed = require(p, "strongly_typed", prefix, source);
+    if (!typed.is_boolean()) fail(source, "key '" + prefix + "strongly_typed' must be a boolean");
+    plan.strongly_typed = typed.get<bool>();
+
+    const json& cache = require(p, "timing_cache", prefix, source);
+    if (cache.is_string()) {
+        plan.timing_cache = cache.get<std::string>();
+    } else if (!cache.is_null()) {
+        fail(source, "key '" + prefix + "timing_cache' must be a string or null");
+    }
+    read_optional_keys(p, prefix, source, &plan);
+    return plan;
+}
+
+}  // namespace
+
+bool plan_version_matches(const std::string& plan_version, const std::string& found) {
+    if (plan_version.empty()) return true;
+    auto split = [](const std::string& v) {
+        std::vector<std::string> parts;
+        std::size_t pos = 0;
+        while (true) {
+            const std::size_t dot = v.find('.', pos);
+            parts.push_back(v.substr(pos, dot == std::string::npos ? dot : dot - pos));
+            if (dot == std::string::npos) return parts;
+            pos = dot + 1;
+        }
+    };
+    const auto want = split(plan_version);
+    const auto have = split(found);
+    if (have.size() < want.size()) return false;
+    for (std::size_t i = 0; i < want.size(); ++i) {
+        if (want[i] != "x" && want[i] != have[i]) return false;
+    }
+    return true;
+}
+
+std::vector<BuildPlan> parse_build_plans(const std::string& text, const std::string& source) {
+    json doc;
+    try {
+        doc = json::parse(text);
+    } catch (const json::parse_error& e) {
+        throw ManifestError(source + ": invalid JSON: " + e.what());
+    }
+    std::vector<BuildPlan> plans;
+    if (doc.is_object() && doc.contains("plans")) {
+        const json& list = doc["plans"];
+        if (!list.is_array()) fail(source, "key 'plans' must be an array");
+        for (std::size_t i = 0; i < list.size(); ++i) {
+            plans.push_back(parse_plan(list[i], "plans[" + std::to_string(i) + "]", source));
+        }
+    } else if (doc.is_array()) {
+        for (std::size_t i = 0; i < doc.size(); ++i) {
+            plans.push_back(parse_plan(doc[i], "[" + std::to_string(i) + "]", source));
+        }
+    } else {
+        plans.push_back(parse_plan(doc, "", source));
+    }
+    if (plans.empty()) fail(source, "holds no build plan");
+    return plans;
+}
+
+BuildPlan read_build_plan(const std::filesystem::path& bundle_dir, const std::string& precision) {
+    const auto path = bundle_dir / "build_plan.json";
+    std::ifstream in(path, std::ios::binary);
+    if (!in) throw ManifestError("build_plan.json: cannot open " + path.string());
+    std::ostringstream text;
+    text << in.rdbuf();
+    const std::vector<BuildPlan> plans = parse_build_plans(text.str());
+    if (precision.empty()) return plans.front();
+    std::string have;
+    for (const auto& plan : plans) {
+        if (plan.precision == precision) return plan;
+        have += (have.empty() ? "" : ", ") + plan.precision;
+    }
+    throw ManifestError("build_plan.json: no plan for precision '" + precision + "' (plans: " +
+                        have + ")");
+}
+
+}  // namespace vtedge
