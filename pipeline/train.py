@@ -135,6 +135,8 @@ def train_model(config: Config, output: Path, progress: bool = True) -> TrainRes
                 running += loss.item() * len(idx)
                 seen += len(idx)
                 bar.update(task, advance=1, description=f"epoch {epoch + 1}/{tc.epochs} loss {running / seen:.3f}")
+            if not progress:  # logs and CI still see how training goes
+                print(f"epoch {epoch + 1}/{tc.epochs} loss {running / seen:.3f} ({time.perf_counter() - started:.0f} s)", flush=True)
 
     train_eval = load_crops(train_set.samples, eval_spec)
     train_acc = evaluate_accuracy(model, train_eval.crops, train_eval.labels, eval_spec)

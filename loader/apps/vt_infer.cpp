@@ -89,6 +89,22 @@ fs::path default_engine_cache() {
     return fs::temp_directory_path() / "vtedge";
 }
 
+// The build plan for `precision` (empty: any) and the TensorRT found here; when the bundle
+// has none for this TensorRT, a CompatibilityError (exit 4) that lists the plans it has.
+vtedge::BuildPlan plan_for(const vtedge::Bundle& b, const std::string& precision,
+                           const vtedge::SystemInfo& sys) {
+    if (b.manifest.files.count("build_plan.json") == 0) {
+        throw vtedge::Error("--build-engine: build_plan.json is not part of the verified bundle");
+    }
+    try {
+        return vtedge::read_build_plan(b.dir, precision, sys.tensorrt_version);
+    } catch (const vtedge::CompatibilityError& e) {
+        throw vtedge::CompatibilityError(std::string(e.what()) +
+                                         ": rebuild the bundle for it with: " +
+                                         b.manifest.rebuild_command);
+    }
+}
+
 std::string pick_precision(const vtedge::Bundle& b, const vtedge::SystemInfo& sys,
                            const Options& o) {
     if (!o.precision.empty()) return o.precision;
@@ -96,7 +112,7 @@ std::string pick_precision(const vtedge::Bundle& b, const vtedge::SystemInfo& sy
         if (vtedge::check_engine(e, sys, b.manifest.rebuild_command).ok) return e.precision;
     }
     if (!b.manifest.engines.empty()) return b.manifest.engines.front().precision;
-    if (o.build_engine) return vtedge::read_build_plan(b.dir, "").precision;
+    if (o.build_engine) return plan_for(b, "", sys).precision;
     throw vtedge::CompatibilityError("bundle has no engines; build one on this device with: " +
                         b.manifest.rebuild_command + " (or run vt_infer with --build-engine)");
 }
@@ -113,10 +129,7 @@ vtedge::TrtEngine load_engine(const vtedge::Bundle& b, const vtedge::SystemInfo&
     } catch (const vtedge::CompatibilityError&) {
         if (!o.build_engine) throw;
     }
-    if (b.manifest.files.count("build_plan.json") == 0) {
-        throw vtedge::Error("--build-engine: build_plan.json is not part of the verified bundle");
-    }
-    const vtedge::BuildPlan plan = vtedge::read_build_plan(b.dir, precision);
+    const vtedge::BuildPlan plan = plan_for(b, precision, sys);
     const vtedge::CompatResult can_build = vtedge::check_build_plan(plan, sys);
     if (!can_build.ok) {
         throw vtedge::CompatibilityError(can_build.message + ": rebuild the bundle with: " +

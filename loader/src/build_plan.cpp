@@ -45,6 +45,8 @@ void read_optional_keys(const json& p, const std::string& prefix, const std::str
         fail(source, "unsupported format_version " + it->dump() + " (this loader reads 1)");
     }
     plan->model = optional_string(p, "model", prefix, source);
+    plan->target = optional_string(p, "target", prefix, source);
+    plan->engine = optional_string(p, "engine", prefix, source);
     plan->tensorrt_version = optional_string(p, "tensorrt_version", prefix, source);
     plan->compute_capability = optional_string(p, "compute_capability", prefix, source);
     if (auto it = p.find("input_chw"); it != p.end()) {
@@ -148,10 +150,16 @@ std::vector<BuildPlan> parse_build_plans(const std::string& text, const std::str
     }
     std::vector<BuildPlan> plans;
     if (doc.is_object() && doc.contains("plans")) {
+        // The pipeline's document: {"format_version": 1, "target": ..., "plans": [...]}.
+        if (auto it = doc.find("format_version"); it != doc.end() && *it != 1) {
+            fail(source, "unsupported format_version " + it->dump() + " (this loader reads 1)");
+        }
+        const std::string target = optional_string(doc, "target", "", source);
         const json& list = doc["plans"];
         if (!list.is_array()) fail(source, "key 'plans' must be an array");
         for (std::size_t i = 0; i < list.size(); ++i) {
             plans.push_back(parse_plan(list[i], "plans[" + std::to_string(i) + "]", source));
+            if (plans.back().target.empty()) plans.back().target = target;
         }
     } else if (doc.is_array()) {
         for (std::size_t i = 0; i < doc.size(); ++i) {
@@ -164,21 +172,49 @@ std::vector<BuildPlan> parse_build_plans(const std::string& text, const std::str
     return plans;
 }
 
-BuildPlan read_build_plan(const std::filesystem::path& bundle_dir, const std::string& precision) {
+const BuildPlan& select_build_plan(const std::vector<BuildPlan>& plans,
+                                   const std::string& precision,
+                                   const std::string& tensorrt_version,
+                                   const std::string& source) {
+    // How specific a plan version is: "10.3" (2) beats "10.x" (1) beats "" (0, any).
+    auto specificity = [](const std::string& v) {
+        if (v.empty()) return 0;
+        int n = 0;
+        std::size_t pos = 0;
+        while (true) {
+            const std::size_t dot = v.find('.', pos);
+            if (v.compare(pos, dot == std::string::npos ? std::string::npos : dot - pos, "x") != 0) ++n;
+            if (dot == std::string::npos) return n;
+            pos = dot + 1;
+        }
+    };
+    const BuildPlan* best = nullptr;
+    std::string available;
+    for (const auto& plan : plans) {
+        available += (available.empty() ? "" : ", ") + std::string("(") + plan.precision + ", " +
+                     (plan.tensorrt_version.empty() ? "any" : plan.tensorrt_version) + ")";
+        if (!precision.empty() && plan.precision != precision) continue;
+        if (!plan_version_matches(plan.tensorrt_version, tensorrt_version)) continue;
+        if (!best || specificity(plan.tensorrt_version) > specificity(best->tensorrt_version)) {
+            best = &plan;
+        }
+    }
+    if (best) return *best;
+    const std::string found = tensorrt_version.empty() ? "(unknown)" : tensorrt_version;
+    throw CompatibilityError(source + ": no plan for " +
+                        (precision.empty() ? std::string() : "precision '" + precision + "' and ") +
+                        "TensorRT " + found + "; available (precision, TensorRT): " + available);
+}
+
+BuildPlan read_build_plan(const std::filesystem::path& bundle_dir, const std::string& precision,
+                          const std::string& tensorrt_version) {
     const auto path = bundle_dir / "build_plan.json";
     std::ifstream in(path, std::ios::binary);
     if (!in) throw ManifestError("build_plan.json: cannot open " + path.string());
     std::ostringstream text;
     text << in.rdbuf();
     const std::vector<BuildPlan> plans = parse_build_plans(text.str());
-    if (precision.empty()) return plans.front();
-    std::string have;
-    for (const auto& plan : plans) {
-        if (plan.precision == precision) return plan;
-        have += (have.empty() ? "" : ", ") + plan.precision;
-    }
-    throw ManifestError("build_plan.json: no plan for precision '" + precision + "' (plans: " +
-                        have + ")");
+    return select_build_plan(plans, precision, tensorrt_version);
 }
 
 }  // namespace vtedge

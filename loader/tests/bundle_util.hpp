@@ -5,6 +5,7 @@
 #include <fstream>
 #include <sstream>
 #include <string>
+#include <vector>
 
 #include <unistd.h>
 
@@ -47,10 +48,24 @@ inline void write_text(const fs::path& p, const std::string& text) {
     out << text;
 }
 
-// Copies the fixture bundle to `dest/bundle` and returns that path.
-inline fs::path copy_bundle(const fs::path& fixtures, const fs::path& dest) {
+// bundle_facts.json of make_fixtures.py: {"bundle": {...}, "synthetic": {...}}.
+inline nlohmann::json facts(const fs::path& fixtures) {
+    return nlohmann::json::parse(read_text(fixtures / "bundle_facts.json"));
+}
+
+// The fixture bundles every bundle-level test runs on: "bundle" (the pipeline-made one when
+// the pipeline imports) and "synthetic" (hand-made, controlled manifest); just "bundle" when
+// that is itself the synthesized one.
+inline std::vector<std::string> fixture_bundles(const fs::path& fixtures) {
+    if (facts(fixtures)["bundle"]["source"] == "synthesized") return {"bundle"};
+    return {"bundle", "synthetic"};
+}
+
+// Copies the fixture bundle `name` to `dest/bundle` and returns that path.
+inline fs::path copy_bundle(const fs::path& fixtures, const fs::path& dest,
+                            const std::string& name = "bundle") {
     const fs::path bundle = dest / "bundle";
-    fs::copy(fixtures / "bundle", bundle, fs::copy_options::recursive | fs::copy_options::copy_symlinks);
+    fs::copy(fixtures / name, bundle, fs::copy_options::recursive | fs::copy_options::copy_symlinks);
     return bundle;
 }
 

@@ -1,14 +1,30 @@
 #!/usr/bin/env python3
 """Creates the C++ loader's test fixtures.
 
-    make_fixtures.py OUT_DIR [--bundle PATH] [--reference auto|fallback]
+    make_fixtures.py OUT_DIR [--bundle PATH [--eval-root DIR]] [--pipeline auto|off]
+                     [--reference auto|fallback]
 
-OUT_DIR/bundle          a valid bundle: synthesized by hand after docs/bundle-format.md, or a
-                        copy of PATH (a bundle made by the pipeline) with --bundle
-OUT_DIR/bundle_facts.json  what the manifest says, read with Python's json, for the C++ checks
+OUT_DIR/pipeline-project  with --pipeline auto (the default) and when the project's Python
+                        package imports (`import pipeline, torch`): the tiny project of
+                        tests/tiny_project.py, built by the pipeline (bundle engines/tiny-cpu,
+                        plus `build --target jetson` for a real build_plan.json). Reused while
+                        the pipeline's sources are unchanged (.stamp).
+OUT_DIR/bundle          the bundle the tests read: a copy of the pipeline-made tiny-cpu bundle;
+                        or of PATH with --bundle; or, when the pipeline is not importable, of
+                        the synthesized bundle (one printed line says so)
+OUT_DIR/synthetic       a bundle written by hand after docs/bundle-format.md (dummy model
+                        bytes, real hashes, an fp16 engine entry, a multi-version build plan):
+                        the controlled manifest for the negative tests
+OUT_DIR/bundle_facts.json  what each manifest says, read with Python's json, for the C++
+                        checks: {"bundle": {...}, "synthetic": {...}}; facts["bundle"]
+                        ["eval_root"] is the folder the paths of reference/eval_set.json are
+                        relative to (null without an evaluation set)
+OUT_DIR/pipeline-plan/build_plan.json  the pipeline's build_plan.json for jetson-agx-orin
+                        (only with the pipeline project)
 OUT_DIR/images/         generated images covering the decoder paths (JPEG RGB/gray/CMYK/
                         progressive, PNG gray/RGBA/palette/16-bit/low bit depth)
-OUT_DIR/images/index.json  per image: the reference tensor (raw float32 CHW, .bin) and which
+OUT_DIR/images/index.json  per preprocessing spec ("synthetic", and "bundle" when it differs)
+                        and image: the reference tensor (raw float32 CHW, .bin) and which
                         reference implementation produced it
 
 The reference tensors come from the project's pipeline.data.preprocess when it imports; if it
@@ -19,9 +35,12 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import os
 import shutil
 import struct
+import subprocess
 import sys
+import time
 import zlib
 from pathlib import Path
 
@@ -213,14 +232,30 @@ def synthesize_bundle(bundle: Path) -> None:
         "engines/model.fp16.engine": b"dummy serialized engine\n" * 8,
         "reference/eval_set.json": json.dumps({"images": []}).encode(),
     }
-    plans = {"plans": [
-        {"onnx": "models/model.fp16.onnx", "precision": "fp16",
-         "profile": {"min": 1, "opt": 4, "max": 8}, "workspace_mib": 1024, "dla_core": None,
-         "strongly_typed": True, "timing_cache": "timing.cache"},
-        {"onnx": "models/model.int8-trt.onnx", "precision": "int8-trt",
-         "profile": {"min": 1, "opt": 1, "max": 1}, "workspace_mib": 0, "dla_core": 0,
-         "strongly_typed": True, "timing_cache": None},
-    ]}
+    # The layout pipeline/backends/tensorrt_plan.py writes: one plan per (precision,
+    # TensorRT version the target ships).
+    def plan(precision: str, trt: str, **over) -> dict:
+        typed = trt != "8.6"
+        flags = [] if typed else (["FP16"] if precision == "fp16" else
+                                  ["INT8", "FP16"] if precision == "int8-trt" else [])
+        p = {"target": "jetson-agx-orin", "model": "vit-tiny", "precision": precision,
+             "onnx": f"models/model.{precision}.onnx",
+             "engine": f"engines/vit-tiny.{precision}.b1-4-8.trt{trt}.sm87.engine",
+             "input_chw": [3, 224, 224], "profile": {"min": 1, "opt": 4, "max": 8},
+             "workspace_mib": 1024, "tensorrt_version": trt, "strongly_typed": typed,
+             "network_flags": ["STRONGLY_TYPED"] if typed and trt.startswith("10") else
+                              ([] if typed else ["EXPLICIT_BATCH"]),
+             "builder_flags": flags, "dla_core": None, "gpu_fallback": False,
+             "timing_cache": f"engines/timing.trt{trt}.sm87.cache", "compute_capability": "8.7",
+             "input_name": "images", "output_name": "logits", "format_version": 1}
+        p.update(over)
+        return p
+
+    plans = {"format_version": 1, "target": "jetson-agx-orin", "plans": [
+        plan(precision, trt) for trt in ("8.6", "10.3", "11.x")
+        for precision in ("fp32", "fp16", "int8-trt")
+    ] + [plan("int8-trt", "10.x", dla_core=0, gpu_fallback=True, workspace_mib=0,
+              timing_cache=None, builder_flags=["GPU_FALLBACK"])]}
     files["build_plan.json"] = json.dumps(plans, indent=2).encode()
     for rel, data in files.items():
         (bundle / rel).parent.mkdir(parents=True, exist_ok=True)
@@ -271,59 +306,179 @@ def bundle_facts(bundle: Path) -> dict:
         "files": len(m["files"]),
         "engines": len(m["engines"]),
         "rebuild_command": m["rebuild_command"],
-        "synthesized": not (bundle / ".copied").exists(),
+        "target": m["target"]["name"],
+        "input_shape": m["input"]["shape"],
+        "optimized": sorted(k for k, v in m["precisions"].items() if v.get("optimized")),
+        "has_eval_crops": "reference/eval_crops.npy" in m["files"],
     }
 
 
 # --------------------------------------------------------------------------------------
 
 
+PIPELINE_STAMP_INPUTS = ("pipeline", "tests/tiny_project.py")
+
+
+def pipeline_available() -> tuple[bool, str]:
+    """Whether `import pipeline, torch` works with the repository on the path; the torch
+    version (for the stamp) or why not."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+        [str(REPO_ROOT)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p])}
+    proc = subprocess.run([sys.executable, "-c", "import pipeline, torch; print(torch.__version__)"],
+                          capture_output=True, text=True, env=env, cwd=REPO_ROOT)
+    if proc.returncode == 0:
+        return True, proc.stdout.strip()
+    last = (proc.stderr.strip().splitlines() or [f"exit code {proc.returncode}"])[-1]
+    return False, last
+
+
+def pipeline_stamp(torch_version: str) -> str:
+    """Hash of what the tiny project depends on: the pipeline's sources, tiny_project.py,
+    Python and torch versions."""
+    h = hashlib.sha256(f"{sys.version}\n{torch_version}\n".encode())
+    for top in PIPELINE_STAMP_INPUTS:
+        base = REPO_ROOT / top
+        files = [base] if base.is_file() else sorted(
+            p for p in base.rglob("*") if p.is_file() and "__pycache__" not in p.parts)
+        for f in files:
+            h.update(str(f.relative_to(REPO_ROOT)).encode() + b"\0" + f.read_bytes() + b"\0")
+    return h.hexdigest()
+
+
+def build_pipeline_project(project: Path, torch_version: str) -> None:
+    """tests/tiny_project.py PROJECT (engines/tiny-cpu) and `pipeline build --target jetson`
+    (engines/tiny-jetson-agx-orin/build_plan.json); skipped when the stamp is unchanged."""
+    stamp = pipeline_stamp(torch_version)
+    stamp_file = project / ".stamp"
+    built = [project / "engines" / "tiny-cpu" / "manifest.json",
+             project / "engines" / "tiny-jetson-agx-orin" / "build_plan.json"]
+    if stamp_file.exists() and stamp_file.read_text() == stamp and all(p.is_file() for p in built):
+        print(f"make_fixtures: pipeline project up to date in {project}")
+        return
+    if project.exists():
+        shutil.rmtree(project)
+    project.mkdir(parents=True)
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "PYTHONHASHSEED": "0"}
+    steps = [
+        ("tiny project", [sys.executable, str(REPO_ROOT / "tests" / "tiny_project.py"), str(project)],
+         REPO_ROOT),
+        ("jetson build plan", [sys.executable, "-m", "pipeline", "build", "--target", "jetson",
+                               "--no-progress"], project),
+    ]
+    log = project.parent / "pipeline-project.log"
+    start = time.monotonic()
+    with log.open("w") as out:
+        for what, cmd, cwd in steps:
+            out.write(f"$ {' '.join(cmd)}\n")
+            out.flush()
+            proc = subprocess.run(cmd, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT)
+            if proc.returncode != 0:
+                tail = log.read_text().splitlines()[-15:]
+                sys.exit(f"make_fixtures: the pipeline failed to build the {what} (exit code "
+                         f"{proc.returncode}; full log: {log}):\n" + "\n".join(tail) +
+                         "\n(configure with -DVTEDGE_FIXTURE_PIPELINE=OFF to test the loader on "
+                         "the synthesized bundle only)")
+    stamp_file.write_text(stamp)
+    print(f"make_fixtures: pipeline project built in {time.monotonic() - start:.1f} s ({project})")
+
+
+def write_reference_tensors(images: Path, names: list[str], specs: dict[str, dict],
+                            reference_mode: str) -> None:
+    index = {"specs": specs, "images": []}
+    projects = {key: (project_reference(pp) if reference_mode == "auto" else None)
+                for key, pp in specs.items()}
+    for name in names:
+        entry = {"file": name, "mode": Image.open(images / name).mode, "tensors": {}}
+        for key, pp in specs.items():
+            project = projects[key]
+            reference = "pipeline.data.preprocess"
+            try:
+                tensor = project(images / name) if project else None
+            except Exception as exc:  # noqa: BLE001 - recorded, and the fallback is used
+                print(f"make_fixtures: pipeline preprocess_image failed on {name}: {exc!r}")
+                tensor, reference = None, f"fallback (pipeline raised {type(exc).__name__})"
+            if tensor is None:
+                tensor = fallback_preprocess(images / name, pp)
+                reference = reference if reference.startswith("fallback") else "fallback"
+            tensor = np.ascontiguousarray(tensor, dtype=np.float32)
+            file = f"{name}.{key}.bin"
+            tensor.tofile(images / file)
+            entry["tensors"][key] = {"file": file, "shape": list(tensor.shape),
+                                     "reference": reference}
+        index["images"].append(entry)
+    (images / "index.json").write_text(json.dumps(index, indent=2))
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("out", type=Path)
     ap.add_argument("--bundle", type=Path, help="copy this pipeline-made bundle instead of "
-                    "synthesizing one")
+                    "building the tiny project's")
+    ap.add_argument("--eval-root", type=Path, help="with --bundle: the folder the paths of its "
+                    "reference/eval_set.json are relative to (default: PATH/../../data/val)")
+    ap.add_argument("--pipeline", choices=("auto", "off"), default="auto",
+                    help="auto: build the tiny project with the pipeline when `import pipeline, "
+                    "torch` works; off: use the synthesized bundle")
     ap.add_argument("--reference", choices=("auto", "fallback"), default="auto",
                     help="auto: pipeline.data.preprocess when it imports; fallback: the PIL "
                     "implementation in this script")
     args = ap.parse_args()
+    if args.bundle and not (args.bundle / "manifest.json").is_file():
+        sys.exit(f"make_fixtures: --bundle {args.bundle} (VTEDGE_FIXTURE_BUNDLE) is not a bundle "
+                 "folder with a manifest.json")
 
-    out: Path = args.out
-    if out.exists():
-        shutil.rmtree(out)
+    out: Path = args.out.resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    project = out / "pipeline-project"
+    for child in out.iterdir():  # everything but the (cached) pipeline project
+        if child != project:
+            shutil.rmtree(child) if child.is_dir() and not child.is_symlink() else child.unlink()
+
+    synthetic = out / "synthetic"
+    synthetic.mkdir()
+    synthesize_bundle(synthetic)
+
     bundle = out / "bundle"
+    eval_root: Path | None = None
     if args.bundle:
+        source = "copied"
         shutil.copytree(args.bundle, bundle, symlinks=True)
-        facts = bundle_facts(bundle)
-        facts["synthesized"] = False
+        eval_root = args.eval_root or args.bundle.resolve().parent.parent / "data" / "val"
     else:
-        bundle.mkdir(parents=True)
-        synthesize_bundle(bundle)
-        facts = bundle_facts(bundle)
+        importable, detail = (False, "") if args.pipeline == "off" else pipeline_available()
+        if importable:
+            build_pipeline_project(project, detail)
+            source = "pipeline"
+            shutil.copytree(project / "engines" / "tiny-cpu", bundle, symlinks=True)
+            eval_root = project / "data" / "val"
+            plan = project / "engines" / "tiny-jetson-agx-orin" / "build_plan.json"
+            (out / "pipeline-plan").mkdir()
+            shutil.copy2(plan, out / "pipeline-plan" / "build_plan.json")
+        else:
+            source = "synthesized"
+            why = ("the pipeline bundle is turned off (--pipeline off)" if args.pipeline == "off"
+                   else f"the project's Python pipeline is not importable ({detail})")
+            print(f"make_fixtures: {why}; testing the loader on the synthesized bundle only")
+            if project.exists():
+                shutil.rmtree(project)
+            shutil.copytree(synthetic, bundle, symlinks=True)
+
+    facts = {"bundle": bundle_facts(bundle), "synthetic": bundle_facts(synthetic)}
+    facts["bundle"]["source"] = source
+    facts["synthetic"]["source"] = "synthesized"
+    has_eval = facts["bundle"]["has_eval_crops"] and eval_root is not None and eval_root.is_dir()
+    facts["bundle"]["eval_root"] = str(eval_root) if has_eval else None
+    facts["synthetic"]["eval_root"] = None
     (out / "bundle_facts.json").write_text(json.dumps(facts, indent=2))
 
-    pp = facts["preprocessing"]
+    specs = {"synthetic": facts["synthetic"]["preprocessing"]}
+    if facts["bundle"]["preprocessing"] != specs["synthetic"]:
+        specs["bundle"] = facts["bundle"]["preprocessing"]
     images = out / "images"
     names = make_images(images)
-    project = project_reference(pp) if args.reference == "auto" else None
-    index = {"preprocessing": pp, "images": []}
-    for name in names:
-        reference = "pipeline.data.preprocess"
-        try:
-            tensor = project(images / name) if project else None
-        except Exception as exc:  # noqa: BLE001 - recorded, and the fallback is used
-            print(f"make_fixtures: pipeline preprocess_image failed on {name}: {exc!r}")
-            tensor, reference = None, f"fallback (pipeline raised {type(exc).__name__})"
-        if tensor is None:
-            tensor = fallback_preprocess(images / name, pp)
-            reference = reference if reference.startswith("fallback") else "fallback"
-        tensor = np.ascontiguousarray(tensor, dtype=np.float32)
-        tensor.tofile(images / (name + ".bin"))
-        index["images"].append({"file": name, "tensor": name + ".bin", "shape": list(tensor.shape),
-                                "mode": Image.open(images / name).mode, "reference": reference})
-    (images / "index.json").write_text(json.dumps(index, indent=2))
-    print(f"make_fixtures: {len(names)} images, bundle {'copied' if args.bundle else 'synthesized'}"
-          f" in {out}")
+    write_reference_tensors(images, names, specs, args.reference)
+    print(f"make_fixtures: {len(names)} images x {len(specs)} spec(s), bundle {source}"
+          f"{' with evaluation set' if has_eval else ''}, in {out}")
     return 0
 
 

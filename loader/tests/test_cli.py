@@ -10,7 +10,8 @@ import tempfile
 from pathlib import Path
 
 VT_INFER, FIXTURES, WITH_TRT = sys.argv[1], Path(sys.argv[2]), sys.argv[3] in ("1", "ON", "TRUE")
-BUNDLE = FIXTURES / "bundle"
+BUNDLE = FIXTURES / "bundle"          # the pipeline-made bundle when the pipeline imports
+SYNTHETIC = FIXTURES / "synthetic"    # the hand-made one (an engine entry, a build plan)
 IMAGE = FIXTURES / "images" / "rgb_large.jpg"
 failures = 0
 
@@ -43,6 +44,9 @@ def expect(name: str, proc: subprocess.CompletedProcess, code: int | None, stder
 
 n_files = len(json.loads((BUNDLE / "manifest.json").read_text())["files"])
 expect("verify-only", run(BUNDLE, "--verify-only"), 0, stdout_has=f"bundle OK: {n_files} files verified")
+n_synthetic = len(json.loads((SYNTHETIC / "manifest.json").read_text())["files"])
+expect("verify-only, synthetic", run(SYNTHETIC, "--verify-only"), 0,
+       stdout_has=f"bundle OK: {n_synthetic} files verified")
 expect("bad bundle path", run(FIXTURES / "no-such-bundle", IMAGE), None, stderr_has="vt_infer: ")
 expect("no arguments", run(), 2, stderr_has="usage: vt_infer")
 expect("unknown option", run(BUNDLE, IMAGE, "--bogus"), 2, stderr_has="unknown option --bogus")
@@ -51,6 +55,8 @@ expect("missing image", run(BUNDLE, FIXTURES / "images" / "absent.jpg"), 1, stde
 if not WITH_TRT:
     expect("no engine runtime", run(BUNDLE, IMAGE), 3,
            stderr_has="the TensorRT engine runtime is not compiled in", stdout_has="preprocessed 1 image(s)")
+    expect("no engine runtime, --build-engine", run(SYNTHETIC, IMAGE, "--build-engine"), 3,
+           stderr_has="the TensorRT engine runtime is not compiled in")
 
 with tempfile.TemporaryDirectory() as tmp:
     bad = Path(tmp) / "bundle"

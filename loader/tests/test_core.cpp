@@ -1,6 +1,7 @@
 // Top-k, softmax, engine compatibility messages and build_plan.json parsing.
 #include <cmath>
 
+#include "bundle_util.hpp"
 #include "check.hpp"
 #include "vtedge/loader.hpp"
 
@@ -185,4 +186,176 @@ TEST(plan_version_matching) {
     CHECK(!vtedge::plan_version_matches("10.3", "10.30.0"));
     CHECK(!vtedge::plan_version_matches("10.3.0", "10.3"));
     CHECK(!vtedge::plan_version_matches("8.6", "10.3.0"));
+}
+
+namespace {
+
+// A plan object as pipeline/backends/tensorrt_plan.py writes it (the Jetson AGX Orin target).
+std::string orin_plan(const std::string& precision, const std::string& trt) {
+    const bool typed = trt != "8.6";
+    const std::string flags = typed ? "[]" : precision == "fp16" ? R"(["FP16"])"
+                              : precision == "int8-trt" ? R"(["INT8", "FP16"])" : "[]";
+    const std::string network = !typed ? R"(["EXPLICIT_BATCH"])"
+                                : trt.rfind("10", 0) == 0 ? R"(["STRONGLY_TYPED"])" : "[]";
+    return R"({"target": "jetson-agx-orin", "model": "vt_demo", "precision": ")" + precision +
+           R"(", "onnx": "models/model.)" + precision + R"(.onnx", "engine": "engines/vt_demo.)" +
+           precision + ".b1-8-32.trt" + trt + R"(.sm87.engine", "input_chw": [3, 112, 112],
+           "profile": {"min": 1, "opt": 8, "max": 32}, "workspace_mib": 4096,
+           "tensorrt_version": ")" + trt + R"(", "strongly_typed": )" + (typed ? "true" : "false") +
+           R"(, "network_flags": )" + network + R"(, "builder_flags": )" + flags +
+           R"(, "dla_core": null, "gpu_fallback": false, "timing_cache": "engines/timing.trt)" + trt +
+           R"(.sm87.cache", "compute_capability": "8.7", "input_name": "images",
+           "output_name": "logits", "format_version": 1})";
+}
+
+// build_plan.json as the pipeline writes it: one plan per (precision, TensorRT version).
+std::string orin_document(const std::vector<std::string>& versions) {
+    std::string plans;
+    for (const auto& trt : versions) {
+        for (const char* precision : {"fp32", "fp16", "int8-trt"}) {
+            plans += (plans.empty() ? "" : ",\n") + orin_plan(precision, trt);
+        }
+    }
+    return R"({"format_version": 1, "target": "jetson-agx-orin", "plans": [)" + plans + "]}";
+}
+
+}  // namespace
+
+TEST(build_plan_document_per_tensorrt_version) {
+    const auto plans = vtedge::parse_build_plans(orin_document({"8.6", "10.3", "11.4"}));
+    CHECK_EQ(plans.size(), 9u);
+
+    const vtedge::BuildPlan& p10 = vtedge::select_build_plan(plans, "int8-trt", "10.3.0.30");
+    CHECK_EQ(p10.tensorrt_version, std::string("10.3"));
+    CHECK_EQ(p10.precision, std::string("int8-trt"));
+    CHECK_EQ(p10.onnx, std::string("models/model.int8-trt.onnx"));
+    CHECK_EQ(p10.engine, std::string("engines/vt_demo.int8-trt.b1-8-32.trt10.3.sm87.engine"));
+    CHECK_EQ(p10.target, std::string("jetson-agx-orin"));
+    CHECK(p10.strongly_typed);
+    CHECK(p10.builder_flags == std::optional<std::vector<std::string>>(std::vector<std::string>{}));
+    CHECK(p10.input_chw == std::vector<int64_t>({3, 112, 112}));
+    CHECK_EQ(p10.profile.max, 32);
+    CHECK_EQ(p10.workspace_mib, 4096);
+    CHECK(p10.timing_cache == std::optional<std::string>("engines/timing.trt10.3.sm87.cache"));
+    CHECK(vtedge::check_build_plan(p10, {"10.3.0.30", "8.7"}).ok);
+
+    const vtedge::BuildPlan& p8 = vtedge::select_build_plan(plans, "fp16", "8.6.2.3");
+    CHECK_EQ(p8.tensorrt_version, std::string("8.6"));
+    CHECK(!p8.strongly_typed);
+    CHECK(p8.builder_flags == std::optional<std::vector<std::string>>({{"FP16"}}));
+
+    CHECK_EQ(vtedge::select_build_plan(plans, "fp32", "11.4.0").tensorrt_version, std::string("11.4"));
+    // No precision asked: the first plan for this TensorRT.
+    const vtedge::BuildPlan& any = vtedge::select_build_plan(plans, "", "10.3.0");
+    CHECK_EQ(any.precision, std::string("fp32"));
+    CHECK_EQ(any.tensorrt_version, std::string("10.3"));
+}
+
+TEST(build_plan_no_match_lists_what_there_is) {
+    const auto plans = vtedge::parse_build_plans(orin_document({"8.6", "10.3", "11.4"}));
+    const std::string available =
+        "available (precision, TensorRT): (fp32, 8.6), (fp16, 8.6), (int8-trt, 8.6), "
+        "(fp32, 10.3), (fp16, 10.3), (int8-trt, 10.3), (fp32, 11.4), (fp16, 11.4), (int8-trt, 11.4)";
+    CHECK_THROWS(vtedge::select_build_plan(plans, "fp16", "10.4.0"), vtedge::CompatibilityError,
+                 "build_plan.json: no plan for precision 'fp16' and TensorRT 10.4.0; " + available);
+    CHECK_THROWS(vtedge::select_build_plan(plans, "int8", "10.3.0"), vtedge::CompatibilityError,
+                 "no plan for precision 'int8' and TensorRT 10.3.0; " + available);
+    CHECK_THROWS(vtedge::select_build_plan(plans, "", "9.0.0"), vtedge::CompatibilityError,
+                 "build_plan.json: no plan for TensorRT 9.0.0; " + available);
+    CHECK_THROWS(vtedge::select_build_plan(plans, "fp16", ""), vtedge::CompatibilityError,
+                 "no plan for precision 'fp16' and TensorRT (unknown)");
+    // "10.3" is not "10.30".
+    CHECK_THROWS(vtedge::select_build_plan(plans, "fp16", "10.30.1"), vtedge::CompatibilityError,
+                 "TensorRT 10.30.1; ");
+}
+
+TEST(build_plan_wildcards_and_specificity) {
+    // Desktop targets: "10.x" / "11.x"; an exact version beats a wildcard whatever the order.
+    const auto plans = vtedge::parse_build_plans(orin_document({"10.x", "11.x", "10.3"}));
+    CHECK_EQ(vtedge::select_build_plan(plans, "fp16", "10.3.0.30").tensorrt_version, std::string("10.3"));
+    CHECK_EQ(vtedge::select_build_plan(plans, "fp16", "10.7.0").tensorrt_version, std::string("10.x"));
+    CHECK_EQ(vtedge::select_build_plan(plans, "int8-trt", "11.1.0").tensorrt_version, std::string("11.x"));
+    CHECK_THROWS(vtedge::select_build_plan(plans, "fp16", "12.0.0"), vtedge::CompatibilityError,
+                 "(fp32, 10.x), (fp16, 10.x)");
+    // A plan without tensorrt_version matches any, but a versioned match wins.
+    const auto mixed = vtedge::parse_build_plans(
+        R"([{"onnx": "a.onnx", "precision": "fp16", "profile": {"min": 1, "opt": 1, "max": 1},
+             "workspace_mib": 0, "dla_core": null, "strongly_typed": true, "timing_cache": null},
+            {"onnx": "b.onnx", "precision": "fp16", "profile": {"min": 1, "opt": 1, "max": 1},
+             "workspace_mib": 0, "dla_core": null, "strongly_typed": true, "timing_cache": null,
+             "tensorrt_version": "10.x"}])");
+    CHECK_EQ(vtedge::select_build_plan(mixed, "fp16", "10.3.0").onnx, std::string("b.onnx"));
+    CHECK_EQ(vtedge::select_build_plan(mixed, "fp16", "8.6.1").onnx, std::string("a.onnx"));
+}
+
+TEST(build_plan_document_errors) {
+    std::string doc = orin_document({"10.3"});
+    CHECK_THROWS(vtedge::parse_build_plans(R"({"format_version": 2, "target": "x", "plans": [)" +
+                                           orin_plan("fp16", "10.3") + "]}"),
+                 vtedge::ManifestError, "build_plan.json: unsupported format_version 2 (this loader reads 1)");
+    CHECK_THROWS(vtedge::parse_build_plans(R"({"format_version": 1, "target": 5, "plans": []})"),
+                 vtedge::ManifestError, "build_plan.json: key 'target' must be a string");
+    CHECK_THROWS(vtedge::parse_build_plans(R"({"format_version": 1, "target": "x", "plans": []})"),
+                 vtedge::ManifestError, "build_plan.json: holds no build plan");
+    CHECK_THROWS(vtedge::parse_build_plans(R"({"format_version": 1, "plans": {}})"),
+                 vtedge::ManifestError, "build_plan.json: key 'plans' must be an array");
+    doc.replace(doc.find(R"("tensorrt_version": "10.3")"), 26, R"("tensorrt_version": 10.3)");
+    CHECK_THROWS(vtedge::parse_build_plans(doc), vtedge::ManifestError,
+                 "key 'plans[0].tensorrt_version' must be a string");
+}
+
+// The synthesized bundle's build_plan.json (8.6 / 10.3 / 11.x plans, and a 10.x DLA plan).
+TEST(fixture_build_plan_is_selected_by_tensorrt_version) {
+    const auto dir = check::fixtures() / "synthetic";
+    CHECK_EQ(vtedge::read_build_plan(dir, "fp16", "8.6.1.6").tensorrt_version, std::string("8.6"));
+    const vtedge::BuildPlan p103 = vtedge::read_build_plan(dir, "int8-trt", "10.3.0.30");
+    CHECK_EQ(p103.tensorrt_version, std::string("10.3"));
+    CHECK(!p103.dla_core.has_value());
+    const vtedge::BuildPlan p107 = vtedge::read_build_plan(dir, "int8-trt", "10.7.0");
+    CHECK_EQ(p107.tensorrt_version, std::string("10.x"));
+    CHECK(p107.dla_core == std::optional<int>(0));
+    CHECK(p107.gpu_fallback);
+    CHECK_EQ(vtedge::read_build_plan(dir, "fp32", "11.1.0").tensorrt_version, std::string("11.x"));
+    CHECK_THROWS(vtedge::read_build_plan(dir, "fp16", "10.7.0"), vtedge::CompatibilityError,
+                 "build_plan.json: no plan for precision 'fp16' and TensorRT 10.7.0; available "
+                 "(precision, TensorRT): (fp32, 8.6), (fp16, 8.6), (int8-trt, 8.6), (fp32, 10.3)");
+    CHECK_THROWS(vtedge::read_build_plan(dir / "missing", "fp16", "10.3.0"), vtedge::ManifestError,
+                 "build_plan.json: cannot open");
+}
+
+// The build_plan.json the pipeline itself wrote for the tiny project's Jetson target
+// (`pipeline build --target jetson`, made by the fixture step when the pipeline imports).
+TEST(pipeline_written_build_plan_is_read) {
+    const auto dir = check::fixtures() / "pipeline-plan";
+    if (!std::filesystem::exists(dir / "build_plan.json")) {
+        std::cout << "  skipped: no pipeline-made build_plan.json (the pipeline is not importable)\n";
+        return;
+    }
+    const auto doc = nlohmann::json::parse(testutil::read_text(dir / "build_plan.json"));
+    const auto plans = vtedge::parse_build_plans(testutil::read_text(dir / "build_plan.json"));
+    CHECK_EQ(plans.size(), doc["plans"].size());
+    std::string available;
+    for (std::size_t i = 0; i < plans.size(); ++i) {
+        const auto& raw = doc["plans"][i];
+        CHECK_EQ(plans[i].precision, raw["precision"].get<std::string>());
+        CHECK_EQ(plans[i].tensorrt_version, raw["tensorrt_version"].get<std::string>());
+        CHECK_EQ(plans[i].onnx, raw["onnx"].get<std::string>());
+        CHECK_EQ(plans[i].engine, raw["engine"].get<std::string>());
+        CHECK_EQ(plans[i].strongly_typed, raw["strongly_typed"].get<bool>());
+        CHECK(plans[i].builder_flags ==
+              std::optional<std::vector<std::string>>(raw["builder_flags"].get<std::vector<std::string>>()));
+        CHECK_EQ(plans[i].target, doc["target"].get<std::string>());
+        available += (available.empty() ? "" : ", ") + std::string("(") + plans[i].precision + ", " +
+                     plans[i].tensorrt_version + ")";
+    }
+    // Each version the tiny project's target ships (8.6, 10.3, 11.4) selects its own plan.
+    for (const auto& found : {std::string("8.6.1.6"), std::string("10.3.0.30"), std::string("11.4.0")}) {
+        const vtedge::BuildPlan p = vtedge::read_build_plan(dir, "int8-trt", found);
+        CHECK(vtedge::plan_version_matches(p.tensorrt_version, found));
+        CHECK(vtedge::check_build_plan(p, {found, "8.7"}).ok);
+        std::cout << "  TensorRT " << found << ": " << p.engine << "\n";
+    }
+    CHECK_THROWS(vtedge::read_build_plan(dir, "int8-trt", "10.4.0"), vtedge::CompatibilityError,
+                 "no plan for precision 'int8-trt' and TensorRT 10.4.0; available (precision, "
+                 "TensorRT): " + available);
 }

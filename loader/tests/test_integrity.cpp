@@ -21,7 +21,10 @@ void list_file(const fs::path& bundle, const std::string& relative, const fs::pa
 
 void verify(const fs::path& bundle) { vtedge::open_bundle(bundle); }
 
-// Some file of the bundle, e.g. "models/model.fp32.onnx" for the synthesized one.
+// The pipeline-made bundle (when the pipeline imports) and the synthesized one.
+std::vector<std::string> bundles() { return testutil::fixture_bundles(check::fixtures()); }
+
+// Some file of the bundle, e.g. "models/model.fp16.onnx" for the pipeline-made one.
 std::string first_file(const fs::path& bundle) {
     return testutil::load_manifest(bundle)["files"].begin().key();
 }
@@ -40,115 +43,145 @@ TEST(sha256_known_values) {
 }
 
 TEST(tampered_file_is_refused) {
-    ScratchDir dir("tamper");
-    const fs::path bundle = testutil::copy_bundle(check::fixtures(), dir.path());
-    const std::string rel = first_file(bundle);
-    std::fstream f(bundle / rel, std::ios::in | std::ios::out | std::ios::binary);
-    f.seekg(0);
-    const char c = static_cast<char>(f.get());
-    f.seekp(0);
-    f.put(static_cast<char>(c ^ 0x01));  // one byte changed, size unchanged
-    f.close();
-    CHECK_THROWS(verify(bundle), vtedge::IntegrityError,
-                 "bundle file '" + rel + "' fails its SHA-256 check");
+    for (const std::string& name : bundles()) {
+        std::cout << "  bundle: " << name << "\n";
+        ScratchDir dir(std::string("tamper-") + name);
+        const fs::path bundle = testutil::copy_bundle(check::fixtures(), dir.path(), name);
+        const std::string rel = first_file(bundle);
+        std::fstream f(bundle / rel, std::ios::in | std::ios::out | std::ios::binary);
+        f.seekg(0);
+        const char c = static_cast<char>(f.get());
+        f.seekp(0);
+        f.put(static_cast<char>(c ^ 0x01));  // one byte changed, size unchanged
+        f.close();
+        CHECK_THROWS(verify(bundle), vtedge::IntegrityError,
+                     "bundle file '" + rel + "' fails its SHA-256 check");
+    }
 }
 
 TEST(size_change_is_refused) {
-    ScratchDir dir("size");
-    const fs::path bundle = testutil::copy_bundle(check::fixtures(), dir.path());
-    const std::string rel = first_file(bundle);
-    std::ofstream(bundle / rel, std::ios::app | std::ios::binary) << 'x';
-    CHECK_THROWS(verify(bundle), vtedge::IntegrityError, "bundle file '" + rel + "' has ");
+    for (const std::string& name : bundles()) {
+        std::cout << "  bundle: " << name << "\n";
+        ScratchDir dir(std::string("size-") + name);
+        const fs::path bundle = testutil::copy_bundle(check::fixtures(), dir.path(), name);
+        const std::string rel = first_file(bundle);
+        std::ofstream(bundle / rel, std::ios::app | std::ios::binary) << 'x';
+        CHECK_THROWS(verify(bundle), vtedge::IntegrityError, "bundle file '" + rel + "' has ");
+    }
 }
 
 TEST(missing_file_is_refused) {
-    ScratchDir dir("missing");
-    const fs::path bundle = testutil::copy_bundle(check::fixtures(), dir.path());
-    const std::string rel = first_file(bundle);
-    fs::remove(bundle / rel);
-    CHECK_THROWS(verify(bundle), vtedge::IntegrityError, "bundle file '" + rel + "' is missing");
+    for (const std::string& name : bundles()) {
+        std::cout << "  bundle: " << name << "\n";
+        ScratchDir dir(std::string("missing-") + name);
+        const fs::path bundle = testutil::copy_bundle(check::fixtures(), dir.path(), name);
+        const std::string rel = first_file(bundle);
+        fs::remove(bundle / rel);
+        CHECK_THROWS(verify(bundle), vtedge::IntegrityError, "bundle file '" + rel + "' is missing");
+    }
 }
 
 TEST(dotdot_path_is_refused) {
-    ScratchDir dir("dotdot");
-    const fs::path bundle = testutil::copy_bundle(check::fixtures(), dir.path());
-    testutil::write_text(dir.path() / "x", "outside");
-    list_file(bundle, "../x", dir.path() / "x");
-    CHECK_THROWS(verify(bundle), vtedge::IntegrityError, "bundle path '../x' contains '..'");
+    for (const std::string& name : bundles()) {
+        std::cout << "  bundle: " << name << "\n";
+        ScratchDir dir(std::string("dotdot-") + name);
+        const fs::path bundle = testutil::copy_bundle(check::fixtures(), dir.path(), name);
+        testutil::write_text(dir.path() / "x", "outside");
+        list_file(bundle, "../x", dir.path() / "x");
+        CHECK_THROWS(verify(bundle), vtedge::IntegrityError, "bundle path '../x' contains '..'");
 
-    const fs::path bundle2 = dir.path() / "b2";
-    fs::copy(check::fixtures() / "bundle", bundle2, fs::copy_options::recursive);
-    list_file(bundle2, "models/../../x", dir.path() / "x");
-    CHECK_THROWS(verify(bundle2), vtedge::IntegrityError, "'models/../../x' contains '..'");
+        const fs::path bundle2 = dir.path() / "b2";
+        fs::copy(check::fixtures() / name, bundle2, fs::copy_options::recursive);
+        list_file(bundle2, "models/../../x", dir.path() / "x");
+        CHECK_THROWS(verify(bundle2), vtedge::IntegrityError, "'models/../../x' contains '..'");
+    }
 }
 
 TEST(absolute_path_is_refused) {
-    ScratchDir dir("absolute");
-    const fs::path bundle = testutil::copy_bundle(check::fixtures(), dir.path());
-    const fs::path outside = dir.path() / "outside.bin";
-    testutil::write_text(outside, "outside");
-    list_file(bundle, outside.string(), outside);
-    CHECK_THROWS(verify(bundle), vtedge::IntegrityError,
-                 "bundle path '" + outside.string() + "' is absolute");
+    for (const std::string& name : bundles()) {
+        std::cout << "  bundle: " << name << "\n";
+        ScratchDir dir(std::string("absolute-") + name);
+        const fs::path bundle = testutil::copy_bundle(check::fixtures(), dir.path(), name);
+        const fs::path outside = dir.path() / "outside.bin";
+        testutil::write_text(outside, "outside");
+        list_file(bundle, outside.string(), outside);
+        CHECK_THROWS(verify(bundle), vtedge::IntegrityError,
+                     "bundle path '" + outside.string() + "' is absolute");
+    }
 }
 
 TEST(symlink_leaving_the_bundle_is_refused) {
-    ScratchDir dir("symlink");
-    const fs::path bundle = testutil::copy_bundle(check::fixtures(), dir.path());
-    const fs::path outside = dir.path() / "outside.bin";
-    testutil::write_text(outside, "outside");
-    fs::create_directories(bundle / "models");
-    fs::create_symlink("../../outside.bin", bundle / "models" / "link.onnx");
-    list_file(bundle, "models/link.onnx", outside);
-    CHECK_THROWS(verify(bundle), vtedge::IntegrityError,
-                 "bundle path 'models/link.onnx' resolves outside the bundle folder");
+    for (const std::string& name : bundles()) {
+        std::cout << "  bundle: " << name << "\n";
+        ScratchDir dir(std::string("symlink-") + name);
+        const fs::path bundle = testutil::copy_bundle(check::fixtures(), dir.path(), name);
+        const fs::path outside = dir.path() / "outside.bin";
+        testutil::write_text(outside, "outside");
+        fs::create_directories(bundle / "models");
+        fs::create_symlink("../../outside.bin", bundle / "models" / "link.onnx");
+        list_file(bundle, "models/link.onnx", outside);
+        CHECK_THROWS(verify(bundle), vtedge::IntegrityError,
+                     "bundle path 'models/link.onnx' resolves outside the bundle folder");
+    }
 }
 
 TEST(symlinked_folder_leaving_the_bundle_is_refused) {
-    ScratchDir dir("symdir");
-    const fs::path bundle = testutil::copy_bundle(check::fixtures(), dir.path());
-    fs::create_directories(dir.path() / "elsewhere");
-    testutil::write_text(dir.path() / "elsewhere" / "w.bin", "weights");
-    fs::create_directory_symlink(dir.path() / "elsewhere", bundle / "ext");
-    list_file(bundle, "ext/w.bin", dir.path() / "elsewhere" / "w.bin");
-    CHECK_THROWS(verify(bundle), vtedge::IntegrityError,
-                 "bundle path 'ext/w.bin' resolves outside the bundle folder");
+    for (const std::string& name : bundles()) {
+        std::cout << "  bundle: " << name << "\n";
+        ScratchDir dir(std::string("symdir-") + name);
+        const fs::path bundle = testutil::copy_bundle(check::fixtures(), dir.path(), name);
+        fs::create_directories(dir.path() / "elsewhere");
+        testutil::write_text(dir.path() / "elsewhere" / "w.bin", "weights");
+        fs::create_directory_symlink(dir.path() / "elsewhere", bundle / "ext");
+        list_file(bundle, "ext/w.bin", dir.path() / "elsewhere" / "w.bin");
+        CHECK_THROWS(verify(bundle), vtedge::IntegrityError,
+                     "bundle path 'ext/w.bin' resolves outside the bundle folder");
+    }
 }
 
 TEST(symlink_inside_the_bundle_is_accepted) {
-    ScratchDir dir("symin");
-    const fs::path bundle = testutil::copy_bundle(check::fixtures(), dir.path());
-    const std::string rel = first_file(bundle);
-    fs::create_symlink(fs::path(rel).filename(), (bundle / rel).parent_path() / "alias.bin");
-    const std::string alias = (fs::path(rel).parent_path() / "alias.bin").generic_string();
-    list_file(bundle, alias, bundle / rel);
-    verify(bundle);
-    // A bundle folder reached through a symlink is fine too.
-    fs::create_directory_symlink(bundle, dir.path() / "via-link");
-    const vtedge::Bundle b = vtedge::open_bundle(dir.path() / "via-link");
-    CHECK(b.verified.files_verified == b.manifest.files.size());
+    for (const std::string& name : bundles()) {
+        std::cout << "  bundle: " << name << "\n";
+        ScratchDir dir(std::string("symin-") + name);
+        const fs::path bundle = testutil::copy_bundle(check::fixtures(), dir.path(), name);
+        const std::string rel = first_file(bundle);
+        fs::create_symlink(fs::path(rel).filename(), (bundle / rel).parent_path() / "alias.bin");
+        const std::string alias = (fs::path(rel).parent_path() / "alias.bin").generic_string();
+        list_file(bundle, alias, bundle / rel);
+        verify(bundle);
+        // A bundle folder reached through a symlink is fine too.
+        fs::create_directory_symlink(bundle, dir.path() / "via-link");
+        const vtedge::Bundle b = vtedge::open_bundle(dir.path() / "via-link");
+        CHECK(b.verified.files_verified == b.manifest.files.size());
+    }
 }
 
 TEST(references_must_be_listed_files) {
-    ScratchDir dir("unlisted");
-    const fs::path bundle = testutil::copy_bundle(check::fixtures(), dir.path());
-    json m = testutil::load_manifest(bundle);
-    const std::string precision = m["precisions"].begin().key();
-    m["precisions"][precision]["onnx"] = "models/not-there.onnx";
-    testutil::save_manifest(bundle, m);
-    CHECK_THROWS(verify(bundle), vtedge::IntegrityError,
-                 "refers to 'models/not-there.onnx', which is not listed in 'files'");
+    for (const std::string& name : bundles()) {
+        std::cout << "  bundle: " << name << "\n";
+        ScratchDir dir(std::string("unlisted-") + name);
+        const fs::path bundle = testutil::copy_bundle(check::fixtures(), dir.path(), name);
+        json m = testutil::load_manifest(bundle);
+        const std::string precision = m["precisions"].begin().key();
+        m["precisions"][precision]["onnx"] = "models/not-there.onnx";
+        testutil::save_manifest(bundle, m);
+        CHECK_THROWS(verify(bundle), vtedge::IntegrityError,
+                     "refers to 'models/not-there.onnx', which is not listed in 'files'");
+    }
 }
 
 TEST(engine_hash_must_match_files_entry) {
-    ScratchDir dir("enginehash");
-    const fs::path bundle = testutil::copy_bundle(check::fixtures(), dir.path());
-    json m = testutil::load_manifest(bundle);
-    if (m["engines"].empty()) return;  // a bundle without engines has nothing to check
-    m["engines"][0]["sha256"] = std::string(64, '0');
-    testutil::save_manifest(bundle, m);
-    CHECK_THROWS(verify(bundle), vtedge::IntegrityError,
-                 "has a different sha256 in 'engines' and in 'files'");
+    for (const std::string& name : bundles()) {
+        std::cout << "  bundle: " << name << "\n";
+        ScratchDir dir(std::string("enginehash-") + name);
+        const fs::path bundle = testutil::copy_bundle(check::fixtures(), dir.path(), name);
+        json m = testutil::load_manifest(bundle);
+        if (m["engines"].empty()) continue;  // a bundle without engines has nothing to check
+        m["engines"][0]["sha256"] = std::string(64, '0');
+        testutil::save_manifest(bundle, m);
+        CHECK_THROWS(verify(bundle), vtedge::IntegrityError,
+                     "has a different sha256 in 'engines' and in 'files'");
+    }
 }
 
 TEST(resolve_rejects_empty_path) {

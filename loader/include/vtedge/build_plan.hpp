@@ -30,19 +30,35 @@ struct BuildPlan {
     std::optional<std::vector<std::string>> builder_flags;  // BuilderFlag names ("FP16", "INT8",
                                                             // "GPU_FALLBACK"); empty: derived
     bool gpu_fallback = true;                      // with dla_core: layers DLA cannot run
+    std::string target;                            // "jetson-agx-orin"; the document's when absent
+    std::string engine;                            // the pipeline's engine path (informational)
 };
 
 // Whether a TensorRT version found on the device ("10.3.0.30") is one a plan version
 // ("10.3", "10.x", "10.3.0") means; an empty plan version matches any.
 bool plan_version_matches(const std::string& plan_version, const std::string& found);
 
-// Parses build_plan.json text. Accepted layouts: one plan object, an array of plans, or an
-// object with a "plans" array. Throws ManifestError naming the key at fault.
+// Parses build_plan.json text. Accepted layouts: the pipeline's document
+// {"format_version": 1, "target": ..., "plans": [plan, ...]} (one plan per precision and
+// TensorRT version the target ships), an array of plans, or one plan object. Throws
+// ManifestError naming the key at fault.
 std::vector<BuildPlan> parse_build_plans(const std::string& text,
                                          const std::string& source = "build_plan.json");
 
-// Reads <bundle>/build_plan.json and returns the plan for `precision`; an empty precision
-// picks the first plan.
-BuildPlan read_build_plan(const std::filesystem::path& bundle_dir, const std::string& precision);
+// The plan for `precision` (empty: any) whose tensorrt_version matches `tensorrt_version`,
+// the TensorRT found at run time ("10.3.0.30"), with plan_version_matches. When several
+// match ("10.x" and "10.3"), the most specific version wins (more non-wildcard parts), then
+// the first listed. Throws CompatibilityError listing the available (precision, TensorRT)
+// pairs when none matches, e.g. "build_plan.json: no plan for precision 'fp16' and TensorRT
+// 9.0.0; available (precision, TensorRT): (fp32, 8.6), (fp16, 8.6), (fp16, 10.3)".
+const BuildPlan& select_build_plan(const std::vector<BuildPlan>& plans,
+                                   const std::string& precision,
+                                   const std::string& tensorrt_version,
+                                   const std::string& source = "build_plan.json");
+
+// Reads <bundle>/build_plan.json and returns select_build_plan(plans, precision,
+// tensorrt_version). ManifestError for an unreadable or malformed file.
+BuildPlan read_build_plan(const std::filesystem::path& bundle_dir, const std::string& precision,
+                          const std::string& tensorrt_version);
 
 }  // namespace vtedge
