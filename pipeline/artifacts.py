@@ -21,6 +21,8 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 RECORD_NAME = "record.json"
+_UMASK = os.umask(0)
+os.umask(_UMASK)
 
 
 def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
@@ -44,6 +46,7 @@ def atomic_path(target: Path) -> Iterator[Path]:
     fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     os.close(fd)
     tmp = Path(tmp_name)
+    os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600 files; outputs are ordinary files
     try:
         yield tmp
         os.replace(tmp, target)

@@ -19,7 +19,7 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-from pipeline.artifacts import StageCache, StageResult, read_json, sha256_json
+from pipeline.artifacts import StageCache, StageResult, read_json, sha256_file, sha256_json
 from pipeline.bundle import BundleContents, host_info, tool_versions, utc_now, write_bundle
 from pipeline.config import Config, TargetConfig
 
@@ -100,7 +100,8 @@ def build(config: Config, options: BuildOptions) -> BuildOutcome:
                                                           data.content_hash, target.precisions, options.progress, console.print),
                         lambda r: _precision_summary(r))
     models = {"fp32": simplified.output("onnx"), **{p: precision.output(p) for p in target.precisions if p != "fp32"}}
-    keys = {"fp32": simplified.record.key, **{p: f"{precision.record.key}:{p}" for p in models if p != "fp32"}}
+    # Downstream keys are the graphs' content, so a re-made graph that differs re-runs what follows.
+    keys = {p: sha256_file(path) for p, path in models.items()}
 
     engine_stage: StageResult | None = None
     pending: list[str] = []

@@ -98,7 +98,7 @@ class SimplifyConfig(_Section):
 
 
 class PrecisionConfig(_Section):
-    calibration: CalibrationMethod = "entropy"
+    calibration: CalibrationMethod = "percentile"
     percentile: float = Field(99.99, gt=90, le=100)
     # ONNX Runtime's entropy search costs O(bins^2) per tensor: 512 bins resolve thresholds well
     # below the maximum (128, its default, cannot, which makes entropy equal minmax).

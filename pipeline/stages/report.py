@@ -16,6 +16,7 @@ from typing import Any
 from pipeline.artifacts import read_json, write_json_atomic, write_text_atomic
 
 REFERENCE = "fp32"
+BUDGET_EPSILON = 1e-9  # float noise of percentages computed from counts
 
 
 @dataclass(frozen=True)
@@ -36,9 +37,9 @@ def check_gate(report: dict[str, Any]) -> list[GateFailure]:
             continue
         acc = results[precision]["accuracy"]
         drop = 100.0 * (reference["accuracy"]["top1"] - acc["top1"])
-        if drop > budget["max_top1_drop"]:
+        if drop > budget["max_top1_drop"] + BUDGET_EPSILON:
             failures.append(GateFailure(precision, f"{precision}: top-1 drop {drop:.2f} points exceeds budget {budget['max_top1_drop']:.2f} by {drop - budget['max_top1_drop']:.2f}"))
-        if acc["agreement"] < budget["min_agreement"]:
+        if acc["agreement"] < budget["min_agreement"] - BUDGET_EPSILON:
             short = budget["min_agreement"] - acc["agreement"]
             failures.append(GateFailure(precision, f"{precision}: top-1 agreement {acc['agreement']:.4f} below budget {budget['min_agreement']:.4f} by {short:.4f}"))
     return failures

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.artifacts import StageCache, StageResult
+from pipeline.artifacts import StageCache, StageResult, sha256_file
 from pipeline.config import Config
 from pipeline.stages.checks import cpu_session, normalised_batch, op_histogram, run_batched
 
@@ -42,7 +42,7 @@ def run_simplify(config: Config, cache: StageCache, exported: StageResult, check
     import onnxsim
 
     settings = {"enabled": config.simplify.enabled, "tolerance": config.simplify.tolerance}
-    inputs = {"onnx": exported.record.key, "check_images": check_hash}
+    inputs = {"onnx": sha256_file(exported.output("onnx")), "check_images": check_hash}
     versions = {"onnxsim": str(onnxsim.__version__), "onnx": onnx.__version__}
 
     def body(workdir: Path) -> tuple[dict[str, str], dict[str, Any]]:
