@@ -59,8 +59,15 @@ def write_text_atomic(target: Path, text: str) -> None:
         tmp.write_text(text, encoding="utf-8")
 
 
-def write_json_atomic(target: Path, value: Any) -> None:
-    write_text_atomic(target, json.dumps(value, indent=2, sort_keys=False, default=str) + "\n")
+def write_json_atomic(target: Path, value: Any, indent: int = 2) -> None:
+    write_text_atomic(target, json.dumps(value, indent=indent, sort_keys=False, default=str) + "\n")
+
+
+def write_bytes_atomic(target: Path, data: Any) -> None:
+    """Bytes, or any buffer (e.g. TensorRT's IHostMemory), written via temp file + rename."""
+    with atomic_path(target) as tmp:
+        with open(tmp, "wb") as handle:
+            handle.write(data)
 
 
 def read_json(path: Path) -> Any:

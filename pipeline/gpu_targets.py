@@ -10,18 +10,15 @@ needs neither torch nor onnxruntime.
 
 from __future__ import annotations
 
-import json
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from pipeline.artifacts import read_json, sha256_file, write_json_atomic
+from pipeline.artifacts import read_json, sha256_file
 from pipeline.config import Config, TargetConfig
 
-BUILD_PLANS_FILE = "build_plan.json"
 
 
 @dataclass
@@ -54,10 +51,6 @@ def make_plans(config: Config, target_name: str, target: TargetConfig, crop: int
     return plans
 
 
-def plans_document(target_name: str, plans: list[Any]) -> dict[str, Any]:
-    return {"format_version": 1, "target": target_name, "plans": [p.to_dict() for p in plans]}
-
-
 def host_mismatch(target_name: str, target: TargetConfig) -> str | None:
     """Why this host cannot build the target's engines (None when it can)."""
     from pipeline.backends.tensorrt import find_tensorrt, gpu_device, tensorrt_status
@@ -80,14 +73,14 @@ def host_mismatch(target_name: str, target: TargetConfig) -> str | None:
 
 def plan_engines(config: Config, target_name: str, target: TargetConfig, models: dict[str, Path], spec: Any, dla_core: int | None = None) -> PlannedEngines:
     """The build plans for the bundle; engines are left pending (the finish step builds them)."""
+    from pipeline.backends.tensorrt import BUILD_PLAN_FILE, write_build_plans
+
     plans = make_plans(config, target_name, target, spec.crop, dla_core)
-    folder = Path(tempfile.mkdtemp(prefix="vt-edge-plan."))
-    path = folder / BUILD_PLANS_FILE
-    write_json_atomic(path, plans_document(target_name, plans))
+    path = write_build_plans(target_name, plans, config.path(config.cache_dir) / "plans" / target_name)
     pending = [f"engine:{p}" for p in target.precisions]
-    existing = config.path(config.engines_dir) / f"{config.model.name}-{target_name}" / BUILD_PLANS_FILE
+    existing = config.path(config.engines_dir) / f"{config.model.name}-{target_name}" / BUILD_PLAN_FILE
     unchanged = existing.is_file() and existing.read_bytes() == path.read_bytes()
-    return PlannedEngines(pending, {BUILD_PLANS_FILE: path}, host_mismatch(target_name, target) or "", cached=unchanged)
+    return PlannedEngines(pending, {BUILD_PLAN_FILE: path}, host_mismatch(target_name, target) or "", cached=unchanged)
 
 
 def dry_run(config: Config, options: Any) -> None:
@@ -114,7 +107,7 @@ def dry_run(config: Config, options: Any) -> None:
 
 def finish_bundle(config: Config, options: Any, bundle: Path) -> Any:
     """Build and validate the bundle's TensorRT engines on this device; update report and manifest."""
-    from pipeline.backends.tensorrt import build_engine, find_tensorrt, gpu_device, make_build_plan, resolve_plan, tensorrt_status
+    from pipeline.backends.tensorrt import build_engine, find_tensorrt, gpu_device, resolve_plan, tensorrt_status
     from pipeline.build import BuildOutcome, console
     from pipeline.bundle import BundleError, refresh_manifest, verify_bundle
 
@@ -135,21 +128,18 @@ def finish_bundle(config: Config, options: Any, bundle: Path) -> Any:
         raise RuntimeError(f"cannot finish {bundle} here: {reason}")
     gpu = gpu_device()
     console.print(f"[bold]finishing {bundle}[/bold] with TensorRT {trt.version} on {gpu.name if gpu else '?'} (sm {gpu.compute_capability if gpu else '?'})")
-    crop = manifest["input"]["shape"][-1]
     engines = []
-    for precision in target.precisions:
-        version = f"{trt.major}.{trt.minor}"
-        plan = make_build_plan(target_name, target, config.model.name, precision, f"models/model.{precision}.onnx", (3, crop, crop), version)
+    for plan in plans_for_device(bundle, trt):
         plan = resolve_plan(plan, trt, gpu)
         path = bundle / plan.engine
         if path.is_file():
-            console.print(f"  {precision}: {plan.engine} exists (same TensorRT, GPU, profile): reused")
+            console.print(f"  {plan.precision}: {plan.engine} exists (same TensorRT, GPU, profile): reused")
         else:
             path = build_engine(plan, bundle, trt, log=lambda m: console.print(f"  {m}"), gpu=gpu)
         engines.append({
-            "path": plan.engine, "precision": precision, "tensorrt_version": trt.version,
+            "path": plan.engine, "precision": plan.precision, "tensorrt_version": trt.version,
             "compute_capability": plan.compute_capability, "device_name": gpu.name if gpu else "",
-            "profile": plan.profile, "sha256": sha256_file(path),
+            "profile": plan.profile, "dla_core": plan.dla_core, "sha256": sha256_file(path),
         })
     report = validate_on_device(config, bundle, manifest, engines, trt, options.progress)
     from pipeline.stages.report import check_gate, render_report
@@ -160,6 +150,25 @@ def finish_bundle(config: Config, options: Any, bundle: Path) -> Any:
     versions = {**manifest.get("versions", {}), "tensorrt": trt.version}
     refresh_manifest(bundle, {"engines": engines, "pending": [], "versions": versions})
     return BuildOutcome(bundle, report, failures, [], [], manifest["rebuild_command"])
+
+
+def plans_for_device(bundle: Path, trt: Any) -> list[Any]:
+    """The bundle's plans for the TensorRT found here: per precision, the most specific version."""
+    from pipeline.backends.tensorrt import read_build_plans
+    from pipeline.backends.tensorrt_plan import version_matches
+
+    plans = read_build_plans(bundle)
+    chosen: dict[str, Any] = {}
+    for plan in plans:
+        if not version_matches(plan.tensorrt_version, trt.version):
+            continue
+        best = chosen.get(plan.precision)
+        if best is None or len(plan.tensorrt_version.replace("x", "")) > len(best.tensorrt_version.replace("x", "")):
+            chosen[plan.precision] = plan
+    if not chosen:
+        shipped = ", ".join(sorted({p.tensorrt_version for p in plans}))
+        raise RuntimeError(f"{bundle}/build_plan.json has no plan for TensorRT {trt.version} (plans for {shipped}); this device's TensorRT is not one the target ships")
+    return list(chosen.values())
 
 
 def validate_on_device(config: Config, bundle: Path, manifest: dict[str, Any], engines: list[dict[str, Any]], trt: Any, progress: bool) -> dict[str, Any]:
@@ -183,8 +192,3 @@ def validate_on_device(config: Config, bundle: Path, manifest: dict[str, Any], e
     report["notes"] = [n for n in report.get("notes", []) if "CPU proxy" not in n]
     report["notes"].append(f"- engines built and measured on the device with TensorRT {trt.version}; agreement is against the host's FP32 ONNX Runtime logits.")
     return report
-
-
-def bundle_plans(bundle: Path) -> list[dict[str, Any]]:
-    path = bundle / BUILD_PLANS_FILE
-    return json.loads(path.read_text())["plans"] if path.is_file() else []

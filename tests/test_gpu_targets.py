@@ -126,3 +126,19 @@ def test_importing_the_package_needs_no_torch_onnxruntime_or_tensorrt():
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"
+
+
+def test_device_picks_the_bundle_plans_for_its_tensorrt(jetson_project):
+    import types
+
+    from pipeline.backends.tensorrt import TensorRTInfo
+    from pipeline.gpu_targets import plans_for_device
+
+    folder, _ = jetson_project
+    found = TensorRTInfo("10.3.0.30", 10, 3, 0, module=types.ModuleType("tensorrt"))
+    plans = plans_for_device(folder / BUNDLE, found)
+    assert sorted(p.precision for p in plans) == ["fp16", "fp32", "int8-trt"]
+    assert {p.tensorrt_version for p in plans} == {"10.3"} and all(p.strongly_typed for p in plans)
+    other = TensorRTInfo("9.2.0", 9, 2, 0, module=types.ModuleType("tensorrt"))
+    with pytest.raises(RuntimeError, match=r"no plan for TensorRT 9.2.0 \(plans for 10.3, 11.4, 8.6\)"):
+        plans_for_device(folder / BUNDLE, other)

@@ -35,12 +35,12 @@ from pipeline.backends.tensorrt import (
     make_build_plan,
     parse_version,
     parser_errors,
-    read_build_plan,
+    read_build_plans,
     require_tensorrt,
     resolve_plan,
     tensorrt_status,
     trtexec_command,
-    write_build_plan,
+    write_build_plans,
 )
 from pipeline.backends.tensorrt_env import info_from_module
 from pipeline.backends.tensorrt_plan import precision_builder_flags
@@ -330,14 +330,17 @@ def test_format_plan_lists_the_essentials():
 
 def test_build_plan_json_round_trip_and_loader_fields(tmp_path):
     plan = plan_for("jetson-agx-orin", "int8-trt", "11.4.1", dla_core=0)
-    path = write_build_plan(plan, tmp_path)
-    data = json.loads(path.read_text())
+    other = plan_for("jetson-agx-orin", "fp16", "10.3")
+    path = write_build_plans("jetson-agx-orin", [plan, other], tmp_path)
+    document = json.loads(path.read_text())
+    assert document["format_version"] == 1 and document["target"] == "jetson-agx-orin"
+    data = document["plans"][0]
     # The C++ loader reads these names.
     assert data["onnx"] == "models/model.int8-trt.onnx" and data["precision"] == "int8-trt"
     assert data["profile"] == {"min": 1, "opt": 8, "max": 32} and data["workspace_mib"] == 4096
     assert data["dla_core"] == 0 and data["strongly_typed"] is True
     assert data["timing_cache"] == "engines/timing.trt11.4.1.sm87.cache"
-    assert read_build_plan(tmp_path) == plan
+    assert read_build_plans(tmp_path) == [plan, other]
     assert list(tmp_path.iterdir()) == [path]  # no temp file left behind
 
 
@@ -352,7 +355,7 @@ def test_build_plan_from_dict_rejects_bad_input(tmp_path):
     assert BuildPlan.from_dict({**data, "added_later": 1}).to_dict() == data
     (tmp_path / "build_plan.json").write_text("{")
     with pytest.raises(ValueError, match="not a usable build plan"):
-        read_build_plan(tmp_path)
+        read_build_plans(tmp_path)
 
 
 def test_resolve_plan_pins_found_version_and_gpu():

@@ -32,10 +32,10 @@ from pipeline.backends.tensorrt_plan import (
     engine_file_name,
     format_plan,
     make_build_plan,
-    read_build_plan,
+    read_build_plans,
     resolve_plan,
     trtexec_command,
-    write_build_plan,
+    write_build_plans,
 )
 from pipeline.backends.tensorrt_runner import RUNNER_API_10, RUNNER_API_BINDINGS, RunnerError, TensorRTRunner
 
@@ -60,10 +60,10 @@ __all__ = [
     "make_build_plan",
     "parse_version",
     "parser_errors",
-    "read_build_plan",
+    "read_build_plans",
     "require_tensorrt",
     "resolve_plan",
     "tensorrt_status",
     "trtexec_command",
-    "write_build_plan",
+    "write_build_plans",
 ]

@@ -14,11 +14,10 @@ API facts this relies on (python/src of each release branch of github.com/NVIDIA
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 from typing import Any, Callable
 
+from pipeline.artifacts import write_bytes_atomic
 from pipeline.backends.tensorrt_env import GpuInfo, TensorRTError, TensorRTInfo, require_tensorrt
 from pipeline.backends.tensorrt_plan import BuildPlan, version_matches
 
@@ -28,19 +27,6 @@ _MAX_LISTED_ERRORS = 5
 
 class BuildError(TensorRTError):
     """The engine could not be built; the message is one line."""
-
-
-def atomic_write(path: Path, data: Any) -> None:
-    """Write bytes (or any buffer, e.g. TensorRT's IHostMemory) to `path` via temp file + rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as out:
-            out.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 # --- logging ----------------------------------------------------------------------------------
@@ -236,7 +222,7 @@ def build_engine(
         reason = logger.errors[-1] if logger.errors else "see the TensorRT messages above"
         raise BuildError(f"TensorRT {trt_info.version} could not build {plan.engine}: {reason}")
     engine_path = bundle_dir / plan.engine
-    atomic_write(engine_path, serialized)
-    atomic_write(cache_path, config.get_timing_cache().serialize())
+    write_bytes_atomic(engine_path, serialized)
+    write_bytes_atomic(cache_path, config.get_timing_cache().serialize())
     del parser  # held until here: the network refers to weights the parser owns
     return engine_path

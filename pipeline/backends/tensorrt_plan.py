@@ -37,13 +37,12 @@ of each release branch, github.com/NVIDIA/TensorRT, and the TensorRT 11.4 docume
 from __future__ import annotations
 
 import json
-import os
 import re
-import tempfile
 from dataclasses import MISSING, asdict, dataclass, field, fields, replace
 from pathlib import Path, PurePosixPath
 from typing import Any, Mapping
 
+from pipeline.artifacts import write_json_atomic
 from pipeline.backends.tensorrt_env import GpuInfo, TensorRTInfo
 from pipeline.config import BatchProfile, TargetConfig
 
@@ -329,26 +328,26 @@ def resolve_plan(plan: BuildPlan, trt: TensorRTInfo, gpu: GpuInfo | None) -> Bui
 # --- files ------------------------------------------------------------------------------------
 
 
-def write_build_plan(plan: BuildPlan, bundle_dir: Path) -> Path:
-    """Write `build_plan.json` into the bundle atomically."""
+def write_build_plans(target: str, plans: list[BuildPlan], bundle_dir: Path) -> Path:
+    """Write `build_plan.json` atomically: one plan per precision and TensorRT version.
+
+    Layout: {"format_version": 1, "target": ..., "plans": [plan, ...]}. The on-device finish and
+    the C++ loader pick the plan whose precision and TensorRT version match what they find.
+    """
     path = Path(bundle_dir) / BUILD_PLAN_FILE
-    text = json.dumps(plan.to_dict(), indent=2) + "\n"
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as out:
-            out.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    document = {"format_version": PLAN_FORMAT_VERSION, "target": target, "plans": [p.to_dict() for p in plans]}
+    write_json_atomic(path, document)
     return path
 
 
-def read_build_plan(bundle_dir: Path) -> BuildPlan:
+def read_build_plans(bundle_dir: Path) -> list[BuildPlan]:
     path = Path(bundle_dir) / BUILD_PLAN_FILE
     try:
-        return BuildPlan.from_dict(json.loads(path.read_text(encoding="utf-8")))
-    except (OSError, json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+        document = json.loads(path.read_text(encoding="utf-8"))
+        if document.get("format_version") != PLAN_FORMAT_VERSION:
+            raise ValueError(f"format_version {document.get('format_version')!r} is not {PLAN_FORMAT_VERSION}")
+        return [BuildPlan.from_dict(item) for item in document["plans"]]
+    except (OSError, json.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as exc:
         raise ValueError(f"{path}: not a usable build plan: {exc}") from None
 
 

@@ -8,17 +8,17 @@ The chosen lists are written with SHA-256 hashes so a device can check it sees t
 from __future__ import annotations
 
 import csv
-import hashlib
 import json
 import os
 import re
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from pipeline.artifacts import sha256_file, write_json_atomic
 
 __all__ = [
     "IMAGE_EXTENSIONS",
@@ -376,15 +376,6 @@ class SubsetList:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def sha256_file(path: str | Path, chunk_size: int = 1 << 20) -> str:
-    """Hex SHA-256 of a file's bytes."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(chunk_size), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def write_subset_list(
     samples: Sequence[Sample],
     root: str | Path,
@@ -423,7 +414,7 @@ def write_subset_list(
         "extra": dict(extra or {}),
         "samples": entries,
     }
-    _write_json_atomic(Path(path), doc)
+    write_json_atomic(Path(path), doc, indent=1)
 
 
 def _relative_posix(path: Path, root: Path) -> str:
@@ -432,21 +423,6 @@ def _relative_posix(path: Path, root: Path) -> str:
     except ValueError:
         raise ValueError(f"{path}: not inside root {root}") from None
     return rel.as_posix()
-
-
-def _write_json_atomic(path: Path, doc: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(doc, f, indent=1)
-            f.write("\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def read_subset_list(
