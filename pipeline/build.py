@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import shlex
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -332,7 +331,3 @@ def print_summary(report: dict[str, Any], log: StageLog) -> None:
     Console(highlight=False).print(table)
     if log.all_cached:
         console.print("nothing changed: every stage came from the cache")
-
-
-def command_line() -> str:
-    return " ".join(shlex.quote(a) for a in ["python", "-m", "pipeline", *sys.argv[1:]])

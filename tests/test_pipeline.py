@@ -293,5 +293,17 @@ def test_export_failure_names_the_module():
         def forward(self, x):
             return self.head(x * 2)
 
-    with pytest.raises(ExportError, match=r"export failed in module 'head'"):
+    with pytest.raises(ExportError, match=r"export failed in module 'head': .*'aten::linalg_svd'"):
         export_onnx(Wrapper(), np.zeros((1, 3, 8, 8), np.float32), 17, Path("/tmp/never-written.onnx"))
+
+
+def test_a_broken_image_is_skipped_and_counted(tiny_project):
+    victim = sorted((tiny_project / "data/val").glob("c03_*/*.jpg"))[0]
+    victim.write_bytes(victim.read_bytes()[:300])  # truncated JPEG
+    result = run_cli(tiny_project, "build", "--no-progress")
+    assert result.returncode == 0, result.stderr
+    assert "1 skipped" in result.stderr
+    report = json.loads((bundle_of(tiny_project) / "report/report.json").read_text())
+    assert len(report["skipped_images"]) == 1 and victim.name in report["skipped_images"][0][0]
+    assert report["evaluation_images"] + report["calibration_images"] == 49
+    assert "skipped bad images: 1" in (bundle_of(tiny_project) / "report/report.md").read_text()

@@ -137,16 +137,3 @@ def validate_all(
 
 def results_to_json(results: list[PrecisionResult]) -> list[dict[str, Any]]:
     return [asdict(r) for r in results]
-
-
-def results_from_json(items: list[dict[str, Any]]) -> list[PrecisionResult]:
-    return [
-        PrecisionResult(
-            precision=item["precision"],
-            accuracy=AccuracyMetrics(**item["accuracy"]),
-            latency=[LatencyMetrics(**lat) for lat in item["latency"]],
-            runner=item["runner"],
-            samples_ms={int(k): v for k, v in item.get("samples_ms", {}).items()},
-        )
-        for item in items
-    ]
