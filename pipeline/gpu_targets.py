@@ -89,7 +89,7 @@ def dry_run(config: Config, options: Any) -> None:
 
     from pipeline.backends.tensorrt import format_plan, tensorrt_status
 
-    console = Console(highlight=False)
+    console = Console(highlight=False, soft_wrap=True)  # trtexec lines stay copy-pasteable
     target_name, target = config.target(options.target)
     if target.backend != "tensorrt":
         console.print(f"{target_name} uses {target.backend}: no TensorRT plan (stages: export, simplify, precision {', '.join(target.precisions)}, engine, validate, report)")
