@@ -87,9 +87,9 @@ def build(config: Config, options: BuildOptions) -> BuildOutcome:
     log = StageLog()
     console.print(f"[bold]vt-edge build[/bold] target [cyan]{target_name}[/cyan] ({target.backend}), config {options.config_path}")
 
+    model = load_model(config)  # a bad checkpoint fails before any data work
     data = log.run("data", lambda: prepare_data_cached(config, cache, options.progress),
                    lambda d: f"{len(d.calib.labels)} calibration / {len(d.evaluation.labels)} evaluation images, {len(d.skipped)} skipped")
-    model = load_model(config)
     opset = target.opset or config.export.opset
     check = data.evaluation.crops[: config.export.check_images]
     exported = log.run("export", lambda: run_export(config, cache, model, check, data.content_hash, opset),
@@ -119,7 +119,7 @@ def build(config: Config, options: BuildOptions) -> BuildOutcome:
 
     build_key = sha256_json({"target": target_name, "settings": target.model_dump(), "gate": options.gate,
                              "stages": [exported.record.key, simplified.record.key, precision.record.key, data.content_hash],
-                             "engine": engine_stage.record.key if engine_stage else sorted(extra_files)})
+                             "engine": engine_stage.record.key if engine_stage else {k: sha256_file(v) for k, v in extra_files.items()}})
     validation = log.run("validate", lambda: run_validation(config, cache, data, model, models, keys, options.progress, cpu_proxy),
                          lambda r: f"{len(json.loads(r.output('results').read_text()))} runners, {len(data.evaluation.labels)} images")
     build_key = sha256_json([build_key, validation.record.key])
@@ -275,9 +275,11 @@ def bundle_contents(config: Config, target_name: str, target: TargetConfig, data
     files.update(extra_files)
     spec = data.spec
     input_shape = [-1, 3, spec.crop, spec.crop]
-    rebuild = f"python -m pipeline build --target {target_name} --config {shlex.quote(str(options.config_path))}"
+    config_arg = shlex.quote(str(options.config_path))
+    rebuild = f"python -m pipeline build --target {target_name} --config {config_arg}"
     if pending:
-        rebuild = f"python -m pipeline build --target {target_name} --bundle {config.engines_dir.as_posix()}/{bundle_name(config, target_name)}"
+        bundle_arg = shlex.quote(f"{config.engines_dir.as_posix()}/{bundle_name(config, target_name)}")
+        rebuild = f"python -m pipeline build --target {target_name} --config {config_arg} --bundle {bundle_arg}"
     manifest = {
         "format_version": 1,
         "name": bundle_name(config, target_name),

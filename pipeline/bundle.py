@@ -58,12 +58,7 @@ def tool_versions(names: Iterable[str]) -> dict[str, str]:
 
 def file_table(folder: Path) -> dict[str, dict[str, Any]]:
     """Relative path -> sha256 and size, for every file of the bundle but the manifest."""
-    table = {}
-    for path in sorted(folder.rglob("*")):
-        if path.is_file() and path.name != MANIFEST:
-            rel = path.relative_to(folder).as_posix()
-            table[rel] = {"sha256": sha256_file(path), "bytes": path.stat().st_size}
-    return table
+    return {rel: {"sha256": sha256_file(folder / rel), "bytes": (folder / rel).stat().st_size} for rel in sorted(file_table_names(folder))}
 
 
 @dataclass
@@ -105,11 +100,17 @@ def _swap_in(staging: Path, destination: Path) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
-def refresh_manifest(bundle: Path, updates: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Re-hash the bundle's files after a change on the device (engines, report) and save."""
+def update_manifest(bundle: Path, changed: Iterable[str], updates: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Record files this tool just wrote (device engines, re-rendered report) in the manifest.
+
+    Only the `changed` bundle-relative paths are (re-)hashed: every other entry keeps the hash
+    it was verified against, so updating a bundle never blesses a file changed behind its back.
+    """
     manifest = read_manifest(bundle)
     manifest.update(updates or {})
-    manifest["files"] = file_table(bundle)
+    for rel in changed:
+        path = safe_relative(bundle, rel)
+        manifest["files"][rel] = {"sha256": sha256_file(path), "bytes": path.stat().st_size}
     write_json_atomic(bundle / MANIFEST, manifest)
     return manifest
 
@@ -122,19 +123,38 @@ def read_manifest(bundle: Path) -> dict[str, Any]:
         manifest = read_json(path)
     except ValueError as exc:
         raise BundleError(f"{path}: not valid JSON ({exc})") from None
+    if not isinstance(manifest, dict):
+        raise BundleError(f"{path}: must be a JSON object")
     version = manifest.get("format_version")
     if version != FORMAT_VERSION:
         raise BundleError(f"{path}: unsupported format_version {version!r} (this tool reads {FORMAT_VERSION})")
     for key in ("name", "target", "model", "input", "preprocessing", "labels", "files", "precisions"):
         if key not in manifest:
             raise BundleError(f"{path}: missing key '{key}'")
+    files = manifest["files"]
+    if not isinstance(files, dict) or not all(_is_file_entry(entry) for entry in files.values()):
+        raise BundleError(f"{path}: key 'files' must map paths to {{sha256: 64 hex chars, bytes: int}}")
     return manifest
 
 
-def verify_bundle(bundle: Path) -> dict[str, Any]:
-    """Check every listed file's SHA-256 and size, and that no path leaves the bundle."""
+def _is_file_entry(entry: Any) -> bool:
+    return (
+        isinstance(entry, dict)
+        and isinstance(entry.get("sha256"), str)
+        and len(entry["sha256"]) == 64
+        and isinstance(entry.get("bytes"), int)
+    )
+
+
+def verify_bundle(bundle: Path, allow_unlisted: bool = False, regenerable: Iterable[str] = ()) -> dict[str, Any]:
+    """Check every listed file's SHA-256 and size, that no path leaves the bundle, and (unless
+    `allow_unlisted`) that the bundle holds no file the manifest does not list. `regenerable`
+    files (renderings about to be re-made from verified data) may be missing or changed."""
     manifest = read_manifest(bundle)
+    skip = set(regenerable)
     for rel, entry in manifest["files"].items():
+        if rel in skip:
+            continue
         try:
             path = safe_relative(bundle, rel)
         except ValueError as exc:
@@ -143,7 +163,15 @@ def verify_bundle(bundle: Path) -> dict[str, Any]:
             raise BundleError(f"{path}: listed in the manifest but missing")
         if path.stat().st_size != entry["bytes"] or sha256_file(path) != entry["sha256"]:
             raise BundleError(f"{path}: SHA-256 does not match the manifest (file changed or corrupt)")
+    if not allow_unlisted:
+        unlisted = sorted(set(file_table_names(bundle)) - set(manifest["files"]))
+        if unlisted:
+            raise BundleError(f"{bundle / unlisted[0]}: not listed in the manifest ({len(unlisted)} unlisted file(s))")
     return manifest
+
+
+def file_table_names(folder: Path) -> list[str]:
+    return [p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file() and p.name != MANIFEST]
 
 
 def utc_now() -> str:

@@ -12,6 +12,7 @@ from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from pipeline.config import ConfigError, load_config
 
@@ -29,7 +30,7 @@ EXIT_CONFIG = 2
 
 
 def fail(message: str, code: int = 1) -> None:
-    err.print(f"[red]error:[/red] {message}", soft_wrap=True)
+    err.print(f"[red]error:[/red] {escape(message)}", soft_wrap=True)
     raise typer.Exit(code)
 
 
@@ -48,7 +49,7 @@ def build(
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the build plan and trtexec equivalent; build nothing.")] = False,
     require_engine: Annotated[bool, typer.Option("--require-engine", help="Fail when the target's engine cannot be built on this host.")] = False,
     no_gate: Annotated[bool, typer.Option("--no-gate", help="Report budget failures without failing the build.")] = False,
-    dla_core: Annotated[Optional[int], typer.Option("--dla-core", help="Build INT8/FP16 engines for this DLA core (GPU fallback on).")] = None,
+    dla_core: Annotated[Optional[int], typer.Option("--dla-core", min=0, help="Plan the FP16/INT8 engines for this DLA core (GPU fallback on); a TensorRT target with DLA only.")] = None,
     no_progress: Annotated[bool, typer.Option("--no-progress", help="No progress bars (logs, CI).")] = False,
 ) -> None:
     """Run every stage for a target and write its bundle to engines/<model>-<target>/."""
@@ -57,7 +58,12 @@ def build(
 
     options = BuildOptions(target=target, config_path=config, gate=not no_gate, progress=not no_progress, require_engine=require_engine, dla_core=dla_core)
     try:
-        cfg.target(target)
+        _, target_config = cfg.target(target)
+    except ConfigError as exc:
+        fail(str(exc), EXIT_CONFIG)
+    if dla_core is not None and (target_config.backend != "tensorrt" or bundle is not None):
+        fail("--dla-core applies to TensorRT targets when the bundle is made (the device finish uses the bundle's plans)", EXIT_CONFIG)
+    try:
         if dry_run or bundle is not None:
             from pipeline.gpu_targets import dry_run as show_plan, finish_bundle
 
@@ -76,9 +82,9 @@ def build(
         more = f" (and {len(outcome.gate_failures) - 1} more)" if len(outcome.gate_failures) > 1 else ""
         if options.gate:
             fail(f"gate: {first}{more}; see {outcome.bundle}/report/report.md", 1)
-        err.print(f"[yellow]gate (not enforced):[/yellow] {first}{more}")
+        err.print(f"[yellow]gate (not enforced):[/yellow] {escape(first)}{more}")
     if outcome.pending:
-        err.print(f"engines left for the device ({outcome.left_reason}); finish on the device with: {outcome.finish_command}", soft_wrap=True)
+        err.print(f"engines left for the device ({outcome.left_reason}); finish on the device with: {outcome.finish_command}", soft_wrap=True, markup=False)
 
 
 @app.command()
@@ -104,7 +110,7 @@ def train(
 
 @app.command()
 def models(
-    input_size: Annotated[int, typer.Option("--input-size", help="Square input resolution.")] = 224,
+    input_size: Annotated[int, typer.Option("--input-size", min=32, help="Square input resolution (a multiple of 32).")] = 224,
     output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Also write the table as JSON here.")] = None,
 ) -> None:
     """Params and FLOPs of VT-ResNet-18/34 against ResNet-18/34 (paper width, 1000 classes)."""
@@ -136,9 +142,11 @@ def targets(config: ConfigOption = Path("pipeline.toml")) -> None:
         table.add_column(column)
     for name, t in cfg.targets.items():
         label = f"{name} ({aliases[name]})" if name in aliases else name
+        gpu = t.backend == "tensorrt"  # workspace, DLA and batch profile only mean something to TensorRT
         table.add_row(
             label, t.backend, t.compute_capability or "-", t.jetpack or "-", ", ".join(t.tensorrt_versions) or "-",
-            str(t.dla_cores), f"{t.workspace_mib} MiB", f"{t.profile.min}/{t.profile.opt}/{t.profile.max}",
+            str(t.dla_cores) if gpu else "-", f"{t.workspace_mib} MiB" if gpu else "-",
+            f"{t.profile.min}/{t.profile.opt}/{t.profile.max}" if gpu else "-",
             ", ".join(t.precisions), f"{t.latency_budget_ms:g}" if t.latency_budget_ms else "-",
         )
     out.print(table)
@@ -147,12 +155,16 @@ def targets(config: ConfigOption = Path("pipeline.toml")) -> None:
 @app.command()
 def report(bundle: Annotated[Path, typer.Argument(help="Bundle folder, e.g. engines/vt_demo-cpu.")]) -> None:
     """Re-render a bundle's report (Markdown, HTML, plots) from its report.json."""
-    from pipeline.bundle import BundleError, refresh_manifest
-    from pipeline.stages.report import rerender
+    from pipeline.bundle import BundleError, update_manifest, verify_bundle
+    from pipeline.stages.report import RENDERED, rerender
 
     try:
+        if (bundle / "manifest.json").is_file():
+            # Never re-hash a bundle whose data changed behind its back; only renderings are re-made.
+            verify_bundle(bundle, regenerable=RENDERED)
         written = rerender(bundle)
-        refresh_manifest(bundle)
+        if (bundle / "manifest.json").is_file():
+            update_manifest(bundle, [p.relative_to(bundle).as_posix() for p in written])
     except (FileNotFoundError, BundleError, ValueError) as exc:
         fail(str(exc))
     out.print("wrote " + ", ".join(str(p) for p in written))

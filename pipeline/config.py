@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import tomllib
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -109,7 +109,7 @@ class PrecisionConfig(_Section):
 
 
 class ValidateConfig(_Section):
-    batch_sizes: tuple[int, ...] = (1, 8)
+    batch_sizes: tuple[Annotated[int, Field(ge=1)], ...] = Field((1, 8), min_length=1)
     warmup: int = Field(10, ge=0)
     runs: int = Field(100, ge=1)
     threads: int = Field(0, ge=0)  # 0: ONNX Runtime's default (all physical cores)

@@ -31,20 +31,14 @@ class PlannedEngines:
     cached: bool = False
 
 
-def _versions_to_plan(target: TargetConfig) -> list[str]:
-    """Concrete versions for the plans ("10.x" stays a wildcard the device resolves)."""
-    return list(target.tensorrt_versions)
-
-
 def make_plans(config: Config, target_name: str, target: TargetConfig, crop: int, dla_core: int | None = None) -> list[Any]:
     from pipeline.backends.tensorrt import make_build_plan
 
     plans = []
-    for version in _versions_to_plan(target):
+    for version in target.tensorrt_versions:  # "10.x" stays a wildcard the device resolves
         for precision in target.precisions:
-            core = dla_core if dla_core is not None else (0 if target.use_dla else None)
-            if core is not None and precision == "fp32":
-                core = None  # DLA has no FP32 path; fp32 stays on the GPU
+            # DLA has no FP32 path: an explicit --dla-core applies to fp16/int8-trt only.
+            core = dla_core if precision != "fp32" else None
             plans.append(
                 make_build_plan(target_name, target, config.model.name, precision, f"models/model.{precision}.onnx", (3, crop, crop), version, core)
             )
@@ -94,10 +88,10 @@ def dry_run(config: Config, options: Any) -> None:
     if target.backend != "tensorrt":
         console.print(f"{target_name} uses {target.backend}: no TensorRT plan (stages: export, simplify, precision {', '.join(target.precisions)}, engine, validate, report)")
         return
-    console.print(f"[bold]build plan for {target_name}[/bold] ({target.description}); this host: {tensorrt_status()}")
+    console.print(f"build plan for {target_name} ({target.description}); this host: {tensorrt_status()}", markup=False)
     bundle = f"{config.engines_dir.as_posix()}/{config.model.name}-{target_name}"
     for plan in make_plans(config, target_name, target, config.preprocessing.crop, options.dla_core):
-        console.print(format_plan(plan, bundle_dir=bundle))
+        console.print(format_plan(plan, bundle_dir=bundle), markup=False)
         console.print("")
 
 
@@ -109,11 +103,12 @@ def finish_bundle(config: Config, options: Any, bundle: Path) -> Any:
     """Build and validate the bundle's TensorRT engines on this device; update report and manifest."""
     from pipeline.backends.tensorrt import build_engine, find_tensorrt, gpu_device, resolve_plan, tensorrt_status
     from pipeline.build import BuildOutcome, console
-    from pipeline.bundle import BundleError, refresh_manifest, verify_bundle
+    from pipeline.bundle import BundleError, update_manifest, verify_bundle
 
     target_name, target = config.target(options.target)
     try:
-        manifest = verify_bundle(bundle)
+        # Unlisted files are allowed here: a finish killed after writing an engine left one.
+        manifest = verify_bundle(bundle, allow_unlisted=True)
     except BundleError as exc:
         raise ValueError(str(exc)) from None
     if manifest["target"]["name"] != target_name:
@@ -129,11 +124,11 @@ def finish_bundle(config: Config, options: Any, bundle: Path) -> Any:
     gpu = gpu_device()
     console.print(f"[bold]finishing {bundle}[/bold] with TensorRT {trt.version} on {gpu.name if gpu else '?'} (sm {gpu.compute_capability if gpu else '?'})")
     engines = []
-    for plan in plans_for_device(bundle, trt):
-        plan = resolve_plan(plan, trt, gpu)
+    plans = [resolve_plan(plan, trt, gpu) for plan in plans_for_device(bundle, trt)]
+    for plan in plans:
         path = bundle / plan.engine
-        if path.is_file():
-            console.print(f"  {plan.precision}: {plan.engine} exists (same TensorRT, GPU, profile): reused")
+        if plan.engine in manifest["files"]:  # verified above: same TensorRT, GPU and profile
+            console.print(f"  {plan.precision}: {plan.engine} is in the bundle: reused")
         else:
             path = build_engine(plan, bundle, trt, log=lambda m: console.print(f"  {m}"), gpu=gpu)
         engines.append({
@@ -146,9 +141,11 @@ def finish_bundle(config: Config, options: Any, bundle: Path) -> Any:
 
     failures = [f.message for f in check_gate(report)]
     report["gate"] = {"enabled": options.gate, "failures": failures}
-    render_report(report, bundle / "report")
+    written = render_report(report, bundle / "report")
     versions = {**manifest.get("versions", {}), "tensorrt": trt.version}
-    refresh_manifest(bundle, {"engines": engines, "pending": [], "versions": versions})
+    changed = [e["path"] for e in engines] + [p.relative_to(bundle).as_posix() for p in written]
+    changed += sorted({p.timing_cache for p in plans if (bundle / p.timing_cache).is_file()})
+    update_manifest(bundle, changed, {"engines": engines, "pending": [], "versions": versions})
     return BuildOutcome(bundle, report, failures, [], [], manifest["rebuild_command"])
 
 

@@ -47,6 +47,8 @@ def test_paths_resolve_against_the_file(tmp_path):
         ("[targets.x]\nbackend = 'onnxruntime'\nprofile = { min = 8, opt = 1, max = 4 }\n", "min <= opt <= max"),
         ("[aliases]\nj = 'nowhere'\n", "unknown target 'nowhere'"),
         ("banana = 1\n", "unknown key 'banana'"),
+        ("[validate]\nbatch_sizes = [0]\n", "key 'validate.batch_sizes.0'"),
+        ("[validate]\nbatch_sizes = []\n", "key 'validate.batch_sizes'"),
         ("[model\n", "not valid TOML"),
     ],
 )

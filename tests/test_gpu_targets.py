@@ -38,7 +38,7 @@ def test_off_target_build_writes_a_complete_bundle_and_exits_0(jetson_project):
         assert (bundle / rel).is_file(), rel
     assert manifest["pending"] == ["engine:fp32", "engine:fp16", "engine:int8-trt"]
     assert manifest["engines"] == []
-    finish = f"python -m pipeline build --target jetson-agx-orin --bundle engines/tiny-jetson-agx-orin"
+    finish = "python -m pipeline build --target jetson-agx-orin --config pipeline.toml --bundle engines/tiny-jetson-agx-orin"
     assert manifest["rebuild_command"] == finish
     assert finish in result.stderr
     assert "engines left for the device (TensorRT is not installed" in result.stderr
@@ -142,3 +142,17 @@ def test_device_picks_the_bundle_plans_for_its_tensorrt(jetson_project):
     other = TensorRTInfo("9.2.0", 9, 2, 0, module=types.ModuleType("tensorrt"))
     with pytest.raises(RuntimeError, match=r"no plan for TensorRT 9.2.0 \(plans for 10.3, 11.4, 8.6\)"):
         plans_for_device(folder / BUNDLE, other)
+
+
+def test_use_dla_puts_fp16_and_int8_on_dla_and_keeps_fp32_on_gpu(tiny_project):
+    config = tiny_project / "pipeline.toml"
+    config.write_text(config.read_text().replace("dla_cores = 2\n", "dla_cores = 2\nuse_dla = true\n"))
+    result = run_cli(tiny_project, "build", "--target", "jetson", "--dry-run")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.count("--useDLACore=0 --allowGPUFallback") == 6  # fp16 + int8-trt for 3 versions
+    assert "model.fp32.onnx" in result.stdout
+
+
+def test_dla_core_is_refused_for_a_cpu_target(tiny_project):
+    result = run_cli(tiny_project, "build", "--target", "cpu", "--dla-core", "0")
+    assert result.returncode == 2 and "--dla-core applies to TensorRT targets" in result.stderr

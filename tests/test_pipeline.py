@@ -241,6 +241,11 @@ def test_report_command_rerenders_and_keeps_manifest_valid(tiny_cpu_bundle, tmp_
     assert "| int8 |" in (copy / "report/report.md").read_text()
     assert "data:image/png" in (copy / "report/report.html").read_text()
     verify_bundle(copy)
+    model = copy / "models/model.int8.onnx"
+    model.write_bytes(model.read_bytes() + b"x")
+    tampered = run_cli(tmp_path, "report", str(copy))
+    assert tampered.returncode == 1 and "model.int8.onnx: SHA-256 does not match" in tampered.stderr
+    assert run_cli(tmp_path, "verify", str(copy)).returncode == 1  # still refused: nothing re-hashed
     missing = run_cli(tmp_path, "report", str(tmp_path / "nope"))
     assert missing.returncode == 1 and "no report.json" in missing.stderr
 
@@ -307,3 +312,50 @@ def test_a_broken_image_is_skipped_and_counted(tiny_project):
     assert len(report["skipped_images"]) == 1 and victim.name in report["skipped_images"][0][0]
     assert report["evaluation_images"] + report["calibration_images"] == 49
     assert "skipped bad images: 1" in (bundle_of(tiny_project) / "report/report.md").read_text()
+
+
+def test_latency_budget_is_gated_on_the_fastest_precision_within_accuracy(tiny_cpu_bundle):
+    from pipeline.stages.report import check_gate, fastest_precision
+
+    report = json.loads((bundle_of(tiny_cpu_bundle) / "report/report.json").read_text())
+    name, p50 = fastest_precision(report)
+    assert name != "fp32-torch" and p50 > 0
+    assert not [f for f in check_gate({**report, "latency_budget_ms": p50 * 2}) if f.precision == "latency"]
+    failures = [f for f in check_gate({**report, "latency_budget_ms": p50 / 2}) if f.precision == "latency"]
+    assert len(failures) == 1 and f"{name}, has p50" in failures[0].message and "over the" in failures[0].message
+    assert not [f for f in check_gate({**report, "latency_budget_ms": p50 / 2, "cpu_proxy": True}) if f.precision == "latency"]
+
+
+def test_unlisted_and_malformed_entries_are_refused(tiny_cpu_bundle, tmp_path):
+    copy = tmp_path / "bundle"
+    shutil.copytree(bundle_of(tiny_cpu_bundle), copy)
+    (copy / "models/extra.engine").write_bytes(b"not listed")
+    with pytest.raises(BundleError, match="extra.engine: not listed in the manifest"):
+        verify_bundle(copy)
+    (copy / "models/extra.engine").unlink()
+    manifest = json.loads((copy / "manifest.json").read_text())
+    for broken in ({**manifest, "files": "x"}, {**manifest, "files": {"a": {"sha256": "0" * 64}}}, [1]):
+        (copy / "manifest.json").write_text(json.dumps(broken))
+        result = run_cli(tmp_path, "verify", str(copy))
+        assert result.returncode == 1 and "Traceback" not in result.stderr and result.stderr.startswith("error:")
+
+
+def test_unimportable_factory_and_export_mismatch_are_one_line(tiny_project):
+    config = tiny_project / "pipeline.toml"
+    original = config.read_text()
+    config.write_text(original.replace('checkpoint = "tiny.pt"', 'checkpoint = "tiny.pt"\nfactory = "nosuch.module:build"'))
+    result = run_cli(tiny_project, "build", "--no-progress")
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert "model.factory 'nosuch.module:build' cannot be imported" in result.stderr
+    config.write_text(original + "\n[export]\ntolerance = 1e-30\n")
+    result = run_cli(tiny_project, "build", "--no-progress")
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert "exported ONNX differs from torch by" in result.stderr
+
+
+def test_error_text_with_brackets_is_printed_verbatim(tmp_path):
+    weird = tmp_path / "[odd]"
+    weird.mkdir()
+    result = run_cli(tmp_path, "build", "--config", str(weird / "x.toml"))
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "[odd]/x.toml: configuration file not found" in result.stderr

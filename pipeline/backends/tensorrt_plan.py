@@ -211,8 +211,8 @@ def _shipped(target: TargetConfig) -> str:
 def _resolve_dla(
     target_name: str, target: TargetConfig, precision: str, version: str, dla_core: int | None
 ) -> int | None:
-    if dla_core is None and target.use_dla:
-        dla_core = 0
+    if dla_core is None and target.use_dla and precision != "fp32":
+        dla_core = 0  # the target's default: FP16/INT8 on DLA core 0, FP32 stays on the GPU
     if dla_core is None:
         return None
     if target.dla_cores == 0:

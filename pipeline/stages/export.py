@@ -25,7 +25,7 @@ OUTPUT_NAME = "logits"
 STAGE_VERSION = "1"
 
 
-class ExportError(Exception):
+class ExportError(RuntimeError):
     """Export failed; the message names the module and op where known."""
 
 

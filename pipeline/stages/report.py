@@ -16,6 +16,9 @@ from typing import Any
 from pipeline.artifacts import read_json, write_json_atomic, write_text_atomic
 
 REFERENCE = "fp32"
+# Files `report` re-makes from report.json (which itself must verify).
+RENDERED = ("report/report.md", "report/report.html", "report/accuracy.png", "report/latency.png", "report/sensitivity.png")
+REPORT_KEYS = ("bundle", "target", "backend", "model", "results", "created_utc", "host", "evaluation_images", "calibration_images")
 BUDGET_EPSILON = 1e-9  # float noise of percentages computed from counts
 
 
@@ -42,7 +45,33 @@ def check_gate(report: dict[str, Any]) -> list[GateFailure]:
         if acc["agreement"] < budget["min_agreement"] - BUDGET_EPSILON:
             short = budget["min_agreement"] - acc["agreement"]
             failures.append(GateFailure(precision, f"{precision}: top-1 agreement {acc['agreement']:.4f} below budget {budget['min_agreement']:.4f} by {short:.4f}"))
+    failures += _latency_failures(report, {f.precision for f in failures})
     return failures
+
+
+def fastest_precision(report: dict[str, Any], excluded: set[str] = frozenset()) -> tuple[str, float] | None:
+    """The engine with the lowest p50 at batch 1 (torch eager is a baseline, not an engine)."""
+    candidates = []
+    for r in report["results"]:
+        lat1 = next((lat for lat in r["latency"] if lat["batch"] == 1), None)
+        if r["precision"] != "fp32-torch" and r["precision"] not in excluded and lat1 is not None:
+            candidates.append((lat1["p50_ms"], r["precision"]))
+    return (min(candidates)[1], min(candidates)[0]) if candidates else None
+
+
+def _latency_failures(report: dict[str, Any], accuracy_failed: set[str]) -> list[GateFailure]:
+    """The target's latency budget: met when some precision within its accuracy budget is fast enough.
+
+    A CPU proxy measurement says nothing about the device's latency, so it is not gated.
+    """
+    budget_ms = report.get("latency_budget_ms")
+    if not budget_ms or report.get("cpu_proxy"):
+        return []
+    fastest = fastest_precision(report, accuracy_failed)
+    if fastest is None or fastest[1] <= budget_ms:
+        return []
+    name, p50 = fastest
+    return [GateFailure("latency", f"latency: fastest precision within the accuracy budgets, {name}, has p50 {p50:.3f} ms at batch 1, over the {budget_ms:g} ms budget by {p50 - budget_ms:.3f} ms")]
 
 
 def summary_rows(report: dict[str, Any]) -> list[dict[str, Any]]:
@@ -174,6 +203,12 @@ def render_markdown(report: dict[str, Any], plots: dict[str, str]) -> str:
         lines.append("- every budget met" if report.get("budgets") else "- no budgets configured")
     for precision, budget in report.get("budgets", {}).items():
         lines.append(f"- budget {precision}: top-1 drop <= {budget['max_top1_drop']} pts, agreement >= {budget['min_agreement']}")
+    fastest = fastest_precision(report, {f.split(":")[0] for f in gate.get("failures", [])})
+    if report.get("latency_budget_ms"):
+        proxy = " (not gated: CPU proxy)" if report.get("cpu_proxy") else ""
+        lines.append(f"- latency budget: p50 <= {report['latency_budget_ms']:g} ms at batch 1{proxy}")
+    if fastest:
+        lines.append(f"- fastest precision within the accuracy budgets: **{fastest[0]}** (p50 {fastest[1]:.3f} ms at batch 1)")
     lines += ["", "## Precision graphs", ""]
     for flavour, details in report.get("precision_details", {}).items():
         if isinstance(details, dict) and "fp32_layers" in details:
@@ -233,4 +268,8 @@ def rerender(bundle: Path) -> list[Path]:
     source = bundle / "report" / "report.json"
     if not source.is_file():
         raise FileNotFoundError(f"{source}: no report.json in this bundle (is {bundle} a bundle folder?)")
-    return render_report(read_json(source), bundle / "report")
+    report = read_json(source)
+    missing = [key for key in REPORT_KEYS if not isinstance(report, dict) or key not in report]
+    if missing:
+        raise ValueError(f"{source}: not a vt-edge report (missing {', '.join(missing)})")
+    return render_report(report, bundle / "report")

@@ -20,7 +20,7 @@ from pipeline.stages.checks import cpu_session, normalised_batch, op_histogram, 
 STAGE_VERSION = "1"
 
 
-class SimplifyError(Exception):
+class SimplifyError(RuntimeError):
     pass
 
 
