@@ -156,3 +156,16 @@ def test_use_dla_puts_fp16_and_int8_on_dla_and_keeps_fp32_on_gpu(tiny_project):
 def test_dla_core_is_refused_for_a_cpu_target(tiny_project):
     result = run_cli(tiny_project, "build", "--target", "cpu", "--dla-core", "0")
     assert result.returncode == 2 and "--dla-core applies to TensorRT targets" in result.stderr
+
+
+def test_device_finish_needs_neither_torch_nor_onnxruntime(jetson_project):
+    folder, _ = jetson_project
+    # Block both imports, as on a Jetson with only the base install and TensorRT.
+    code = (
+        "import sys; sys.modules['torch'] = None; sys.modules['onnxruntime'] = None\n"
+        "sys.argv = ['pipeline', 'build', '--target', 'jetson', '--bundle', %r, '--no-progress']\n"
+        "from pipeline.cli import main; main()\n" % BUNDLE
+    )
+    result = subprocess.run([sys.executable, "-c", code], cwd=folder, capture_output=True, text=True, env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"})
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr and "TensorRT is not installed" in result.stderr
