@@ -75,17 +75,59 @@ def bundle_name(config: Config, target_name: str) -> str:
     return f"{config.model.name}-{target_name}"
 
 
-def build(config: Config, options: BuildOptions) -> BuildOutcome:
-    from pipeline.stages.dataset import prepare_data_cached
-    from pipeline.stages.engine import run_cpu_engines
-    from pipeline.stages.export import load_model, run_export
-    from pipeline.stages.precision import run_precision
-    from pipeline.stages.simplify import run_simplify
+@dataclass
+class Graphs:
+    """What the host-side stages made: the data subsets, the model and every precision graph."""
 
+    data: Any
+    model: Any
+    exported: StageResult
+    simplified: StageResult
+    precision: StageResult
+    models: dict[str, Path]  # precision -> ONNX graph
+    keys: dict[str, str]  # precision -> content hash of its graph
+
+
+@dataclass
+class EngineStep:
+    """The engine stage's outcome: ONNX Runtime graphs here, or plans left for the device."""
+
+    stage: StageResult | None = None
+    pending: list[str] = field(default_factory=list)
+    files: dict[str, Path] = field(default_factory=dict)
+    left_reason: str = ""
+
+
+def build(config: Config, options: BuildOptions) -> BuildOutcome:
     target_name, target = config.target(options.target)
     cache = StageCache(config.path(config.cache_dir))
     log = StageLog()
     console.print(f"[bold]vt-edge build[/bold] target [cyan]{target_name}[/cyan] ({target.backend}), config {options.config_path}")
+    graphs = make_graphs(config, target, options, cache, log)
+    engine = engine_step(config, target_name, target, options, cache, log, graphs)
+    cpu_proxy = target.backend != "onnxruntime"
+    validation = log.run("validate", lambda: run_validation(config, cache, graphs, options.progress, cpu_proxy),
+                         lambda r: f"{len(json.loads(r.output('results').read_text()))} runners, {len(graphs.data.evaluation.labels)} images")
+    build_key = sha256_json({
+        "target": target_name, "settings": target.model_dump(), "gate": options.gate, "validation": validation.record.key,
+        "stages": [graphs.exported.record.key, graphs.simplified.record.key, graphs.precision.record.key, graphs.data.content_hash],
+        "engine": engine.stage.record.key if engine.stage else {k: sha256_file(v) for k, v in engine.files.items()},
+    })
+    bundle = config.path(config.engines_dir) / bundle_name(config, target_name)
+    if _bundle_up_to_date(bundle, build_key):
+        outcome = _unchanged_bundle(bundle, engine, log)
+    else:
+        outcome = _write_bundle(config, target_name, target, options, graphs, engine, validation, build_key, bundle, log, cpu_proxy)
+    print_summary(outcome.report, log)
+    return _finish_or_leave(config, options, bundle, outcome, log)
+
+
+def make_graphs(config: Config, target: TargetConfig, options: BuildOptions, cache: StageCache, log: StageLog) -> Graphs:
+    """data -> export -> simplify -> precision, each cached by content."""
+    from pipeline.stages.dataset import prepare_data_cached
+    from pipeline.stages.export import load_model, run_export
+    from pipeline.stages.precision import run_precision
+    from pipeline.stages.simplify import run_simplify
 
     model = load_model(config)  # a bad checkpoint fails before any data work
     data = log.run("data", lambda: prepare_data_cached(config, cache, options.progress),
@@ -98,50 +140,48 @@ def build(config: Config, options: BuildOptions) -> BuildOutcome:
                          lambda r: f"nodes {r.record.details['nodes_before']} -> {r.record.details['nodes_after']}, max |diff| {r.record.details['max_abs_diff_vs_export']:.2e}")
     precision = log.run("precision", lambda: run_precision(config, cache, simplified, exported, data.calib.crops, data.calib.labels,
                                                           data.content_hash, target.precisions, options.progress, console.print),
-                        lambda r: _precision_summary(r))
+                        _precision_summary)
     models = {"fp32": simplified.output("onnx"), **{p: precision.output(p) for p in target.precisions if p != "fp32"}}
     # Downstream keys are the graphs' content, so a re-made graph that differs re-runs what follows.
     keys = {p: sha256_file(path) for p, path in models.items()}
+    return Graphs(data, model, exported, simplified, precision, models, keys)
 
-    engine_stage: StageResult | None = None
-    pending: list[str] = []
-    extra_files: dict[str, Path] = {}
-    host_reason = ""
-    cpu_proxy = target.backend != "onnxruntime"
+
+def engine_step(config: Config, target_name: str, target: TargetConfig, options: BuildOptions, cache: StageCache,
+                log: StageLog, graphs: Graphs) -> EngineStep:
     if target.backend == "onnxruntime":
-        engine_stage = log.run("engine", lambda: run_cpu_engines(config, cache, models, keys),
-                               lambda r: f"ONNX Runtime optimized graphs for {', '.join(models)}")
-    else:
-        from pipeline.gpu_targets import plan_engines
+        from pipeline.stages.engine import run_cpu_engines
 
-        planned = log.run("engine", lambda: plan_engines(config, target_name, target, models, data.spec, options.dla_core), lambda p: _pending_summary(p.pending))
-        pending, extra_files, host_reason = planned.pending, planned.files, planned.reason
+        stage = log.run("engine", lambda: run_cpu_engines(config, cache, graphs.models, graphs.keys),
+                        lambda r: f"ONNX Runtime optimized graphs for {', '.join(graphs.models)}")
+        return EngineStep(stage=stage)
+    from pipeline.gpu_targets import plan_engines
 
-    build_key = sha256_json({"target": target_name, "settings": target.model_dump(), "gate": options.gate,
-                             "stages": [exported.record.key, simplified.record.key, precision.record.key, data.content_hash],
-                             "engine": engine_stage.record.key if engine_stage else {k: sha256_file(v) for k, v in extra_files.items()}})
-    validation = log.run("validate", lambda: run_validation(config, cache, data, model, models, keys, options.progress, cpu_proxy),
-                         lambda r: f"{len(json.loads(r.output('results').read_text()))} runners, {len(data.evaluation.labels)} images")
-    build_key = sha256_json([build_key, validation.record.key])
-    bundle = config.path(config.engines_dir) / bundle_name(config, target_name)
-    if _bundle_up_to_date(bundle, build_key):
-        log.entries.append({"stage": "report", "wall_s": 0.0, "cached": True})
-        console.print(f"  {'report':<10} {'[dim]cached[/dim]':>8}  {bundle} is up to date")
-        report = read_json(bundle / "report" / "report.json")
-        manifest = read_json(bundle / "manifest.json")
-        print_summary(report, log)
-        return _finish_or_leave(config, options, bundle, BuildOutcome(
-            bundle, report, report["gate"]["failures"], list(manifest["pending"]), log.entries, manifest["rebuild_command"], host_reason), log)
-    report = assemble_report(config, target_name, target, data, model, exported, simplified, precision, validation, log, cpu_proxy)
+    planned = log.run("engine", lambda: plan_engines(config, target_name, target, graphs.models, graphs.data.spec, options.dla_core),
+                      lambda p: _pending_summary(p.pending))
+    return EngineStep(pending=planned.pending, files=planned.files, left_reason=planned.reason)
+
+
+def _unchanged_bundle(bundle: Path, engine: EngineStep, log: StageLog) -> BuildOutcome:
+    log.entries.append({"stage": "report", "wall_s": 0.0, "cached": True})
+    console.print(f"  {'report':<10} {'[dim]cached[/dim]':>8}  {bundle} is up to date")
+    report = read_json(bundle / "report" / "report.json")
+    manifest = read_json(bundle / "manifest.json")
+    return BuildOutcome(bundle, report, report["gate"]["failures"], list(manifest["pending"]), log.entries,
+                        manifest["rebuild_command"], engine.left_reason)
+
+
+def _write_bundle(config: Config, target_name: str, target: TargetConfig, options: BuildOptions, graphs: Graphs,
+                  engine: EngineStep, validation: StageResult, build_key: str, bundle: Path, log: StageLog,
+                  cpu_proxy: bool) -> BuildOutcome:
     from pipeline.stages.report import check_gate
 
+    report = assemble_report(config, target_name, target, graphs, validation, log, cpu_proxy)
     failures = [f.message for f in check_gate(report)]
     report["gate"] = {"enabled": options.gate, "failures": failures}
-    contents = bundle_contents(config, target_name, target, data, model, models, engine_stage, validation, report, pending, options, extra_files, build_key)
+    contents = bundle_contents(config, target_name, target, graphs, engine, validation, report, options, build_key)
     log.run("report", lambda: _write_report_and_bundle(bundle, contents, report), lambda path: f"{path}")
-    print_summary(report, log)
-    outcome = BuildOutcome(bundle, report, failures, pending, log.entries, contents.manifest["rebuild_command"], host_reason)
-    return _finish_or_leave(config, options, bundle, outcome, log)
+    return BuildOutcome(bundle, report, failures, engine.pending, log.entries, contents.manifest["rebuild_command"], engine.left_reason)
 
 
 def _finish_or_leave(config: Config, options: BuildOptions, bundle: Path, outcome: BuildOutcome, log: StageLog) -> BuildOutcome:
@@ -184,8 +224,7 @@ def _pending_summary(pending: list[str]) -> str:
     return "engines left for the device: " + ", ".join(pending) if pending else "engines built"
 
 
-def run_validation(config: Config, cache: StageCache, data: Any, model: Any, models: dict[str, Path],
-                   keys: dict[str, str], progress: bool, cpu_proxy: bool) -> StageResult:
+def run_validation(config: Config, cache: StageCache, graphs: Graphs, progress: bool, cpu_proxy: bool) -> StageResult:
     """Measure FP32 (torch and ONNX Runtime) and each precision graph on the evaluation subset."""
     import onnxruntime
 
@@ -194,8 +233,9 @@ def run_validation(config: Config, cache: StageCache, data: Any, model: Any, mod
     from pipeline.stages.validate import infer_all, results_to_json, validate_all
 
     vc = config.validate_
+    data, model, models = graphs.data, graphs.model, graphs.models
     settings = {**vc.model_dump(), "cpu_proxy": cpu_proxy, "host": host_info()["cpu"]}
-    inputs = {**keys, "evaluation_images": data.content_hash, "checkpoint": model.checkpoint_sha256}
+    inputs = {**graphs.keys, "evaluation_images": data.content_hash, "checkpoint": model.checkpoint_sha256}
 
     def body(workdir: Path) -> tuple[dict[str, str], dict[str, Any]]:
         images = normalised_batch(data.evaluation.crops, config)
@@ -215,9 +255,9 @@ def run_validation(config: Config, cache: StageCache, data: Any, model: Any, mod
     return cache.run("validate", inputs, settings, {"onnxruntime": onnxruntime.__version__}, body, "1")
 
 
-def assemble_report(config: Config, target_name: str, target: TargetConfig, data: Any, model: Any, exported: StageResult,
-                    simplified: StageResult, precision: StageResult, validation: StageResult, log: StageLog,
-                    cpu_proxy: bool) -> dict[str, Any]:
+def assemble_report(config: Config, target_name: str, target: TargetConfig, graphs: Graphs, validation: StageResult,
+                    log: StageLog, cpu_proxy: bool) -> dict[str, Any]:
+    data, model = graphs.data, graphs.model
     results = json.loads(validation.output("results").read_text())
     notes = _fp16_note(results)
     if cpu_proxy:
@@ -235,9 +275,9 @@ def assemble_report(config: Config, target_name: str, target: TargetConfig, data
         "calibration_method": config.precision.calibration,
         "budgets": {p: b.model_dump() for p, b in config.budgets.items() if p in target.precisions},
         "results": results,
-        "precision_details": {k: v for k, v in precision.record.details.items() if k.startswith("int8")},
-        "export": exported.record.details,
-        "simplify": {k: v for k, v in simplified.record.details.items() if not k.startswith("ops_")},
+        "precision_details": {k: v for k, v in graphs.precision.record.details.items() if k.startswith("int8")},
+        "export": graphs.exported.record.details,
+        "simplify": {k: v for k, v in graphs.simplified.record.details.items() if not k.startswith("ops_")},
         "stages": log.entries,
         "host": host_info(),
         "notes": notes,
@@ -258,9 +298,9 @@ def _fp16_note(results: list[dict[str, Any]]) -> list[str]:
     ]
 
 
-def bundle_contents(config: Config, target_name: str, target: TargetConfig, data: Any, model: Any, models: dict[str, Path],
-                    engine_stage: StageResult | None, validation: StageResult, report: dict[str, Any],
-                    pending: list[str], options: BuildOptions, extra_files: dict[str, Path], build_key: str) -> BundleContents:
+def bundle_contents(config: Config, target_name: str, target: TargetConfig, graphs: Graphs, engine: EngineStep,
+                    validation: StageResult, report: dict[str, Any], options: BuildOptions, build_key: str) -> BundleContents:
+    data, model, models, engine_stage, pending = graphs.data, graphs.model, graphs.models, engine.stage, engine.pending
     files: dict[str, Path] = {f"models/model.{p}.onnx": path for p, path in models.items()}
     precisions: dict[str, dict[str, Any]] = {p: {"onnx": f"models/model.{p}.onnx", "optimized": None} for p in models}
     if engine_stage is not None:
@@ -272,7 +312,7 @@ def bundle_contents(config: Config, target_name: str, target: TargetConfig, data
     files["reference/eval_set.json"] = data.eval_list
     files["reference/eval_labels.npy"] = data.arrays["eval_labels"]
     files["reference/eval_crops.npy"] = data.arrays["eval_crops"]
-    files.update(extra_files)
+    files.update(engine.files)
     spec = data.spec
     input_shape = [-1, 3, spec.crop, spec.crop]
     config_arg = shlex.quote(str(options.config_path))
