@@ -51,9 +51,9 @@ class Int8Outcome:
 # Calibration
 
 
-def _reader(images: np.ndarray, progress: bool):
+def _reader(images: np.ndarray, bar: Any):
+    """Calibration batches for ONNX Runtime, advancing `bar` (a rich Progress) as they are read."""
     from onnxruntime.quantization import CalibrationDataReader
-    from rich.progress import Progress
 
     class Reader(CalibrationDataReader):
         def __init__(self) -> None:
@@ -62,17 +62,14 @@ def _reader(images: np.ndarray, progress: bool):
             size = max(d for d in range(1, min(CALIBRATION_BATCH, len(images)) + 1) if len(images) % d == 0)
             self.batches = [images[i : i + size] for i in range(0, len(images), size)]
             self.position = 0
-            self.bar = Progress(disable=not progress, transient=True)
-            self.task = self.bar.add_task("calibrating", total=len(self.batches))
-            self.bar.start()
+            self.task = bar.add_task("calibrating", total=len(self.batches))
 
         def get_next(self) -> dict[str, np.ndarray] | None:
             if self.position == len(self.batches):
-                self.bar.stop()
                 return None
             batch = self.batches[self.position]
             self.position += 1
-            self.bar.update(self.task, advance=1)
+            bar.update(self.task, advance=1)
             return {"images": batch}
 
         def __len__(self) -> int:
@@ -85,6 +82,8 @@ def calibrate(fp32_path: Path, images: np.ndarray, config: Config, progress: boo
     """One pass over the calibration images; returns ONNX Runtime TensorsData (ranges per tensor)."""
     from onnxruntime.quantization import CalibrationMethod
     from onnxruntime.quantization.calibrate import create_calibrator
+    from rich.console import Console
+    from rich.progress import Progress
 
     settings = config.precision
     method = {
@@ -105,10 +104,11 @@ def calibrate(fp32_path: Path, images: np.ndarray, config: Config, progress: boo
             calibrate_method=method,
             extra_options=extra,
         )
-        # ONNX Runtime's calibrators print their progress on stdout; the progress bar says it.
-        with contextlib.redirect_stdout(io.StringIO()):
-            calibrator.collect_data(_reader(images, progress))
-            tensors_data = calibrator.compute_data()
+        # ONNX Runtime's calibrators print their progress on stdout; our bar (on stderr) says it.
+        with Progress(console=Console(stderr=True), disable=not progress, transient=True) as bar:
+            with contextlib.redirect_stdout(io.StringIO()):
+                calibrator.collect_data(_reader(images, bar))
+                tensors_data = calibrator.compute_data()
     _exact_input_range(tensors_data, images)
     return tensors_data
 
