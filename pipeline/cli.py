@@ -182,7 +182,9 @@ def generate_data(
 
     try:
         dataset = generate_demo_set(root, per_class=per_class, seed=seed, size=size)
-    except (ValueError, OSError) as exc:
+    except OSError as exc:  # the message would name the hidden staging folder, not the target
+        fail(f"{root}: cannot write the image set ({exc.strerror or exc})")
+    except ValueError as exc:
         fail(str(exc))
     out.print(f"{root}: {len(dataset.samples)} images in {len(dataset.classes)} classes")
 
