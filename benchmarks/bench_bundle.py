@@ -21,7 +21,7 @@ sys.path.insert(0, str(ROOT))
 from pipeline.backends.onnxruntime import OrtRunner, SessionSettings, TorchRunner  # noqa: E402
 from pipeline.bundle import verify_bundle  # noqa: E402
 from pipeline.config import load_config  # noqa: E402
-from pipeline.stages.checks import normalise  # noqa: E402
+from pipeline.data import PreprocessSpec, normalize  # noqa: E402
 from pipeline.stages.export import load_model  # noqa: E402
 from pipeline.stages.validate import latency_metrics  # noqa: E402
 
@@ -41,7 +41,7 @@ def main() -> int:
     manifest = verify_bundle(args.bundle)
     pp = manifest["preprocessing"]
     crops = np.load(args.bundle / "reference/eval_crops.npy")
-    images = np.ascontiguousarray(normalise(crops, pp["mean"], pp["std"], pp["scale"]))
+    images = np.ascontiguousarray(normalize(crops, PreprocessSpec.from_dict(pp)))
     runners = {"fp32-torch": TorchRunner(load_model(load_config(args.config)).module, args.threads)}
     for precision, entry in manifest["precisions"].items():
         runners[precision] = OrtRunner(precision, args.bundle / entry["onnx"], SessionSettings(intra_op_threads=args.threads))

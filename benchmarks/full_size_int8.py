@@ -23,8 +23,7 @@ sys.path.insert(0, str(ROOT))
 
 from pipeline.backends.onnxruntime import OrtRunner, SessionSettings, TorchRunner  # noqa: E402
 from pipeline.config import load_config  # noqa: E402
-from pipeline.data import PreprocessSpec, generate_demo_set, load_crops  # noqa: E402
-from pipeline.stages.checks import normalise  # noqa: E402
+from pipeline.data import PreprocessSpec, generate_demo_set, load_crops, normalize  # noqa: E402
 from pipeline.stages.export import export_onnx  # noqa: E402
 from pipeline.stages.precision import calibrate, convert_fp16, quantize_graph  # noqa: E402
 from pipeline.stages.simplify import simplify_onnx  # noqa: E402
@@ -51,7 +50,7 @@ def main() -> int:
         folder = Path(tmp)
         per_class = max(1, args.calibration_images // 10)
         images = load_crops(generate_demo_set(folder / "images", per_class=per_class, seed=7).samples, spec).crops
-        batch = np.ascontiguousarray(normalise(images, spec.mean, spec.std))
+        batch = np.ascontiguousarray(normalize(images, spec))
         export_onnx(model, batch[:1], 17, folder / "export.onnx")
         simplify_onnx(folder / "export.onnx", folder / "fp32.onnx")
         ranges = calibrate(folder / "fp32.onnx", batch, config, progress=False)

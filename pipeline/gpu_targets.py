@@ -171,11 +171,11 @@ def plans_for_device(bundle: Path, trt: Any) -> list[Any]:
 def validate_on_device(config: Config, bundle: Path, manifest: dict[str, Any], engines: list[dict[str, Any]], trt: Any, progress: bool) -> dict[str, Any]:
     """Run each engine on the bundled evaluation crops against the host's FP32 logits."""
     from pipeline.backends.tensorrt import TensorRTRunner
-    from pipeline.stages.checks import normalise
+    from pipeline.data import PreprocessSpec, normalize
     from pipeline.stages.validate import results_to_json, validate_all
 
     pp = manifest["preprocessing"]
-    images = np.ascontiguousarray(normalise(np.load(bundle / "reference/eval_crops.npy"), pp["mean"], pp["std"], pp["scale"]))
+    images = np.ascontiguousarray(normalize(np.load(bundle / "reference/eval_crops.npy"), PreprocessSpec.from_dict(pp)))
     labels = np.load(bundle / "reference/eval_labels.npy")
     reference = np.load(bundle / "reference/fp32_logits.npy")
     vc = config.validate_

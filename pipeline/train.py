@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from pipeline.config import Config, TrainConfig
-from pipeline.data import LabelledSet, PreprocessSpec, generate_demo_set, load_crops, read_image_folder
+from pipeline.data import LabelledSet, PreprocessSpec, generate_demo_set, load_crops, normalize, read_image_folder
 
 # Seeds of the generated demo pools: training images and the calibration/evaluation pool are
 # generated from different seeds, so no evaluation image was ever seen in training.
@@ -53,11 +53,10 @@ def _augment(crops: "np.ndarray", out_size: int, rng: np.random.Generator) -> "n
 
 
 def _normalise(batch_uint8: "np.ndarray", spec: PreprocessSpec):
+    """The model input as a torch tensor, by the same contract as every other stage."""
     import torch
 
-    mean = torch.tensor(spec.mean, dtype=torch.float32).view(1, 3, 1, 1)
-    std = torch.tensor(spec.std, dtype=torch.float32).view(1, 3, 1, 1)
-    return (torch.from_numpy(np.ascontiguousarray(batch_uint8)).float() / spec.scale - mean) / std
+    return torch.from_numpy(normalize(np.ascontiguousarray(batch_uint8), spec))
 
 
 def evaluate_accuracy(model, crops: "np.ndarray", labels: "np.ndarray", spec: PreprocessSpec, batch: int = 64) -> float:

@@ -10,16 +10,12 @@ import numpy as np
 from pipeline.config import Config
 
 
-def normalise(crops: np.ndarray, mean: tuple[float, ...], std: tuple[float, ...], scale: float = 255.0) -> np.ndarray:
-    """uint8 NCHW crops -> float32 NCHW model input, exactly as the manifest describes."""
-    m = np.asarray(mean, dtype=np.float32).reshape(1, 3, 1, 1)
-    s = np.asarray(std, dtype=np.float32).reshape(1, 3, 1, 1)
-    return ((crops.astype(np.float32) / np.float32(scale)) - m) / s
-
-
 def normalised_batch(crops: np.ndarray, config: Config) -> np.ndarray:
+    """uint8 NCHW crops -> float32 model input, with the manifest's preprocessing contract."""
+    from pipeline.data import PreprocessSpec, normalize
+
     pp = config.preprocessing
-    return np.ascontiguousarray(normalise(crops, pp.mean, pp.std))
+    return np.ascontiguousarray(normalize(crops, PreprocessSpec(resize=pp.resize, crop=pp.crop, mean=pp.mean, std=pp.std)))
 
 
 def cpu_session(model: Path | bytes, threads: int = 0, optimized_path: Path | None = None, level: str = "all"):
