@@ -241,12 +241,13 @@ def run_validation(config: Config, cache: StageCache, graphs: Graphs, progress: 
         images = normalised_batch(data.evaluation.crops, config)
         labels = data.evaluation.labels
         session = session_settings(config)
-        reference = infer_all(OrtRunner("fp32", models["fp32"], session), images)
+        fp32 = OrtRunner("fp32", models["fp32"], session)  # the reference, then measured like the rest
+        reference = infer_all(fp32, images)
         runners: dict[str, Callable[[], Any]] = {}
         if vc.torch_baseline:
             runners["fp32-torch"] = lambda: TorchRunner(model.module, vc.threads)
         for precision, path in models.items():
-            runners[precision] = lambda p=precision, f=path: OrtRunner(p, f, session)
+            runners[precision] = (lambda: fp32) if precision == "fp32" else (lambda p=precision, f=path: OrtRunner(p, f, session))
         results = validate_all(runners, images, labels, reference, vc.batch_sizes, vc.warmup, vc.runs, progress)
         (workdir / "results.json").write_text(json.dumps(results_to_json(results)))
         np.save(workdir / "fp32_logits.npy", reference)
