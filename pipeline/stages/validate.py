@@ -46,8 +46,6 @@ class PrecisionResult:
     runner: dict[str, Any]
     samples_ms: dict[int, list[float]] = field(default_factory=dict)
 
-    def latency_at(self, batch: int) -> LatencyMetrics | None:
-        return next((lat for lat in self.latency if lat.batch == batch), None)
 
 
 def topk_accuracy(logits: np.ndarray, labels: np.ndarray, k: int) -> float:
