@@ -47,7 +47,6 @@ class PrecisionResult:
     samples_ms: dict[int, list[float]] = field(default_factory=dict)
 
 
-
 def topk_accuracy(logits: np.ndarray, labels: np.ndarray, k: int) -> float:
     k = min(k, logits.shape[1])
     top = np.argpartition(-logits, kth=k - 1, axis=1)[:, :k]
