@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from pipeline.backends.onnxruntime import OrtRunner, SessionSettings, TorchRunner  # noqa: E402
-from pipeline.bundle import verify_bundle  # noqa: E402
+from pipeline.stages.bundle import verify_bundle  # noqa: E402
 from pipeline.config import load_config  # noqa: E402
 from pipeline.data import PreprocessSpec, normalize  # noqa: E402
 from pipeline.stages.export import load_model  # noqa: E402

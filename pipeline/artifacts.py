@@ -8,6 +8,8 @@ cache entry or none, and the next run resumes from the last complete stage.
 
 from __future__ import annotations
 
+from pipeline.errors import PathEscapeError
+
 import hashlib
 import json
 import os
@@ -21,8 +23,13 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 RECORD_NAME = "record.json"
-_UMASK = os.umask(0)
-os.umask(_UMASK)
+
+
+def _process_umask() -> int:
+    """The process umask (reading it means setting it: put it straight back)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
@@ -46,7 +53,7 @@ def atomic_path(target: Path) -> Iterator[Path]:
     fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     os.close(fd)
     tmp = Path(tmp_name)
-    os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600 files; outputs are ordinary files
+    os.chmod(tmp, 0o666 & ~_process_umask())  # mkstemp makes 0600 files; outputs are ordinary files
     try:
         yield tmp
         os.replace(tmp, target)
@@ -78,10 +85,10 @@ def safe_relative(root: Path, relative: str) -> Path:
     """`root / relative`, refusing any path that would leave `root` (absolute, `..`, symlinks)."""
     pure = PurePosixPath(relative)
     if pure.is_absolute() or ".." in pure.parts or relative.strip() == "":
-        raise ValueError(f"path {relative!r} leaves the bundle folder")
+        raise PathEscapeError(f"path {relative!r} leaves the bundle folder")
     candidate = (root / pure).resolve()
     if not candidate.is_relative_to(root.resolve()):
-        raise ValueError(f"path {relative!r} leaves the bundle folder")
+        raise PathEscapeError(f"path {relative!r} leaves the bundle folder")
     return root / pure
 
 

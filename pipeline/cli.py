@@ -7,6 +7,7 @@ Errors the user can fix are printed as one line starting with `error:` and exit 
 from __future__ import annotations
 
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -14,7 +15,8 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from pipeline.config import ConfigError, load_config
+from pipeline.config import load_config
+from pipeline.errors import ConfigError, VtEdgeError
 
 app = typer.Typer(
     help="vt-edge: trained Visual Transformer -> validated inference engine bundle.",
@@ -53,30 +55,32 @@ def build(
     no_progress: Annotated[bool, typer.Option("--no-progress", help="No progress bars (logs, CI).")] = False,
 ) -> None:
     """Run every stage for a target and write its bundle to engines/<model>-<target>/."""
+    from pipeline.context import BuildOptions, StageLog
+
     cfg = _config(config)
-    from pipeline.build import BuildOptions, build as run_build
-
     options = BuildOptions(target=target, config_path=config, gate=not no_gate, progress=not no_progress, require_engine=require_engine, dla_core=dla_core)
-    try:
-        _, target_config = cfg.target(target)
-    except ConfigError as exc:
-        fail(str(exc), EXIT_CONFIG)
-    if dla_core is not None and (target_config.backend != "tensorrt" or bundle is not None):
-        fail("--dla-core applies to TensorRT targets when the bundle is made (the device finish uses the bundle's plans)", EXIT_CONFIG)
-    try:
-        if dry_run or bundle is not None:
-            from pipeline.gpu_targets import dry_run as show_plan, finish_bundle
+    with _user_errors():
+        target_name, target_config = cfg.target(target)
+        if dla_core is not None and (target_config.backend != "tensorrt" or bundle is not None):
+            raise ConfigError("--dla-core applies to TensorRT targets when the bundle is made (the device finish uses the bundle's plans)")
+        if dry_run:
+            _print_plans(cfg, options)
+            return
+        log = StageLog(on_stage=_print_stage, on_message=lambda text: err.print(text, markup=False, soft_wrap=True))
+        if bundle is not None:
+            from pipeline.finish import finish_bundle
 
-            if dry_run:
-                show_plan(cfg, options)
-                return
-            outcome = finish_bundle(cfg, options, bundle)
+            outcome = finish_bundle(cfg, options, bundle, log.message)
         else:
-            outcome = run_build(cfg, options)
-    except ConfigError as exc:
-        fail(str(exc), EXIT_CONFIG)
-    except (FileNotFoundError, ValueError, RuntimeError, OSError) as exc:
-        fail(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+            from pipeline.build import build as run_build
+
+            err.print(f"[bold]vt-edge build[/bold] target [cyan]{target_name}[/cyan] ({target_config.backend}), config {escape(str(config))}")
+            outcome = run_build(cfg, options, log)
+        _print_summary(outcome.report, log)
+    _gate_and_pending(outcome, options)
+
+
+def _gate_and_pending(outcome, options) -> None:
     if outcome.gate_failures:
         first = outcome.gate_failures[0]
         more = f" (and {len(outcome.gate_failures) - 1} more)" if len(outcome.gate_failures) > 1 else ""
@@ -85,6 +89,95 @@ def build(
         err.print(f"[yellow]gate (not enforced):[/yellow] {escape(first)}{more}")
     if outcome.pending:
         err.print(f"engines left for the device ({outcome.left_reason}); finish on the device with: {outcome.finish_command}", soft_wrap=True, markup=False)
+
+
+@contextmanager
+def _user_errors():
+    """Errors the user can fix end as one line; anything else is a bug and keeps its traceback."""
+    try:
+        yield
+    except ConfigError as exc:
+        fail(str(exc), EXIT_CONFIG)
+    except VtEdgeError as exc:
+        fail(_first_line(exc))
+    except OSError as exc:
+        fail(_os_error(exc))
+
+
+def _first_line(exc: BaseException) -> str:
+    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+
+
+def _os_error(exc: OSError) -> str:
+    """An OSError as one line with its path, and "disk full" when that is the cause."""
+    import errno
+
+    where = f"{exc.filename}: " if getattr(exc, "filename", None) else ""
+    if exc.errno == errno.ENOSPC:
+        return f"{where}disk full ({exc.strerror or exc}); free space and run again"
+    return f"{where}{exc.strerror or _first_line(exc)}"
+
+
+def _describe_stage(name: str, result) -> str:
+    """One-line summary of a finished stage's artifact."""
+    details = getattr(getattr(result, "record", None), "details", {})
+    describe = {
+        "data": lambda: f"{len(result.calib.labels)} calibration / {len(result.evaluation.labels)} evaluation images, {len(result.skipped)} skipped",
+        "export": lambda: f"opset {details['opset']}, max |torch - onnx| {details['max_abs_diff_vs_torch']:.2e}",
+        "simplify": lambda: f"nodes {details['nodes_before']} -> {details['nodes_after']}, max |diff| {details['max_abs_diff_vs_export']:.2e}",
+        "calibrate": lambda: f"{details['method']} on {details['images']} images, {details['tensors']} tensors",
+        "precision": lambda: ", ".join([f"calibration {details.get('calibration')}"] + [
+            f"{f}: {len(details[f]['fp32_layers'])} layer(s) kept FP32" for f in ("int8", "int8-trt") if f in details]),
+        "engine": lambda: ("engines left for the device: " + ", ".join(result.pending)) if getattr(result, "pending", None)
+        else f"ONNX Runtime optimized graphs for {', '.join(result.record.outputs)}",
+        "validate": lambda: f"{details.get('images', '?')} images",
+        "report": lambda: f"{result}",
+    }.get(name)
+    return describe() if describe else ""
+
+
+def _print_stage(entry) -> None:
+    state = "[dim]cached[/dim]" if entry.cached else f"{entry.wall_s:6.1f} s"
+    detail = _describe_stage(entry.stage, entry.result)
+    if entry.stage == "report" and entry.cached:
+        detail = f"{entry.result} is up to date"
+    err.print(f"  {entry.stage:<10} {state:>8}  {escape(detail)}")
+
+
+def _print_summary(report, log) -> None:
+    from rich.table import Table
+
+    from pipeline.stages.report import summary_rows
+
+    table = Table(title=f"{report['bundle']}{' (CPU proxy)' if report.get('cpu_proxy') else ''}")
+    for column in ("precision", "top-1 %", "drop pts", "agreement %", "p50 b1 ms", "vs torch b1"):
+        table.add_column(column, justify="right")
+    for row in summary_rows(report):
+        table.add_row(
+            row["precision"], f"{row['top1']:.2f}", "" if row["drop"] is None else f"{row['drop']:+.2f}",
+            f"{row['agreement']:.2f}", "" if row["p50_b1"] is None else f"{row['p50_b1']:.3f}",
+            "" if row["speedup_vs_torch"] is None else f"{row['speedup_vs_torch']:.2f}x",
+        )
+    out.print(table)
+    if log.entries and log.all_cached:
+        err.print("nothing changed: every stage came from the cache")
+
+
+def _print_plans(cfg, options) -> None:
+    """`--dry-run`: every plan of the target and its trtexec equivalent; needs no TensorRT."""
+    from pipeline.backends.tensorrt import format_plan, tensorrt_status
+    from pipeline.stages.engine import make_plans
+
+    plain = Console(highlight=False, soft_wrap=True)  # trtexec lines stay copy-pasteable
+    target_name, target = cfg.target(options.target)
+    if target.backend != "tensorrt":
+        plain.print(f"{target_name} uses {target.backend}: no TensorRT plan (stages: export, simplify, precision {', '.join(target.precisions)}, engine, validate, report)", markup=False)
+        return
+    plain.print(f"build plan for {target_name} ({target.description}); this host: {tensorrt_status()}", markup=False)
+    bundle = f"{cfg.engines_dir.as_posix()}/{cfg.model.name}-{target_name}"
+    for plan in make_plans(cfg, target_name, target, cfg.preprocessing.crop, options.dla_core):
+        plain.print(format_plan(plan, bundle_dir=bundle), markup=False)
+        plain.print("")
 
 
 @app.command()
@@ -98,10 +191,8 @@ def train(
     from pipeline.train import train_model
 
     destination = output or cfg.path(cfg.model.checkpoint)
-    try:
+    with _user_errors():
         result = train_model(cfg, destination, progress=not no_progress)
-    except (FileNotFoundError, ValueError) as exc:
-        fail(str(exc))
     out.print(
         f"saved {result.checkpoint}: train top-1 {100 * result.train_accuracy:.2f}%, held-out top-1 "
         f"{100 * result.holdout_accuracy:.2f}% on {result.holdout_images} images, {result.epochs} epochs in {result.wall_s:.0f} s"
@@ -155,18 +246,16 @@ def targets(config: ConfigOption = Path("pipeline.toml")) -> None:
 @app.command()
 def report(bundle: Annotated[Path, typer.Argument(help="Bundle folder, e.g. engines/vt_demo-cpu.")]) -> None:
     """Re-render a bundle's report (Markdown, HTML, plots) from its report.json."""
-    from pipeline.bundle import BundleError, update_manifest, verify_bundle
+    from pipeline.stages.bundle import update_manifest, verify_bundle
     from pipeline.stages.report import RENDERED, rerender
 
-    try:
+    with _user_errors():
         if (bundle / "manifest.json").is_file():
             # Never re-hash a bundle whose data changed behind its back; only renderings are re-made.
             verify_bundle(bundle, regenerable=RENDERED)
         written = rerender(bundle)
         if (bundle / "manifest.json").is_file():
             update_manifest(bundle, [p.relative_to(bundle).as_posix() for p in written])
-    except (FileNotFoundError, BundleError, ValueError) as exc:
-        fail(str(exc))
     out.print("wrote " + ", ".join(str(p) for p in written))
 
 
@@ -192,12 +281,10 @@ def generate_data(
 @app.command()
 def verify(bundle: Annotated[Path, typer.Argument(help="Bundle folder.")]) -> None:
     """Check a bundle's manifest and the SHA-256 of every file."""
-    from pipeline.bundle import BundleError, verify_bundle
+    from pipeline.stages.bundle import verify_bundle
 
-    try:
+    with _user_errors():
         manifest = verify_bundle(bundle)
-    except BundleError as exc:
-        fail(str(exc))
     out.print(f"bundle OK: {len(manifest['files'])} files verified ({manifest['name']}, target {manifest['target']['name']})")
 
 

@@ -12,14 +12,14 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from pipeline.data.preprocess import PreprocessSpec
+from pipeline.errors import ConfigError
+from pipeline.metrics import Budget
+
 DEFAULT_CONFIG_PATH = Path("pipeline.toml")
 
 Precision = Literal["fp32", "fp16", "int8", "int8-trt"]
 CalibrationMethod = Literal["entropy", "minmax", "percentile"]
-
-
-class ConfigError(Exception):
-    """A configuration problem, already phrased as one line for the user."""
 
 
 class _Section(BaseModel):
@@ -68,6 +68,10 @@ class PreprocessingConfig(_Section):
             raise ValueError(f"crop ({self.crop}) must not exceed resize ({self.resize})")
         return self
 
+    def spec(self) -> PreprocessSpec:
+        """The preprocessing contract that every stage, the manifest and the C++ loader share."""
+        return PreprocessSpec(resize=self.resize, crop=self.crop, mean=self.mean, std=self.std)
+
 
 class TrainConfig(_Section):
     arch: Literal["vt_resnet18", "vt_resnet34", "resnet18", "resnet34"] = "vt_resnet18"
@@ -114,11 +118,6 @@ class ValidateConfig(_Section):
     runs: int = Field(100, ge=1)
     threads: int = Field(0, ge=0)  # 0: ONNX Runtime's default (all physical cores)
     torch_baseline: bool = True
-
-
-class Budget(_Section):
-    max_top1_drop: float = Field(1.0, ge=0)  # percentage points below FP32
-    min_agreement: float = Field(0.98, ge=0, le=1)  # top-1 agreement with FP32
 
 
 class BatchProfile(_Section):

@@ -14,12 +14,9 @@ from typing import Any
 import numpy as np
 
 from pipeline.config import Config, TrainConfig
-from pipeline.data import LabelledSet, PreprocessSpec, generate_demo_set, load_crops, normalize, read_image_folder
+from pipeline.data import GENERATED_TRAIN_SEED, GENERATED_VAL_SEED, LabelledSet, PreprocessSpec, ensure_generated, load_crops, normalize
+from pipeline.models.checkpoint import CheckpointInfo, save_checkpoint
 
-# Seeds of the generated demo pools: training images and the calibration/evaluation pool are
-# generated from different seeds, so no evaluation image was ever seen in training.
-GENERATED_TRAIN_SEED = 1
-GENERATED_VAL_SEED = 2
 
 
 @dataclass(frozen=True)
@@ -30,13 +27,6 @@ class TrainResult:
     holdout_images: int
     epochs: int
     wall_s: float
-
-
-def ensure_generated(root: Path, per_class: int, seed: int) -> LabelledSet:
-    """The generated set at `root`, made first if it is not there yet."""
-    if not root.is_dir():
-        generate_demo_set(root, per_class=per_class, seed=seed)
-    return read_image_folder(root)
 
 
 def _augment(crops: "np.ndarray", out_size: int, rng: np.random.Generator) -> "np.ndarray":
@@ -150,60 +140,10 @@ def train_model(config: Config, output: Path, progress: bool = True) -> TrainRes
         "threads": tc.threads,
         "torch": str(torch.__version__),
     }
-    save_checkpoint(output, model, spec.to_dict(), train_set.classes, train_set.class_names, eval_spec.to_dict(), metrics)
+    save_checkpoint(output, model, CheckpointInfo(spec.to_dict(), train_set.classes, train_set.class_names, eval_spec.to_dict(), metrics))
     return TrainResult(output, train_acc, holdout_acc, len(holdout.labels), tc.epochs, wall_s)
-
-
-def save_checkpoint(
-    output: Path,
-    model: Any,
-    spec: dict[str, Any],
-    classes: list[str],
-    class_names: list[str],
-    preprocessing: dict[str, Any],
-    metrics: dict[str, Any],
-) -> None:
-    """Write a checkpoint that `torch.load(weights_only=True)` reads: tensors and plain values only."""
-    import torch
-
-    from pipeline.artifacts import atomic_path
-
-    checkpoint = {
-        "format": "vt-edge-checkpoint/1",
-        "state_dict": model.state_dict(),
-        "spec": dict(spec),
-        "classes": list(classes),
-        "class_names": list(class_names),
-        "preprocessing": dict(preprocessing),
-        "metrics": dict(metrics),
-    }
-    with atomic_path(output) as tmp:
-        torch.save(checkpoint, tmp)
 
 
 def _holdout_set(config: Config) -> LabelledSet:
     """The held-out split: the generated calibration/evaluation pool (never trained on)."""
     return ensure_generated(config.path(config.data.root), config.data.generated_per_class, GENERATED_VAL_SEED)
-
-
-def load_checkpoint(path: Path, trusted: bool = False) -> dict[str, Any]:
-    """Read a checkpoint; untrusted by default (weights_only), with one-line errors."""
-    import pickle
-
-    import torch
-
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: checkpoint not found (train one with `python -m pipeline train`)")
-    try:
-        data = torch.load(path, map_location="cpu", weights_only=not trusted)
-    except pickle.UnpicklingError:
-        raise ValueError(
-            f"{path}: holds objects other than tensors and plain values, refused (weights_only); "
-            "set model.trusted_checkpoint = true only for a checkpoint you trust"
-        ) from None
-    except Exception as exc:  # corrupt zip, truncated file, not a torch file
-        raise ValueError(f"{path}: not a readable torch checkpoint ({type(exc).__name__}: {exc})") from None
-    missing = [key for key in ("state_dict", "spec", "classes") if not isinstance(data, dict) or key not in data]
-    if missing:
-        raise ValueError(f"{path}: checkpoint lacks {', '.join(missing)} (expected a vt-edge checkpoint)")
-    return data

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from conftest import ROOT, run_cli
-from pipeline.bundle import verify_bundle
+from pipeline.stages.bundle import verify_bundle
 
 BUNDLE = "engines/tiny-jetson-agx-orin"
 
@@ -119,7 +119,7 @@ def test_targets_command_lists_the_table():
 
 def test_importing_the_package_needs_no_torch_onnxruntime_or_tensorrt():
     code = (
-        "import sys, pipeline, pipeline.cli, pipeline.build, pipeline.gpu_targets, pipeline.backends.tensorrt\n"
+        "import sys, pipeline, pipeline.cli, pipeline.build, pipeline.finish, pipeline.backends.tensorrt\n"
         "heavy = [m for m in ('torch', 'onnxruntime', 'tensorrt', 'tensorrt_lean_bindings') if m in sys.modules]\n"
         "print(heavy)"
     )
@@ -132,7 +132,7 @@ def test_device_picks_the_bundle_plans_for_its_tensorrt(jetson_project):
     import types
 
     from pipeline.backends.tensorrt import TensorRTInfo
-    from pipeline.gpu_targets import plans_for_device
+    from pipeline.finish import plans_for_device
 
     folder, _ = jetson_project
     found = TensorRTInfo("10.3.0.30", 10, 3, 0, module=types.ModuleType("tensorrt"))

@@ -13,7 +13,7 @@ from onnx import numpy_helper
 
 from conftest import run_cli
 from pipeline.artifacts import sha256_file
-from pipeline.bundle import BundleError, verify_bundle
+from pipeline.stages.bundle import BundleError, verify_bundle
 
 BUNDLE = "engines/tiny-cpu"
 
@@ -159,18 +159,18 @@ def test_changing_calibration_reruns_precision_and_downstream_only(tiny_project)
 def test_interrupted_run_leaves_nothing_half_written_and_resumes(tiny_project, monkeypatch):
     from pipeline import build as build_module
     from pipeline.config import load_config
-    from pipeline.stages import precision
+    from pipeline.stages import quantize
 
     config = load_config(tiny_project / "pipeline.toml")
     calls = {"n": 0}
-    real = precision.quantize_graph
+    real = quantize.quantize_graph
 
     def dies_midway(*args, **kwargs):
         calls["n"] += 1
         real(*args, **kwargs)
         raise KeyboardInterrupt  # as if the build were killed after writing one graph
 
-    monkeypatch.setattr(precision, "quantize_graph", dies_midway)
+    monkeypatch.setattr(quantize, "quantize_graph", dies_midway)
     with pytest.raises(KeyboardInterrupt):
         build_module.build(config, build_module.BuildOptions(config_path=tiny_project / "pipeline.toml", progress=False))
     assert calls["n"] == 1
@@ -179,7 +179,7 @@ def test_interrupted_run_leaves_nothing_half_written_and_resumes(tiny_project, m
     assert not (cache / "precision").exists() or not any(p for p in (cache / "precision").iterdir() if not p.name.startswith("."))
     assert not list((cache / "precision").glob(".*.partial"))
     assert not bundle_of(tiny_project).exists()
-    monkeypatch.setattr(precision, "quantize_graph", real)
+    monkeypatch.setattr(quantize, "quantize_graph", real)
     result = run_cli(tiny_project, "build", "--no-progress")
     assert result.returncode == 0, result.stderr
     lines = {line.split()[0]: line for line in result.stderr.splitlines() if line.startswith("  ")}

@@ -19,9 +19,9 @@ from onnx import TensorProto, helper
 from pipeline.backends import tensorrt_runner
 from pipeline.backends.tensorrt import (
     RUNNER_API_10,
-    RUNNER_API_BINDINGS,
     BuildError,
     BuildPlan,
+    EngineSpec,
     GpuInfo,
     RunnerError,
     TensorRTInfo,
@@ -55,7 +55,7 @@ ONNX_OF = {p: f"models/model.{p}.onnx" for p in ("fp32", "fp16", "int8-trt")}
 
 def plan_for(target: str, precision: str, version: str, dla_core: int | None = None, **kw) -> BuildPlan:
     name, config = CONFIG.target(target)
-    return make_build_plan(name, config, "vt_demo", precision, ONNX_OF[precision], CHW, version, dla_core, **kw)
+    return make_build_plan(name, config, EngineSpec("vt_demo", precision, ONNX_OF[precision], CHW), version, dla_core, **kw)
 
 
 def _forget_tensorrt() -> None:
@@ -247,14 +247,12 @@ def test_version_not_shipped_names_the_shipped_versions():
 
 def test_plan_refuses_wrong_precision_backend_and_paths():
     with pytest.raises(ValueError, match="int8-trt"):
-        make_build_plan(
-            "jetson-agx-orin", TRT_TARGETS["jetson-agx-orin"], "m", "int8", "models/model.int8.onnx", CHW, "10.3"
-        )
+        make_build_plan("jetson-agx-orin", TRT_TARGETS["jetson-agx-orin"], EngineSpec("m", "int8", "models/model.int8.onnx", CHW), "10.3")
     with pytest.raises(ValueError, match="uses onnxruntime"):
-        make_build_plan("cpu", CONFIG.targets["cpu"], "m", "fp16", "models/model.fp16.onnx", CHW, "10.3")
+        make_build_plan("cpu", CONFIG.targets["cpu"], EngineSpec("m", "fp16", "models/model.fp16.onnx", CHW), "10.3")
     for bad in ("/abs/model.onnx", "../model.onnx"):
         with pytest.raises(ValueError, match="relative"):
-            make_build_plan("desktop", TRT_TARGETS["desktop"], "m", "fp16", bad, CHW, "10.3")
+            make_build_plan("desktop", TRT_TARGETS["desktop"], EngineSpec("m", "fp16", bad, CHW), "10.3")
     with pytest.raises(ValueError, match="not a TensorRT version"):
         plan_for("desktop", "fp16", "ten")
 
@@ -477,15 +475,6 @@ def test_runner_api_exists_in_tensorrt_11_runtime():
     assert not missing, f"TensorRT {lean.__version__} lacks {missing}"
 
 
-def test_binding_api_is_gone_from_tensorrt_11():
-    lean = _lean()
-    present = [
-        f"{owner}.{attr}" for owner, attrs in RUNNER_API_BINDINGS.items() for attr in attrs
-        if hasattr(getattr(lean, owner), attr)
-    ]
-    assert not present  # only engines of TensorRT <= 8.4 take that path
-
-
 def test_builder_enums_of_11x_plans_exist_and_precision_flags_are_gone():
     lean = _lean()
     plan = plan_for("jetson-agx-orin", "int8-trt", "11.4.1", dla_core=0)
@@ -530,7 +519,7 @@ def _used_tensorrt_api() -> dict[str, set[str]]:
 def test_runner_uses_exactly_the_listed_api():
     used = _used_tensorrt_api()
     listed: dict[str, set[str]] = {}
-    for table in (RUNNER_API_10, RUNNER_API_BINDINGS):
+    for table in (RUNNER_API_10,):
         for owner, attrs in table.items():
             listed.setdefault(owner, set()).update(attrs)
     assert used == listed

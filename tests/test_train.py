@@ -8,7 +8,8 @@ import torch
 
 from conftest import run_cli
 from pipeline.config import load_config
-from pipeline.train import load_checkpoint, train_model
+from pipeline.models.checkpoint import load_checkpoint
+from pipeline.train import train_model
 
 
 def test_training_writes_a_weights_only_checkpoint_deterministically(tiny_project: Path):

@@ -81,7 +81,8 @@ def make_tiny_checkpoint(folder: Path) -> Path:
     from pipeline.config import load_config
     from pipeline.data import demo_classes
     from pipeline.models import build_model
-    from pipeline.train import model_spec_from, save_checkpoint
+    from pipeline.models.checkpoint import CheckpointInfo, save_checkpoint
+    from pipeline.train import model_spec_from
 
     config = load_config(folder / "pipeline.toml")
     torch.manual_seed(0)
@@ -91,14 +92,14 @@ def make_tiny_checkpoint(folder: Path) -> Path:
     model = build_model(spec)
     pp = config.preprocessing
     preprocessing = {"resize": pp.resize, "crop": pp.crop, "mean": list(pp.mean), "std": list(pp.std)}
-    save_checkpoint(folder / "tiny.pt", model, spec.to_dict(), classes, names, preprocessing, {})
+    save_checkpoint(folder / "tiny.pt", model, CheckpointInfo(spec.to_dict(), classes, names, preprocessing))
     return folder / "tiny.pt"
 
 
 def make_tiny_project(folder: Path) -> Path:
     """Config, generated evaluation pool and checkpoint of the tiny project in `folder`."""
     from pipeline.data import generate_demo_set
-    from pipeline.train import GENERATED_VAL_SEED
+    from pipeline.data import GENERATED_VAL_SEED
 
     folder.mkdir(parents=True, exist_ok=True)
     write_tiny_config(folder)

@@ -1,12 +1,13 @@
 """The interface every inference backend offers to the validate stage.
 
-ONNX Runtime (CPU) and TensorRT (GPU) runners both implement it, so the report compares any
-engine against the FP32 reference in exactly the same way.
+ONNX Runtime (CPU), torch eager and TensorRT (GPU) runners all implement it, so the report
+compares any engine against the FP32 reference in exactly the same way. Runners hold sessions,
+engines and device memory: they are context managers, and `close()` frees what they hold.
 """
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -27,3 +28,24 @@ class Runner(Protocol):
     def describe(self) -> dict:
         """What was run and how (provider, threads, device, versions): recorded in the report."""
         ...
+
+    def close(self) -> None:
+        """Free sessions, engines and device memory; the runner is unusable afterwards."""
+        ...
+
+    def __enter__(self) -> Any: ...
+
+    def __exit__(self, *exc: object) -> None: ...
+
+
+class ClosingRunner:
+    """Context-manager behaviour for runners whose `close()` frees everything."""
+
+    def close(self) -> None:
+        """Nothing held beyond what garbage collection frees."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,17 +1,22 @@
-"""ONNX Runtime CPU backend: the engine of the embedded `cpu` target, and the CPU proxy that
-validates precision graphs on hosts that cannot build the target's TensorRT engine."""
+"""ONNX Runtime CPU backend: the session factory, the engine of the embedded `cpu` target, and
+the CPU proxy that validates precision graphs on hosts that cannot build the target's TensorRT
+engine. Also the torch eager runner, the baseline the speed-ups are measured against."""
 
 from __future__ import annotations
 
 import os
 import platform
-import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any, Union
 
 import numpy as np
 
-from pipeline.stages.checks import cpu_session
+from pipeline.backends.base import ClosingRunner
+from pipeline.backends.timing import time_calls
+from pipeline.names import FP32_TORCH
+
+OPTIMIZATION_LEVELS = ("basic", "extended", "all")
 
 
 @dataclass(frozen=True)
@@ -24,7 +29,47 @@ class SessionSettings:
     provider: str = "CPUExecutionProvider"
 
 
-class OrtRunner:
+def cpu_session(model: Union[Path, bytes], threads: int = 0, optimized_path: Path | None = None, level: str = "all"):
+    """An ONNX Runtime CPU session; optionally saves the optimized graph it runs."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = {
+        "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+        "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+        "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+    }[level]
+    if threads:
+        options.intra_op_num_threads = threads
+    options.log_severity_level = 3  # warnings about unused initializers are noise here
+    if optimized_path is not None:
+        options.optimized_model_filepath = str(optimized_path)
+    source = str(model) if isinstance(model, Path) else model
+    return ort.InferenceSession(source, sess_options=options, providers=["CPUExecutionProvider"])
+
+
+def run_batched(session: Any, images: np.ndarray, batch: int = 32) -> np.ndarray:
+    """Logits of `images` through an ONNX Runtime session, `batch` images at a time."""
+    input_name = session.get_inputs()[0].name
+    outputs = [session.run(None, {input_name: images[i : i + batch]})[0] for i in range(0, len(images), batch)]
+    return np.concatenate(outputs, axis=0).astype(np.float32)
+
+
+def onnx_logits(onnx_path: Path, images: np.ndarray) -> np.ndarray:
+    """Logits of an ONNX file on the CPU, with ONNX Runtime's default optimizations."""
+    return run_batched(cpu_session(onnx_path), images)
+
+
+def save_optimized(model: Path, destination: Path, settings: SessionSettings) -> None:
+    """Write the graph ONNX Runtime will run after its optimizations.
+
+    Saved at the "extended" level: "all" adds layout transformations specific to this CPU's
+    instruction set, which ONNX Runtime warns are not portable to other machines.
+    """
+    cpu_session(model, threads=settings.intra_op_threads, optimized_path=destination, level="extended")
+
+
+class OrtRunner(ClosingRunner):
     """Runner protocol over an ONNX Runtime CPU session."""
 
     def __init__(self, name: str, model: Path, settings: SessionSettings = SessionSettings()) -> None:
@@ -39,14 +84,7 @@ class OrtRunner:
 
     def time_batch(self, images: np.ndarray, warmup: int, runs: int) -> np.ndarray:
         feed = {self.input_name: np.ascontiguousarray(images, dtype=np.float32)}
-        for _ in range(warmup):
-            self.session.run(None, feed)
-        timings = np.empty(runs, dtype=np.float64)
-        for i in range(runs):
-            start = time.perf_counter()
-            self.session.run(None, feed)
-            timings[i] = (time.perf_counter() - start) * 1000.0
-        return timings
+        return time_calls(lambda: self.session.run(None, feed), warmup, runs)
 
     def describe(self) -> dict:
         import onnxruntime
@@ -61,23 +99,17 @@ class OrtRunner:
             "cpu": platform.processor() or platform.machine(),
         }
 
-
-def save_optimized(model: Path, destination: Path, settings: SessionSettings) -> None:
-    """Write the graph ONNX Runtime will run after its optimizations.
-
-    Saved at the "extended" level: "all" adds layout transformations specific to this CPU's
-    instruction set, which ONNX Runtime warns are not portable to other machines.
-    """
-    cpu_session(model, threads=settings.intra_op_threads, optimized_path=destination, level="extended")
+    def close(self) -> None:
+        self.session = None  # ONNX Runtime frees the session's memory with the object
 
 
-class TorchRunner:
+class TorchRunner(ClosingRunner):
     """torch eager FP32: the baseline that the engines' speed-ups are measured against."""
 
     def __init__(self, module, threads: int = 0) -> None:
         import torch
 
-        self.name = "fp32-torch"
+        self.name = FP32_TORCH
         self.module = module.eval()
         self.torch = torch
         if threads:
@@ -89,15 +121,8 @@ class TorchRunner:
 
     def time_batch(self, images: np.ndarray, warmup: int, runs: int) -> np.ndarray:
         batch = self.torch.from_numpy(np.ascontiguousarray(images))
-        timings = np.empty(runs, dtype=np.float64)
         with self.torch.inference_mode():
-            for _ in range(warmup):
-                self.module(batch)
-            for i in range(runs):
-                start = time.perf_counter()
-                self.module(batch)
-                timings[i] = (time.perf_counter() - start) * 1000.0
-        return timings
+            return time_calls(lambda: self.module(batch), warmup, runs)
 
     def describe(self) -> dict:
         return {"backend": "torch-eager", "torch": self.torch.__version__, "threads_used": self.torch.get_num_threads()}

@@ -29,6 +29,7 @@ from pipeline.backends.tensorrt_plan import (
     BUILD_PLAN_FILE,
     TENSORRT_PRECISIONS,
     BuildPlan,
+    EngineSpec,
     engine_file_name,
     format_plan,
     make_build_plan,
@@ -37,15 +38,15 @@ from pipeline.backends.tensorrt_plan import (
     trtexec_command,
     write_build_plans,
 )
-from pipeline.backends.tensorrt_runner import RUNNER_API_10, RUNNER_API_BINDINGS, RunnerError, TensorRTRunner
+from pipeline.backends.tensorrt_runner import RUNNER_API_10, RunnerError, TensorRTRunner
 
 __all__ = [
     "BUILD_PLAN_FILE",
     "RUNNER_API_10",
-    "RUNNER_API_BINDINGS",
     "TENSORRT_PRECISIONS",
     "BuildError",
     "BuildPlan",
+    "EngineSpec",
     "GpuInfo",
     "RunnerError",
     "TensorRTError",

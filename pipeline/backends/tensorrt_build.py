@@ -2,8 +2,7 @@
 
 API facts this relies on (python/src of each release branch of github.com/NVIDIA/TensorRT):
 - `Builder.create_network(flags)`, `OnnxParser(network, logger).parse_from_file(path)`,
-  `IBuilderConfig.set_memory_pool_limit(MemoryPoolType.WORKSPACE, bytes)` (8.4+; the older
-  `max_workspace_size` is gone in 10.0), `create_optimization_profile` / `set_shape`,
+  `IBuilderConfig.set_memory_pool_limit(MemoryPoolType.WORKSPACE, bytes)` (8.4+), `create_optimization_profile` / `set_shape`,
   `create_timing_cache(bytes)` / `set_timing_cache(cache, ignore_mismatch)` /
   `get_timing_cache().serialize()`, `default_device_type`, `DLA_core`, `build_serialized_network`
   exist unchanged in 8.5, 8.6, 10.3 and 11.x.
@@ -141,10 +140,7 @@ def _check_input(network: Any, plan: BuildPlan) -> None:
 def _configure(trt_info: TensorRTInfo, builder: Any, config: Any, plan: BuildPlan) -> None:
     trt = trt_info.module
     workspace = plan.workspace_mib << 20
-    if hasattr(config, "set_memory_pool_limit"):
-        config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, workspace)
-    else:  # TensorRT < 8.4
-        config.max_workspace_size = workspace
+    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, workspace)
     profile = builder.create_optimization_profile()
     chw = tuple(plan.input_chw)
     profile.set_shape(plan.input_name, *[(plan.profile[k], *chw) for k in ("min", "opt", "max")])

@@ -6,13 +6,15 @@ the pipeline (and `--dry-run` on a host without a GPU) never needs TensorRT or C
 
 from __future__ import annotations
 
+from pipeline.errors import VtEdgeError
+
 import importlib
 import re
 from dataclasses import dataclass
 from types import ModuleType
 
 
-class TensorRTError(RuntimeError):
+class TensorRTError(VtEdgeError, RuntimeError):
     """A TensorRT backend problem, phrased as one line for the user."""
 
 

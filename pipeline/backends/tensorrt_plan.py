@@ -36,6 +36,8 @@ of each release branch, github.com/NVIDIA/TensorRT, and the TensorRT 11.4 docume
 
 from __future__ import annotations
 
+from pipeline.errors import PlanError
+
 import json
 import re
 from dataclasses import MISSING, asdict, dataclass, field, fields, replace
@@ -45,13 +47,12 @@ from typing import Any, Mapping
 from pipeline.artifacts import write_json_atomic
 from pipeline.backends.tensorrt_env import GpuInfo, TensorRTInfo
 from pipeline.config import BatchProfile, TargetConfig
+from pipeline.names import FP16, FP32, INPUT_NAME, INT8_TRT, OUTPUT_NAME
 
 PLAN_FORMAT_VERSION = 1
 BUILD_PLAN_FILE = "build_plan.json"
-TENSORRT_PRECISIONS = ("fp32", "fp16", "int8-trt")
+TENSORRT_PRECISIONS = (FP32, FP16, INT8_TRT)
 SUPPORTED_MAJORS = (8, 10, 11)
-INPUT_NAME = "images"
-OUTPUT_NAME = "logits"
 
 _PLAN_VERSION = re.compile(r"^\d+(\.(\d+|x))*$")
 
@@ -94,12 +95,12 @@ class BuildPlan:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "BuildPlan":
         if data.get("format_version", PLAN_FORMAT_VERSION) != PLAN_FORMAT_VERSION:
-            raise ValueError(f"build plan format_version {data.get('format_version')!r} is not {PLAN_FORMAT_VERSION}")
+            raise PlanError(f"build plan format_version {data.get('format_version')!r} is not {PLAN_FORMAT_VERSION}")
         names = {f.name for f in fields(cls)}
         required = {f.name for f in fields(cls) if f.default is MISSING and f.default_factory is MISSING}
         missing = sorted(required - data.keys())
         if missing:
-            raise ValueError(f"build plan lacks {', '.join(missing)}")
+            raise PlanError(f"build plan lacks {', '.join(missing)}")
         values = {k: v for k, v in data.items() if k in names}  # newer readers may add keys
         for key in ("input_chw", "network_flags", "builder_flags"):
             values[key] = tuple(values[key])
@@ -116,7 +117,7 @@ class BuildPlan:
 def _version_parts(version: str) -> tuple[int, int | None, int | None]:
     """(major, minor, patch) of a plan version: "10.3" -> (10, 3, None), "11.x" -> (11, None, None)."""
     if not _PLAN_VERSION.match(version):
-        raise ValueError(f"not a TensorRT version: {version!r} (expected e.g. 10.3, 10.3.0 or 11.x)")
+        raise PlanError(f"not a TensorRT version: {version!r} (expected e.g. 10.3, 10.3.0 or 11.x)")
     parts = [None if p == "x" else int(p) for p in version.split(".")[:3]]
     parts += [None] * (3 - len(parts))
     return parts[0], parts[1], parts[2]  # type: ignore[return-value]
@@ -198,7 +199,7 @@ def _check_relative(*paths: str) -> None:
     for path in paths:
         pure = PurePosixPath(path)
         if pure.is_absolute() or ".." in pure.parts or "\\" in path or not path:
-            raise ValueError(f"bundle path {path!r} must be relative to the bundle and stay inside it")
+            raise PlanError(f"bundle path {path!r} must be relative to the bundle and stay inside it")
 
 
 # --- plans ------------------------------------------------------------------------------------
@@ -216,13 +217,13 @@ def _resolve_dla(
     if dla_core is None:
         return None
     if target.dla_cores == 0:
-        raise ValueError(f"target {target_name!r} has no DLA cores")
+        raise PlanError(f"target {target_name!r} has no DLA cores")
     if not 0 <= dla_core < target.dla_cores:
-        raise ValueError(f"target {target_name!r} has DLA cores 0..{target.dla_cores - 1}, not {dla_core}")
+        raise PlanError(f"target {target_name!r} has DLA cores 0..{target.dla_cores - 1}, not {dla_core}")
     if precision == "fp32":
-        raise ValueError("DLA runs FP16 and INT8 only; build fp16 or int8-trt for DLA")
+        raise PlanError("DLA runs FP16 and INT8 only; build fp16 or int8-trt for DLA")
     if not _dla_supported(version):
-        raise ValueError(f"TensorRT {version} has no DLA support (11.x: from 11.4.1 on AGX Orin, JetPack 7.2.2+)")
+        raise PlanError(f"TensorRT {version} has no DLA support (11.x: from 11.4.1 on AGX Orin, JetPack 7.2.2+)")
     return dla_core
 
 
@@ -231,17 +232,24 @@ def _resolve_cc(target_name: str, target: TargetConfig, found: str | None) -> st
     if declared == "auto":
         return found or "auto"
     if found is not None and found != declared:
-        raise ValueError(f"target {target_name!r} is compute capability {declared}, this GPU is {found}")
+        raise PlanError(f"target {target_name!r} is compute capability {declared}, this GPU is {found}")
     return declared
+
+
+@dataclass(frozen=True)
+class EngineSpec:
+    """What one engine is built from: the model, its precision graph in the bundle, its input."""
+
+    model_name: str
+    precision: str
+    onnx_relpath: str  # bundle-relative, e.g. models/model.int8-trt.onnx
+    input_chw: tuple
 
 
 def make_build_plan(
     target_name: str,
     target: TargetConfig,
-    model_name: str,
-    precision: str,
-    onnx_relpath: str,
-    input_chw: tuple[int, int, int],
+    spec: EngineSpec,
     tensorrt_version: str,
     dla_core: int | None = None,
     *,
@@ -252,21 +260,22 @@ def make_build_plan(
     `tensorrt_version` is a version the target ships ("10.3") or the one found on the device
     ("10.3.0"); `compute_capability` is the GPU found, needed for "auto" targets (desktop).
     """
+    model_name, precision, onnx_relpath, input_chw = spec.model_name, spec.precision, spec.onnx_relpath, spec.input_chw
     if target.backend != "tensorrt":
-        raise ValueError(f"target {target_name!r} uses {target.backend}, not tensorrt")
+        raise PlanError(f"target {target_name!r} uses {target.backend}, not tensorrt")
     if precision not in TENSORRT_PRECISIONS:
-        raise ValueError(f"TensorRT precision must be one of {', '.join(TENSORRT_PRECISIONS)}, not {precision!r}")
+        raise PlanError(f"TensorRT precision must be one of {', '.join(TENSORRT_PRECISIONS)}, not {precision!r}")
     if precision not in target.precisions:
-        raise ValueError(f"target {target_name!r} builds {', '.join(target.precisions)}, not {precision}")
+        raise PlanError(f"target {target_name!r} builds {', '.join(target.precisions)}, not {precision}")
     major = _version_parts(tensorrt_version)[0]
     if major not in target.tensorrt_majors:
-        raise ValueError(
+        raise PlanError(
             f"target {target_name!r} ships TensorRT {_shipped(target)}, not {tensorrt_version}"
         )
     if major not in SUPPORTED_MAJORS:
-        raise ValueError(f"TensorRT {tensorrt_version}: plans are defined for majors {SUPPORTED_MAJORS}")
+        raise PlanError(f"TensorRT {tensorrt_version}: plans are defined for majors {SUPPORTED_MAJORS}")
     if len(input_chw) != 3 or min(input_chw) < 1:
-        raise ValueError(f"input_chw must be three positive ints, got {input_chw!r}")
+        raise PlanError(f"input_chw must be three positive ints, got {input_chw!r}")
     _check_relative(onnx_relpath)
     core = _resolve_dla(target_name, target, precision, tensorrt_version, dla_core)
     cc = _resolve_cc(target_name, target, compute_capability)
@@ -306,11 +315,11 @@ def resolve_plan(plan: BuildPlan, trt: TensorRTInfo, gpu: GpuInfo | None) -> Bui
     ValueError when this device cannot build it: another TensorRT version, another GPU.
     """
     if not version_matches(plan.tensorrt_version, trt.version):
-        raise ValueError(f"the plan is for TensorRT {plan.tensorrt_version}, this device has {trt.version}")
+        raise PlanError(f"the plan is for TensorRT {plan.tensorrt_version}, this device has {trt.version}")
     cc = plan.compute_capability
     if gpu is not None:
         if cc not in ("auto", gpu.compute_capability):
-            raise ValueError(
+            raise PlanError(
                 f"the plan is for compute capability {cc}, this GPU ({gpu.name}) is {gpu.compute_capability}"
             )
         cc = gpu.compute_capability
@@ -345,10 +354,10 @@ def read_build_plans(bundle_dir: Path) -> list[BuildPlan]:
     try:
         document = json.loads(path.read_text(encoding="utf-8"))
         if document.get("format_version") != PLAN_FORMAT_VERSION:
-            raise ValueError(f"format_version {document.get('format_version')!r} is not {PLAN_FORMAT_VERSION}")
+            raise PlanError(f"format_version {document.get('format_version')!r} is not {PLAN_FORMAT_VERSION}")
         return [BuildPlan.from_dict(item) for item in document["plans"]]
     except (OSError, json.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as exc:
-        raise ValueError(f"{path}: not a usable build plan: {exc}") from None
+        raise PlanError(f"{path}: not a usable build plan: {exc}") from None
 
 
 # --- trtexec and printing ---------------------------------------------------------------------

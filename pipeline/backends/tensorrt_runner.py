@@ -1,11 +1,9 @@
 """Run a serialized TensorRT engine: the Runner the validate stage uses on a GPU target.
 
-Two execution APIs (python/src/infer/pyCore.cpp of each release branch):
-- name-based: `num_io_tensors`, `get_tensor_name/mode/dtype`, `set_input_shape`,
-  `set_tensor_address`, `execute_async_v3(stream)`. Present from 8.5 on and the only one in
-  10.x and 11.x, so every version a target ships uses it.
-- binding-index: `num_bindings`, `set_binding_shape`, `execute_async_v2(bindings, stream)`.
-  Removed in 10.0; kept only for engines of TensorRT 8.4 and older (JetPack 5.0).
+The name-based execution API (python/src/infer/pyCore.cpp of each release branch):
+`num_io_tensors`, `get_tensor_name/mode/dtype`, `set_input_shape`, `set_tensor_address`,
+`execute_async_v3(stream)`. Present from 8.5 on and the only one in 10.x and 11.x, so every
+version a target ships uses it (the binding-index API of 8.4 and older serves no target).
 
 Device buffers come from pycuda where it imports (the usual library on Jetson) and cuda-python
 otherwise, behind the small `_DeviceMemory` interface.
@@ -21,6 +19,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from pipeline.backends.base import ClosingRunner
+from pipeline.backends.timing import time_calls
 from pipeline.backends.tensorrt_env import (
     TensorRTError,
     TensorRTInfo,
@@ -29,6 +29,7 @@ from pipeline.backends.tensorrt_env import (
     import_cudart,
     require_tensorrt,
 )
+from pipeline.names import OUTPUT_NAME
 
 # Every TensorRT attribute the runner touches, per object. Tests check these names against the
 # TensorRT 11.4 runtime module and check that the code below uses no attribute not listed here.
@@ -46,11 +47,6 @@ RUNNER_API_10: dict[str, tuple[str, ...]] = {
         "create_execution_context",
     ),
     "IExecutionContext": ("set_input_shape", "get_tensor_shape", "set_tensor_address", "execute_async_v3"),
-}
-# The binding-index API of TensorRT <= 8.4 (removed in 10.0).
-RUNNER_API_BINDINGS: dict[str, tuple[str, ...]] = {
-    "ICudaEngine": ("num_bindings", "get_binding_name", "binding_is_input", "get_binding_dtype", "get_profile_shape"),
-    "IExecutionContext": ("set_binding_shape", "get_binding_shape", "execute_async_v2"),
 }
 
 
@@ -232,40 +228,6 @@ class _TensorIO:
         return bool(self._context.execute_async_v3(stream_handle))
 
 
-class _BindingIO:
-    """The binding-index API of TensorRT 8.4 and older (removed in 10.0)."""
-
-    api = "bindings, execute_async_v2"
-
-    def __init__(self, trt: Any, engine: Any, context: Any) -> None:
-        self._engine, self._context = engine, context
-        names = [engine.get_binding_name(i) for i in range(engine.num_bindings)]
-        self._index = {n: i for i, n in enumerate(names)}
-        self.inputs = [n for n in names if engine.binding_is_input(self._index[n])]
-        self.outputs = [n for n in names if n not in self.inputs]
-        self._dtypes = {n: np.dtype(trt.nptype(engine.get_binding_dtype(self._index[n]))) for n in names}
-        self._bindings = [0] * len(names)
-
-    def dtype(self, name: str) -> np.dtype:
-        return self._dtypes[name]
-
-    def batch_range(self, name: str) -> tuple[int, int]:
-        low, _, high = self._engine.get_profile_shape(0, self._index[name])
-        return int(low[0]), int(high[0])
-
-    def set_input_shape(self, name: str, shape: tuple[int, ...]) -> bool:
-        return bool(self._context.set_binding_shape(self._index[name], shape))
-
-    def output_shape(self, name: str) -> tuple[int, ...]:
-        return tuple(self._context.get_binding_shape(self._index[name]))
-
-    def set_address(self, name: str, pointer: int) -> None:
-        self._bindings[self._index[name]] = pointer
-
-    def execute(self, stream_handle: int) -> bool:
-        return bool(self._context.execute_async_v2(self._bindings, stream_handle))
-
-
 # --- runner -----------------------------------------------------------------------------------
 
 
@@ -281,7 +243,14 @@ def _deserialize(trt: Any, engine_path: Path, version: str) -> tuple[Any, Any]:
     return runtime, engine
 
 
-class TensorRTRunner:
+class _EventClock:
+    """CUDA events on the runner's stream: what `time_calls` reads instead of the host clock."""
+
+    def __init__(self, memory: _DeviceMemory) -> None:
+        self.start, self.stop = memory.start_timer, memory.stop_timer
+
+
+class TensorRTRunner(ClosingRunner):
     """Runner for one TensorRT engine: float32 NCHW `images` in, float32 `logits` out."""
 
     def __init__(self, engine_path: Path, trt: TensorRTInfo | None = None, *, name: str | None = None) -> None:
@@ -296,15 +265,14 @@ class TensorRTRunner:
         self._context = self._engine.create_execution_context()
         if self._context is None:
             raise RunnerError(f"{self.engine_path.name}: could not create an execution context (GPU memory?)")
-        io_class = _TensorIO if hasattr(self._engine, "num_io_tensors") else _BindingIO
-        self._io = io_class(trt_module, self._engine, self._context)
+        self._io = _TensorIO(trt_module, self._engine, self._context)
         if len(self._io.inputs) != 1 or not self._io.outputs:
             raise RunnerError(
                 f"{self.engine_path.name}: expected one input and an output, "
                 f"got {self._io.inputs} / {self._io.outputs}"
             )
         self._input = self._io.inputs[0]
-        self._output = "logits" if "logits" in self._io.outputs else self._io.outputs[0]
+        self._output = OUTPUT_NAME if OUTPUT_NAME in self._io.outputs else self._io.outputs[0]
         self._buffers: dict[str, _Buffer] = {}
         self._shape: tuple[int, ...] | None = None
         self._out_shape: tuple[int, ...] = ()
@@ -366,15 +334,8 @@ class TensorRTRunner:
     def time_batch(self, images: np.ndarray, warmup: int, runs: int) -> np.ndarray:
         """Per-call latency in ms from CUDA events around copy-in, execute and copy-out."""
         batch = self._stage(images)
-        for _ in range(warmup):
-            self._enqueue(batch.nbytes)
-        self._memory.synchronize()
-        times = np.empty(runs, dtype=np.float64)
-        for i in range(runs):
-            self._memory.start_timer()
-            self._enqueue(batch.nbytes)
-            times[i] = self._memory.stop_timer()
-        return times
+        return time_calls(lambda: self._enqueue(batch.nbytes), warmup, runs,
+                          clock=_EventClock(self._memory), settle=self._memory.synchronize)
 
     def describe(self) -> dict:
         gpu = gpu_device()
@@ -392,13 +353,12 @@ class TensorRTRunner:
         }
 
     def close(self) -> None:
+        """Free device buffers, stream and events, then the context and engine (idempotent)."""
+        memory, self._memory = getattr(self, "_memory", None), None
+        if memory is None:
+            return
         for buffer in self._buffers.values():
-            self._memory.release(buffer)
+            memory.release(buffer)
         self._buffers.clear()
-        self._memory.close()
-
-    def __enter__(self) -> "TensorRTRunner":
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+        memory.close()
+        self._context = self._engine = self._runtime = None

@@ -12,6 +12,8 @@ Images depend only on ``(seed, class, index, size)``: the same arguments write t
 
 from __future__ import annotations
 
+from pipeline.errors import DataError
+
 import json
 import math
 import os
@@ -63,9 +65,9 @@ def demo_classes(num_classes: int = 10) -> list[tuple[str, str]]:
 def _class_specs(num_classes: int) -> list[_ClassSpec]:
     limit = len(SHAPES) * len(TEXTURES)
     if isinstance(num_classes, bool) or not isinstance(num_classes, int):
-        raise ValueError(f"num_classes: must be an integer, got {num_classes!r}")
+        raise DataError(f"num_classes: must be an integer, got {num_classes!r}")
     if not 2 <= num_classes <= limit:
-        raise ValueError(f"num_classes: must be in 2..{limit}, got {num_classes}")
+        raise DataError(f"num_classes: must be in 2..{limit}, got {num_classes}")
     # Texture-major order: the first 10 classes are every shape with stripes, then with dots.
     all_specs = [_ClassSpec(s, t) for t in TEXTURES for s in SHAPES]
     return all_specs[:num_classes]
@@ -154,7 +156,7 @@ def _shape_mask(rng: np.random.Generator, shape: str, size: int) -> np.ndarray:
     elif shape == "cross":
         draw.polygon(_cross(cx, cy, radius * 1.1, radius * 0.36, rot), fill=255)
     else:  # pragma: no cover - SHAPES is fixed
-        raise ValueError(f"unknown shape {shape!r}")
+        raise DataError(f"unknown shape {shape!r}")
     return np.asarray(mask) > 127
 
 
@@ -190,7 +192,7 @@ def _texture(rng: np.random.Generator, texture: str, size: int) -> np.ndarray:
         return du * du + dv * dv < float(rng.uniform(0.25, 0.33)) ** 2
     if texture == "checker":
         return (_frac(u * 0.5) < 0.5) ^ (_frac(v * 0.5) < 0.5)
-    raise ValueError(f"unknown texture {texture!r}")  # pragma: no cover
+    raise DataError(f"unknown texture {texture!r}")  # pragma: no cover
 
 
 def render_image(
@@ -272,11 +274,11 @@ def generate_demo_set(
     """
     root = Path(root)
     if isinstance(per_class, bool) or not isinstance(per_class, int) or per_class < 1:
-        raise ValueError(f"per_class: must be an integer >= 1, got {per_class!r}")
+        raise DataError(f"per_class: must be an integer >= 1, got {per_class!r}")
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-        raise ValueError(f"seed: must be an integer >= 0, got {seed!r}")
+        raise DataError(f"seed: must be an integer >= 0, got {seed!r}")
     if isinstance(size, bool) or not isinstance(size, int) or size < 32:
-        raise ValueError(f"size: must be an integer >= 32, got {size!r}")
+        raise DataError(f"size: must be an integer >= 32, got {size!r}")
     info = _info(per_class, seed, size, num_classes)
     if root.exists():
         if _read_info(root) == info:
@@ -315,3 +317,16 @@ def _move_into_place(tmp: Path, root: Path) -> None:
     os.replace(tmp, root)
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
+
+
+# Seeds of the generated demo pools: training images and the calibration/evaluation pool are
+# generated from different seeds, so no evaluation image was ever seen in training.
+GENERATED_TRAIN_SEED = 1
+GENERATED_VAL_SEED = 2
+
+
+def ensure_generated(root: Path, per_class: int, seed: int) -> LabelledSet:
+    """The generated set at `root`, made first if it is not there yet."""
+    if not root.is_dir():
+        generate_demo_set(root, per_class=per_class, seed=seed)
+    return read_image_folder(root)

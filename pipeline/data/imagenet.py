@@ -7,6 +7,8 @@ The chosen lists are written with SHA-256 hashes so a device can check it sees t
 
 from __future__ import annotations
 
+from pipeline.errors import DataError
+
 import csv
 import json
 import os
@@ -64,7 +66,7 @@ class LabelledSet:
 
     def __post_init__(self) -> None:
         if len(self.class_names) != len(self.classes):
-            raise ValueError(
+            raise DataError(
                 f"class_names has {len(self.class_names)} entries, classes {len(self.classes)}"
             )
 
@@ -115,12 +117,12 @@ def read_image_folder(root: str | Path, synset_mapping: str | Path | None = None
     """
     root = Path(root)
     if not root.is_dir():
-        raise ValueError(f"image folder {root}: not a directory")
+        raise DataError(f"image folder {root}: not a directory")
     classes = sorted(
         p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")
     )
     if not classes:
-        raise ValueError(f"image folder {root}: no class sub-folders")
+        raise DataError(f"image folder {root}: no class sub-folders")
     samples: list[Sample] = []
     empty: list[str] = []
     for label, cls in enumerate(classes):
@@ -129,7 +131,7 @@ def read_image_folder(root: str | Path, synset_mapping: str | Path | None = None
             empty.append(cls)
         samples.extend(Sample(p, label) for p in files)
     if empty:
-        raise ValueError(
+        raise DataError(
             f"image folder {root}: class folder(s) without images "
             f"(extensions {sorted(IMAGE_EXTENSIONS)}): {_first(empty)}"
         )
@@ -153,13 +155,13 @@ def read_synset_mapping(path: str | Path) -> list[tuple[str, str]]:
             continue
         wnid, _, desc = line.strip().partition(" ")
         if not _WNID.match(wnid):
-            raise ValueError(f"{path}:{lineno}: expected '<wnid> <description>', got {line!r}")
+            raise DataError(f"{path}:{lineno}: expected '<wnid> <description>', got {line!r}")
         if wnid in seen:
-            raise ValueError(f"{path}:{lineno}: {wnid} already listed on line {seen[wnid]}")
+            raise DataError(f"{path}:{lineno}: {wnid} already listed on line {seen[wnid]}")
         seen[wnid] = lineno
         entries.append((wnid, desc.strip() or wnid))
     if not entries:
-        raise ValueError(f"{path}: no synsets")
+        raise DataError(f"{path}: no synsets")
     return entries
 
 
@@ -178,7 +180,7 @@ def read_ilsvrc_val(
     images_dir = Path(images_dir)
     solution_csv = Path(solution_csv)
     if not images_dir.is_dir():
-        raise ValueError(f"ILSVRC images folder {images_dir}: not a directory")
+        raise DataError(f"ILSVRC images folder {images_dir}: not a directory")
     synsets = read_synset_mapping(synset_mapping)
     index = {wnid: i for i, (wnid, _) in enumerate(synsets)}
     # One directory listing instead of 50 000 stat calls.
@@ -187,22 +189,22 @@ def read_ilsvrc_val(
     rows = csv.reader(_read_text(solution_csv).splitlines())
     header = next(rows, None)
     if header is None or [h.strip() for h in header[:2]] != ["ImageId", "PredictionString"]:
-        raise ValueError(f"{solution_csv}:1: expected header 'ImageId,PredictionString'")
+        raise DataError(f"{solution_csv}:1: expected header 'ImageId,PredictionString'")
     for lineno, row in enumerate(rows, start=2):
         if not row or not any(c.strip() for c in row):
             continue
         image_id, wnid = _parse_solution_row(row, solution_csv, lineno)
         if wnid not in index:
-            raise ValueError(f"{solution_csv}:{lineno}: wnid {wnid} not in {synset_mapping}")
+            raise DataError(f"{solution_csv}:{lineno}: wnid {wnid} not in {synset_mapping}")
         if image_id in labels:
-            raise ValueError(f"{solution_csv}:{lineno}: ImageId {image_id} listed twice")
+            raise DataError(f"{solution_csv}:{lineno}: ImageId {image_id} listed twice")
         if f"{image_id}.JPEG" not in present:
-            raise ValueError(
+            raise DataError(
                 f"{solution_csv}:{lineno}: image {images_dir / (image_id + '.JPEG')} not found"
             )
         labels[image_id] = index[wnid]
     if not labels:
-        raise ValueError(f"{solution_csv}: no images listed")
+        raise DataError(f"{solution_csv}: no images listed")
     samples = [Sample(images_dir / f"{i}.JPEG", labels[i]) for i in sorted(labels)]
     return LabelledSet(
         samples=samples,
@@ -214,7 +216,7 @@ def read_ilsvrc_val(
 
 def _parse_solution_row(row: list[str], path: Path, lineno: int) -> tuple[str, str]:
     if len(row) < 2 or not row[0].strip() or not row[1].split():
-        raise ValueError(f"{path}:{lineno}: expected 'ImageId,PredictionString', got {row!r}")
+        raise DataError(f"{path}:{lineno}: expected 'ImageId,PredictionString', got {row!r}")
     return row[0].strip(), row[1].split()[0]
 
 
@@ -222,9 +224,9 @@ def _read_text(path: Path) -> str:
     try:
         return path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise ValueError(f"{path}: file not found") from None
+        raise DataError(f"{path}: file not found") from None
     except (OSError, UnicodeDecodeError) as exc:
-        raise ValueError(f"{path}: cannot read ({exc})") from None
+        raise DataError(f"{path}: cannot read ({exc})") from None
 
 
 # --------------------------------------------------------------------------------------------
@@ -265,7 +267,7 @@ def split_per_class(
             start += size
     if short:
         need = sum(int(p) for p in parts)
-        raise ValueError(
+        raise DataError(
             f"not enough images per class: need {need} ({' + '.join(map(str, parts))}), "
             f"but {len(short)} class(es) have fewer: {_first(short)}"
         )
@@ -278,24 +280,24 @@ def split_per_class(
 def _check_seed(seed: int) -> None:
     # SeedSequence accepts only non-negative integers.
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise ValueError(f"seed: must be an integer >= 0, got {seed!r}")
+        raise DataError(f"seed: must be an integer >= 0, got {seed!r}")
 
 
 def _parts_mode(parts: Sequence[int] | Sequence[float]) -> bool:
     """True for counts, False for fractions; validates ``parts``."""
     if not parts:
-        raise ValueError("parts: at least one part is needed")
+        raise DataError("parts: at least one part is needed")
     if any(isinstance(p, bool) for p in parts):
-        raise ValueError(f"parts: booleans are not counts: {list(parts)}")
+        raise DataError(f"parts: booleans are not counts: {list(parts)}")
     if all(isinstance(p, (int, np.integer)) for p in parts):
         if any(p < 0 for p in parts):
-            raise ValueError(f"parts: counts must be >= 0, got {list(parts)}")
+            raise DataError(f"parts: counts must be >= 0, got {list(parts)}")
         return True
     if all(isinstance(p, (float, np.floating)) for p in parts):
         if any(not 0.0 <= p <= 1.0 for p in parts) or abs(sum(parts) - 1.0) > 1e-9:
-            raise ValueError(f"parts: fractions must be in [0, 1] and sum to 1, got {list(parts)}")
+            raise DataError(f"parts: fractions must be in [0, 1] and sum to 1, got {list(parts)}")
         return False
-    raise ValueError(f"parts: use all ints (counts) or all floats (fractions), got {list(parts)}")
+    raise DataError(f"parts: use all ints (counts) or all floats (fractions), got {list(parts)}")
 
 
 def _part_sizes(
@@ -336,7 +338,7 @@ def stratified_subsets(
     """
     for name, value in (("calib_per_class", calib_per_class), ("eval_per_class", eval_per_class)):
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
-            raise ValueError(f"{name}: must be an integer >= 0, got {value!r}")
+            raise DataError(f"{name}: must be an integer >= 0, got {value!r}")
     _check_seed(seed)
     need = calib_per_class + eval_per_class
     short = [
@@ -345,7 +347,7 @@ def stratified_subsets(
         if len(files) < need
     ]
     if short:
-        raise ValueError(
+        raise DataError(
             f"not enough images per class: calibration {calib_per_class} + evaluation "
             f"{eval_per_class} = {need} needed, but {len(short)} of {dataset.num_classes} "
             f"class(es) have fewer: {_first(short)}"
@@ -384,11 +386,10 @@ def write_subset_list(
     *,
     seed: int | None = None,
     method: str | None = None,
-    extra: dict[str, Any] | None = None,
 ) -> None:
     """Write the samples as JSON: relative path (to ``root``), label and SHA-256 of each.
 
-    The header records ``seed``, ``method`` and ``classes``; ``extra`` is stored as-is.
+    The header records ``seed``, ``method`` and ``classes``.
     No absolute path is written, so the file can ship inside a bundle. The file is written
     to a temporary name and renamed, so readers never see a partial list.
     """
@@ -396,7 +397,7 @@ def write_subset_list(
     entries = []
     for s in samples:
         if not 0 <= s.label < len(classes):
-            raise ValueError(f"{s.path}: label {s.label} outside 0..{len(classes) - 1}")
+            raise DataError(f"{s.path}: label {s.label} outside 0..{len(classes) - 1}")
         entries.append(
             {
                 "path": _relative_posix(s.path, root),
@@ -411,7 +412,7 @@ def write_subset_list(
         "method": method,
         "classes": list(classes),
         "count": len(entries),
-        "extra": dict(extra or {}),
+        "extra": {},
         "samples": entries,
     }
     write_json_atomic(Path(path), doc, indent=1)
@@ -421,7 +422,7 @@ def _relative_posix(path: Path, root: Path) -> str:
     try:
         rel = path.resolve().relative_to(root.resolve())
     except ValueError:
-        raise ValueError(f"{path}: not inside root {root}") from None
+        raise DataError(f"{path}: not inside root {root}") from None
     return rel.as_posix()
 
 
@@ -438,16 +439,16 @@ def read_subset_list(
     try:
         doc = json.loads(_read_text(path))
     except json.JSONDecodeError as exc:
-        raise ValueError(f"{path}: not valid JSON ({exc})") from None
+        raise DataError(f"{path}: not valid JSON ({exc})") from None
     if not isinstance(doc, dict) or doc.get("format") != _SUBSET_FORMAT:
-        raise ValueError(f"{path}: not a subset list (format != {_SUBSET_FORMAT!r})")
+        raise DataError(f"{path}: not a subset list (format != {_SUBSET_FORMAT!r})")
     if doc.get("version") != _SUBSET_VERSION:
-        raise ValueError(f"{path}: unsupported version {doc.get('version')!r}")
+        raise DataError(f"{path}: unsupported version {doc.get('version')!r}")
     base = Path(root) if root is not None else None
     samples, hashes = _parse_entries(doc.get("samples"), path, base)
     if verify:
         if base is None:
-            raise ValueError("read_subset_list: verify=True needs root")
+            raise DataError("read_subset_list: verify=True needs root")
         _verify_hashes(samples, hashes, path)
     return SubsetList(
         samples=samples,
@@ -463,15 +464,15 @@ def _parse_entries(
     entries: Any, path: Path, base: Path | None
 ) -> tuple[list[Sample], list[str]]:
     if not isinstance(entries, list):
-        raise ValueError(f"{path}: 'samples' must be a list")
+        raise DataError(f"{path}: 'samples' must be a list")
     samples, hashes = [], []
     for i, e in enumerate(entries):
         try:
             rel, label, digest = e["path"], int(e["label"]), str(e["sha256"])
         except (KeyError, TypeError, ValueError):
-            raise ValueError(f"{path}: samples[{i}] needs path, label and sha256") from None
+            raise DataError(f"{path}: samples[{i}] needs path, label and sha256") from None
         if Path(rel).is_absolute() or ".." in Path(rel).parts:
-            raise ValueError(f"{path}: samples[{i}] path {rel!r} must be relative, without '..'")
+            raise DataError(f"{path}: samples[{i}] path {rel!r} must be relative, without '..'")
         samples.append(Sample(base / rel if base is not None else Path(rel), label))
         hashes.append(digest)
     return samples, hashes
@@ -488,6 +489,6 @@ def _verify_hashes(samples: list[Sample], hashes: list[str], path: Path) -> None
         if actual != expected:
             bad.append(f"{s.path} (sha256 {actual[:12]}..., expected {expected[:12]}...)")
     if bad:
-        raise ValueError(
+        raise DataError(
             f"{path}: {len(bad)} file(s) differ from the list: " + "; ".join(bad[:10])
         )

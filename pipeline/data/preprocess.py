@@ -14,6 +14,8 @@ whose defaults might change:
 
 from __future__ import annotations
 
+from pipeline.errors import DataError
+
 import math
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -65,21 +67,21 @@ class PreprocessSpec:
         _check_int("crop", self.crop)
         _check_int("resize", self.resize)
         if self.crop <= 0:
-            raise ValueError(f"crop: must be > 0, got {self.crop}")
+            raise DataError(f"crop: must be > 0, got {self.crop}")
         if self.resize < self.crop:
-            raise ValueError(f"resize: must be >= crop ({self.crop}), got {self.resize}")
+            raise DataError(f"resize: must be >= crop ({self.crop}), got {self.resize}")
         if any(s <= 0 for s in self.std):
-            raise ValueError(f"std: every value must be > 0, got {self.std}")
+            raise DataError(f"std: every value must be > 0, got {self.std}")
         if self.color != "RGB":
-            raise ValueError(f"color: only 'RGB' is supported, got {self.color!r}")
+            raise DataError(f"color: only 'RGB' is supported, got {self.color!r}")
         if self.interpolation != "bilinear":
-            raise ValueError(
+            raise DataError(
                 f"interpolation: only 'bilinear' is supported, got {self.interpolation!r}"
             )
         if isinstance(self.scale, bool) or not isinstance(self.scale, (int, float)):
-            raise ValueError(f"scale: must be a number, got {self.scale!r}")
+            raise DataError(f"scale: must be a number, got {self.scale!r}")
         if not math.isfinite(self.scale) or self.scale <= 0:
-            raise ValueError(f"scale: must be a finite number > 0, got {self.scale}")
+            raise DataError(f"scale: must be a finite number > 0, got {self.scale}")
         object.__setattr__(self, "scale", float(self.scale))
 
     def to_dict(self) -> dict[str, Any]:
@@ -93,32 +95,32 @@ class PreprocessSpec:
     def from_dict(cls, data: Mapping[str, Any]) -> "PreprocessSpec":
         """Inverse of :meth:`to_dict`; missing keys take the defaults."""
         if not isinstance(data, Mapping):
-            raise ValueError(f"preprocessing: expected an object, got {type(data).__name__}")
+            raise DataError(f"preprocessing: expected an object, got {type(data).__name__}")
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
-            raise ValueError(f"preprocessing: unknown key(s) {unknown}; known: {sorted(known)}")
+            raise DataError(f"preprocessing: unknown key(s) {unknown}; known: {sorted(known)}")
         try:
             return cls(**dict(data))
         except TypeError as exc:  # pragma: no cover - only reachable with odd Mapping types
-            raise ValueError(f"preprocessing: {exc}") from exc
+            raise DataError(f"preprocessing: {exc}") from exc
 
 
 def _check_int(name: str, value: Any) -> None:
     if isinstance(value, bool) or not isinstance(value, int):
-        raise ValueError(f"{name}: must be an integer, got {value!r}")
+        raise DataError(f"{name}: must be an integer, got {value!r}")
 
 
 def _three_floats(name: str, value: Any) -> tuple[float, float, float]:
     try:
         items = tuple(value)
     except TypeError:
-        raise ValueError(f"{name}: expected 3 numbers, got {value!r}") from None
+        raise DataError(f"{name}: expected 3 numbers, got {value!r}") from None
     if len(items) != 3 or any(
         isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v)
         for v in items
     ):
-        raise ValueError(f"{name}: expected 3 finite numbers, got {value!r}")
+        raise DataError(f"{name}: expected 3 finite numbers, got {value!r}")
     return (float(items[0]), float(items[1]), float(items[2]))
 
 
@@ -197,7 +199,7 @@ def _wide_gray_to_rgb(img: Image.Image) -> Image.Image:
 def resized_size(width: int, height: int, resize: int) -> tuple[int, int]:
     """Size after resizing the shorter side to ``resize`` (long side: integer floor)."""
     if width <= 0 or height <= 0:
-        raise ValueError(f"image size must be positive, got {width}x{height}")
+        raise DataError(f"image size must be positive, got {width}x{height}")
     if width <= height:
         return resize, height * resize // width
     return width * resize // height, resize
@@ -206,7 +208,7 @@ def resized_size(width: int, height: int, resize: int) -> tuple[int, int]:
 def crop_uint8(img: Image.Image, spec: PreprocessSpec) -> np.ndarray:
     """Resize and centre-crop an RGB image; returns uint8 ``(3, crop, crop)``."""
     if img.mode != "RGB":
-        raise ValueError(f"crop_uint8 expects an RGB image, got mode {img.mode!r}")
+        raise DataError(f"crop_uint8 expects an RGB image, got mode {img.mode!r}")
     w, h = resized_size(img.width, img.height, spec.resize)
     resized = img.resize((w, h), Image.Resampling.BILINEAR)
     left = (w - spec.crop) // 2
@@ -223,7 +225,7 @@ def normalize(chw_uint8: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
     """
     arr = np.asarray(chw_uint8)
     if arr.dtype != np.uint8 or arr.ndim not in (3, 4) or arr.shape[-3] != 3:
-        raise ValueError(
+        raise DataError(
             f"normalize expects uint8 (3,H,W) or (N,3,H,W), got {arr.dtype} {arr.shape}"
         )
     mean = np.asarray(spec.mean, dtype=np.float32).reshape(3, 1, 1)

@@ -25,6 +25,8 @@ dynamic batch and carries no data-dependent control flow. Submodules are named
 
 from __future__ import annotations
 
+from pipeline.errors import ModelError
+
 import dataclasses
 import math
 from collections.abc import Callable, Mapping
@@ -96,27 +98,27 @@ class ModelSpec:
 
     def __post_init__(self) -> None:
         if not isinstance(self.arch, str) or self.arch not in ARCH_STAGE_BLOCKS:
-            raise ValueError(f"arch: {self.arch!r} is not one of {sorted(ARCH_STAGE_BLOCKS)}")
+            raise ModelError(f"arch: {self.arch!r} is not one of {sorted(ARCH_STAGE_BLOCKS)}")
         for field in dataclasses.fields(self):
             if field.name == "arch":
                 continue
             value = getattr(self, field.name)
             # bool is an int subclass; True as a channel count is a mistake, not a 1.
             if not isinstance(value, int) or isinstance(value, bool):
-                raise ValueError(f"{field.name}: expected an int, got {type(value).__name__} {value!r}")
+                raise ModelError(f"{field.name}: expected an int, got {type(value).__name__} {value!r}")
             if value < 1:
-                raise ValueError(f"{field.name}: must be >= 1, got {value}")
+                raise ModelError(f"{field.name}: must be >= 1, got {value}")
         if self.is_vt:
             self._check_vt_divisibility()
 
     def _check_vt_divisibility(self) -> None:
         feature_channels = 4 * self.width
         if feature_channels % self.heads:
-            raise ValueError(
+            raise ModelError(
                 f"heads: {self.heads} must divide the VT input channels 4 * width = {feature_channels}"
             )
         if self.token_channels % (2 * self.heads):
-            raise ValueError(
+            raise ModelError(
                 f"token_channels: {self.token_channels} must be divisible by 2 * heads = {2 * self.heads} "
                 "(keys and queries have C_T / 2 channels split over the heads)"
             )
@@ -136,13 +138,13 @@ class ModelSpec:
     def from_dict(cls, data: Mapping[str, Any]) -> ModelSpec:
         """Rebuild a spec; ValueError names the offending key (unknown, missing, mistyped, bad)."""
         if not isinstance(data, Mapping):
-            raise ValueError(f"ModelSpec.from_dict expects a mapping, got {type(data).__name__}")
+            raise ModelError(f"ModelSpec.from_dict expects a mapping, got {type(data).__name__}")
         known = [f.name for f in dataclasses.fields(cls)]
         for key in data:
             if key not in known:
-                raise ValueError(f"{key!r}: unknown ModelSpec key (known: {', '.join(known)})")
+                raise ModelError(f"{key!r}: unknown ModelSpec key (known: {', '.join(known)})")
         if "arch" not in data:
-            raise ValueError("'arch': missing; it is required")
+            raise ModelError("'arch': missing; it is required")
         return cls(**dict(data))
 
 
@@ -228,7 +230,7 @@ class ResNet(nn.Module):
     def __init__(self, spec: ModelSpec) -> None:
         super().__init__()
         if spec.is_vt:
-            raise ValueError(f"arch: ResNet cannot build {spec.arch!r}; use VTResNet")
+            raise ModelError(f"arch: ResNet cannot build {spec.arch!r}; use VTResNet")
         self.spec = spec
         w = spec.width
         self.stem, self.layer1, self.layer2, self.layer3 = _make_trunk(spec)
@@ -327,7 +329,7 @@ class RecurrentTokenizer(nn.Module):
     def __init__(self, channels: int, token_channels: int, heads: int = 1) -> None:
         super().__init__()
         if channels % heads:
-            raise ValueError(f"heads: {heads} must divide channels {channels}")
+            raise ModelError(f"heads: {heads} must divide channels {channels}")
         self.channels = channels
         self.heads = heads
         self.head_channels = channels // heads
@@ -369,7 +371,7 @@ class TokenTransformer(nn.Module):
     def __init__(self, token_channels: int, heads: int = 1, groups: int = 1) -> None:
         super().__init__()
         if token_channels % (2 * heads):
-            raise ValueError(f"heads: 2 * {heads} must divide token_channels {token_channels}")
+            raise ModelError(f"heads: 2 * {heads} must divide token_channels {token_channels}")
         self.channels = token_channels
         self.heads = heads
         self.key_channels = token_channels // (2 * heads)
@@ -414,7 +416,7 @@ class Projector(nn.Module):
     def __init__(self, channels: int, token_channels: int, heads: int = 1, groups: int = 1) -> None:
         super().__init__()
         if channels % heads:
-            raise ValueError(f"heads: {heads} must divide channels {channels}")
+            raise ModelError(f"heads: {heads} must divide channels {channels}")
         self.channels = channels
         self.heads = heads
         self.head_channels = channels // heads
@@ -454,7 +456,7 @@ class VTModule(nn.Module):
         # `recurrent` is fixed at construction, so this branch is not data dependent.
         if self.recurrent:
             if prev_tokens is None:
-                raise ValueError("a recurrent VT module needs the previous module's tokens")
+                raise ModelError("a recurrent VT module needs the previous module's tokens")
             tokens = self.tokenizer(x, prev_tokens)
         else:
             tokens = self.tokenizer(x)
@@ -472,7 +474,7 @@ class VTResNet(nn.Module):
     def __init__(self, spec: ModelSpec) -> None:
         super().__init__()
         if not spec.is_vt:
-            raise ValueError(f"arch: VTResNet cannot build {spec.arch!r}; use ResNet")
+            raise ModelError(f"arch: VTResNet cannot build {spec.arch!r}; use ResNet")
         self.spec = spec
         self.stem, self.layer1, self.layer2, self.layer3 = _make_trunk(spec)
         _init_trunk(self)
@@ -522,7 +524,7 @@ def build_model(spec: ModelSpec) -> nn.Module:
 
 def _build(arch: str, overrides: Mapping[str, Any]) -> nn.Module:
     if "arch" in overrides and overrides["arch"] != arch:
-        raise ValueError(f"arch: factory {arch!r} cannot build {overrides['arch']!r}")
+        raise ModelError(f"arch: factory {arch!r} cannot build {overrides['arch']!r}")
     return build_model(ModelSpec.from_dict({**overrides, "arch": arch}))
 
 
@@ -557,5 +559,5 @@ MODEL_REGISTRY: dict[str, Callable[..., nn.Module]] = {
 def create_model(name: str, **overrides: Any) -> nn.Module:
     """Build a registered model by name; keyword overrides are ModelSpec fields."""
     if name not in MODEL_REGISTRY:
-        raise ValueError(f"unknown model {name!r}; known models: {', '.join(sorted(MODEL_REGISTRY))}")
+        raise ModelError(f"unknown model {name!r}; known models: {', '.join(sorted(MODEL_REGISTRY))}")
     return MODEL_REGISTRY[name](**overrides)

@@ -16,9 +16,11 @@ import numpy as np
 from pipeline.artifacts import StageCache, sha256_file, sha256_json
 from pipeline.config import Config
 from pipeline.data import (
+    GENERATED_VAL_SEED,
     LabelledSet,
     PreprocessSpec,
     load_crops,
+    ensure_generated,
     read_ilsvrc_val,
     read_image_folder,
     stratified_subsets,
@@ -51,18 +53,11 @@ class DataSplit:
         return [*self.calib.skipped, *self.evaluation.skipped]
 
 
-def preprocess_spec(config: Config) -> PreprocessSpec:
-    pp = config.preprocessing
-    return PreprocessSpec(resize=pp.resize, crop=pp.crop, mean=pp.mean, std=pp.std)
-
-
 def open_dataset(config: Config) -> LabelledSet:
     """The configured image source; the generated set is made on first use."""
     data = config.data
     root = config.path(data.root)
     if data.source == "generated":
-        from pipeline.train import GENERATED_VAL_SEED, ensure_generated
-
         return ensure_generated(root, data.generated_per_class, GENERATED_VAL_SEED)
     if data.source == "imagefolder":
         return read_image_folder(root)
@@ -85,7 +80,7 @@ def prepare_data_cached(config: Config, cache: StageCache, progress: bool = True
     """Choose and record the subsets; decode their crops unless the cache has them."""
     dataset = open_dataset(config)
     calib_list, eval_list, calib, evaluation = write_lists(config, dataset)
-    spec = preprocess_spec(config)
+    spec = config.preprocessing.spec()
     inputs = {"calibration": sha256_file(calib_list), "evaluation": sha256_file(eval_list)}
 
     def body(workdir: Path) -> tuple[dict[str, str], dict[str, Any]]:

@@ -1,19 +1,21 @@
 """engine: per target backend.
 
 cpu target (ONNX Runtime): the optimized graph of every precision, saved for the bundle, plus
-the session settings that validation uses. TensorRT targets build on the device through
-`pipeline.backends.tensorrt` (see `pipeline.build`); this stage covers what runs here.
+the session settings that validation uses. TensorRT targets: the build plans (one per precision
+and TensorRT version the target ships) go into the bundle; the engines are built where the
+target's GPU and TensorRT are (pipeline.finish), right away when that is this host.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Dict, List, Optional
 
 from pipeline.artifacts import StageCache, StageResult
 from pipeline.backends.onnxruntime import SessionSettings, save_optimized
-from pipeline.config import Config
+from pipeline.config import Config, TargetConfig
+from pipeline.names import FP32, onnx_file
 
 STAGE_VERSION = "1"
 
@@ -22,14 +24,14 @@ def session_settings(config: Config) -> SessionSettings:
     return SessionSettings(intra_op_threads=config.validate_.threads)
 
 
-def run_cpu_engines(config: Config, cache: StageCache, models: dict[str, Path], model_keys: dict[str, str]) -> StageResult:
+def run_cpu_engines(config: Config, cache: StageCache, models: Dict[str, Path], model_keys: Dict[str, str]) -> StageResult:
     """`models`: precision -> ONNX path; `model_keys`: precision -> content key of that file."""
     import onnxruntime
 
     settings = session_settings(config)
     versions = {"onnxruntime": onnxruntime.__version__}
 
-    def body(workdir: Path) -> tuple[dict[str, str], dict[str, Any]]:
+    def body(workdir: Path):
         outputs = {}
         for precision, path in models.items():
             name = f"model.{precision}.ort-opt.onnx"
@@ -38,3 +40,62 @@ def run_cpu_engines(config: Config, cache: StageCache, models: dict[str, Path], 
         return outputs, {"session": asdict(settings)}
 
     return cache.run("engine-onnxruntime", dict(model_keys), asdict(settings), versions, body, STAGE_VERSION)
+
+
+# ---------------------------------------------------------------------------------------------
+# TensorRT targets
+
+
+@dataclass
+class PlannedEngines:
+    """What the engine stage of a TensorRT target leaves: pending work and files for the bundle."""
+
+    pending: List[str]
+    files: Dict[str, Path] = field(default_factory=dict)
+    reason: str = ""  # why this host cannot build them ("" when it can)
+    cached: bool = False
+
+
+def make_plans(config: Config, target_name: str, target: TargetConfig, crop: int, dla_core: Optional[int] = None) -> List[Any]:
+    from pipeline.backends.tensorrt import EngineSpec, make_build_plan
+
+    plans = []
+    for version in target.tensorrt_versions:  # "10.x" stays a wildcard the device resolves
+        for precision in target.precisions:
+            # DLA has no FP32 path: an explicit --dla-core applies to fp16/int8-trt only.
+            core = dla_core if precision != FP32 else None
+            spec = EngineSpec(config.model.name, precision, onnx_file(precision), (3, crop, crop))
+            plans.append(make_build_plan(target_name, target, spec, version, core))
+    return plans
+
+
+def host_mismatch(target_name: str, target: TargetConfig) -> Optional[str]:
+    """Why this host cannot build the target's engines (None when it can)."""
+    from pipeline.backends.tensorrt import find_tensorrt, gpu_device, tensorrt_status
+
+    trt = find_tensorrt()
+    if trt is None:
+        return tensorrt_status()
+    if trt.major not in target.tensorrt_majors and "x" not in "".join(target.tensorrt_versions):
+        return f"this host has TensorRT {trt.version}; {target_name} ships {', '.join(target.tensorrt_versions)}"
+    gpu = gpu_device()
+    if gpu is None:
+        return "no CUDA GPU found on this host"
+    if target.compute_capability not in ("auto", gpu.compute_capability):
+        return (
+            f"this GPU ({gpu.name}) is compute capability {gpu.compute_capability}, {target_name} is "
+            f"{target.compute_capability}: an engine built here would not run there, so it is not labelled as {target_name}'s"
+        )
+    return None
+
+
+def plan_engines(config: Config, target_name: str, target: TargetConfig, crop: int, dla_core: Optional[int] = None) -> PlannedEngines:
+    """The build plans for the bundle; engines are left pending (the finish step builds them)."""
+    from pipeline.backends.tensorrt import BUILD_PLAN_FILE, write_build_plans
+
+    plans = make_plans(config, target_name, target, crop, dla_core)
+    path = write_build_plans(target_name, plans, config.path(config.cache_dir) / "plans" / target_name)
+    pending = [f"engine:{p}" for p in target.precisions]
+    existing = config.path(config.engines_dir) / f"{config.model.name}-{target_name}" / BUILD_PLAN_FILE
+    unchanged = existing.is_file() and existing.read_bytes() == path.read_bytes()
+    return PlannedEngines(pending, {BUILD_PLAN_FILE: path}, host_mismatch(target_name, target) or "", cached=unchanged)

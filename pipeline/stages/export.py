@@ -17,15 +17,17 @@ from typing import Any
 import numpy as np
 
 from pipeline.artifacts import StageCache, StageResult, sha256_file
+from pipeline.backends.onnxruntime import onnx_logits
 from pipeline.config import Config
-from pipeline.stages.checks import compare_onnx_with, normalised_batch, onnx_node_table
+from pipeline.data import normalize
+from pipeline.errors import StageError
+from pipeline.graph import onnx_node_table
+from pipeline.names import INPUT_NAME, OUTPUT_NAME
 
-INPUT_NAME = "images"
-OUTPUT_NAME = "logits"
 STAGE_VERSION = "1"
 
 
-class ExportError(RuntimeError):
+class ExportError(StageError):
     """Export failed; the message names the module and op where known."""
 
 
@@ -51,7 +53,7 @@ def resolve_factory(reference: str) -> Callable[..., Any]:
 
 def load_model(config: Config) -> LoadedModel:
     """Build the configured factory's module and load the checkpoint's weights into it."""
-    from pipeline.train import load_checkpoint
+    from pipeline.models.checkpoint import load_checkpoint
 
     path = config.path(config.model.checkpoint)
     data = load_checkpoint(path, trusted=config.model.trusted_checkpoint)
@@ -151,12 +153,12 @@ def run_export(config: Config, cache: StageCache, model: LoadedModel, check_crop
     versions = {"torch": torch.__version__, "onnx": onnx.__version__}
 
     def body(workdir: Path) -> tuple[dict[str, str], dict[str, Any]]:
-        images = normalised_batch(check_crops, config)
+        images = normalize(check_crops, config.preprocessing.spec())
         onnx_path = workdir / "model.fp32.export.onnx"
         export_onnx(model.module, images[:1], opset, onnx_path)
         onnx.checker.check_model(str(onnx_path), full_check=True)
         reference = torch_logits(model.module, images)
-        diff = compare_onnx_with(onnx_path, images, reference)
+        diff = float(np.max(np.abs(onnx_logits(onnx_path, images) - reference)))
         if diff > config.export.tolerance:
             raise ExportError(
                 f"exported ONNX differs from torch by {diff:.2e} (> export.tolerance {config.export.tolerance:g})"

@@ -14,14 +14,17 @@ from typing import Any
 import numpy as np
 
 from pipeline.artifacts import StageCache, StageResult, sha256_file
+from pipeline.backends.onnxruntime import onnx_logits
 from pipeline.config import Config
-from pipeline.stages.checks import cpu_session, normalised_batch, op_histogram, run_batched
+from pipeline.data import normalize
+from pipeline.errors import StageError
+from pipeline.graph import op_histogram
 
 STAGE_VERSION = "1"
 
 
-class SimplifyError(RuntimeError):
-    pass
+class SimplifyError(StageError):
+    """onnxsim failed, or its graph does not compute what the export computes."""
 
 
 def simplify_onnx(source: Path, destination: Path) -> None:
@@ -52,9 +55,8 @@ def run_simplify(config: Config, cache: StageCache, exported: StageResult, check
             simplify_onnx(source, destination)
         else:
             shutil.copyfile(source, destination)
-        images = normalised_batch(check_crops, config)
-        before = run_batched(cpu_session(source), images)
-        after = run_batched(cpu_session(destination), images)
+        images = normalize(check_crops, config.preprocessing.spec())
+        before, after = onnx_logits(source, images), onnx_logits(destination, images)
         diff = float(np.max(np.abs(before - after)))
         if diff > config.simplify.tolerance:
             raise SimplifyError(

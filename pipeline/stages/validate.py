@@ -3,81 +3,55 @@
 Accuracy: top-1, top-5, top-1 agreement with FP32, mean cosine similarity and max abs error of
 the logits. Speed: latency p50/p90/p99 per batch size after warm-up, and throughput. Any
 backend's runners plug in (ONNX Runtime here, TensorRT on the device), so the comparison is the
-same everywhere.
+same everywhere. Runners are opened one at a time and closed after use, so only one engine is
+in memory and nothing is left allocated.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import Any, Dict, List, Tuple
 
 import numpy as np
 
+from pipeline.artifacts import StageCache, StageResult
 from pipeline.backends.base import Runner
+from pipeline.config import Config
+from pipeline.host import host_info
+from pipeline.metrics import AccuracyMetrics, LatencyMetrics, accuracy_metrics, latency_metrics
+from pipeline.names import FP32, FP32_TORCH
 
-
-@dataclass
-class AccuracyMetrics:
-    top1: float
-    top5: float
-    agreement: float  # top-1 agreement with the FP32 reference
-    cosine_mean: float
-    max_abs_error: float
-    images: int
-
-
-@dataclass
-class LatencyMetrics:
-    batch: int
-    p50_ms: float
-    p90_ms: float
-    p99_ms: float
-    mean_ms: float
-    throughput_ips: float  # images per second at this batch size
-    runs: int
+STAGE_VERSION = "1"
 
 
 @dataclass
 class PrecisionResult:
     precision: str
     accuracy: AccuracyMetrics
-    latency: list[LatencyMetrics]
-    runner: dict[str, Any]
-    samples_ms: dict[int, list[float]] = field(default_factory=dict)
+    latency: List[LatencyMetrics]
+    runner: Dict[str, Any]
+    samples_ms: Dict[int, List[float]] = field(default_factory=dict)
 
 
-def topk_accuracy(logits: np.ndarray, labels: np.ndarray, k: int) -> float:
-    k = min(k, logits.shape[1])
-    top = np.argpartition(-logits, kth=k - 1, axis=1)[:, :k]
-    return float(np.mean(np.any(top == labels[:, None], axis=1)))
+@dataclass(frozen=True)
+class Timing:
+    """How latency is measured: batch sizes, warm-up calls and timed calls per batch size."""
+
+    batch_sizes: Tuple[int, ...]
+    warmup: int
+    runs: int
 
 
-def accuracy_metrics(logits: np.ndarray, labels: np.ndarray, reference: np.ndarray) -> AccuracyMetrics:
-    dot = np.sum(logits * reference, axis=1)
-    norms = np.linalg.norm(logits, axis=1) * np.linalg.norm(reference, axis=1)
-    cosine = dot / np.maximum(norms, 1e-12)
-    return AccuracyMetrics(
-        top1=topk_accuracy(logits, labels, 1),
-        top5=topk_accuracy(logits, labels, 5),
-        agreement=float(np.mean(logits.argmax(1) == reference.argmax(1))),
-        cosine_mean=float(np.mean(cosine)),
-        max_abs_error=float(np.max(np.abs(logits - reference))),
-        images=int(len(labels)),
-    )
+@dataclass
+class EvaluationSet:
+    """Preprocessed evaluation images, their labels and the FP32 reference logits."""
 
-
-def latency_metrics(samples_ms: np.ndarray, batch: int) -> LatencyMetrics:
-    mean = float(np.mean(samples_ms))
-    return LatencyMetrics(
-        batch=batch,
-        p50_ms=float(np.percentile(samples_ms, 50)),
-        p90_ms=float(np.percentile(samples_ms, 90)),
-        p99_ms=float(np.percentile(samples_ms, 99)),
-        mean_ms=mean,
-        throughput_ips=batch * 1000.0 / mean,
-        runs=int(len(samples_ms)),
-    )
+    images: np.ndarray
+    labels: np.ndarray
+    reference: np.ndarray
 
 
 def infer_all(runner: Runner, images: np.ndarray, batch: int = 32) -> np.ndarray:
@@ -85,22 +59,15 @@ def infer_all(runner: Runner, images: np.ndarray, batch: int = 32) -> np.ndarray
     return np.concatenate(chunks, axis=0).astype(np.float32)
 
 
-def measure(
-    runner: Runner,
-    images: np.ndarray,
-    labels: np.ndarray,
-    reference: np.ndarray,
-    batch_sizes: tuple[int, ...],
-    warmup: int,
-    runs: int,
-) -> PrecisionResult:
-    logits = infer_all(runner, images)
+def measure(runner: Runner, evaluation: EvaluationSet, timing: Timing) -> PrecisionResult:
+    logits = infer_all(runner, evaluation.images)
     latencies, samples = [], {}
-    for batch in batch_sizes:
-        timed = runner.time_batch(_batch_of(images, batch), warmup, runs)
+    for batch in timing.batch_sizes:
+        timed = runner.time_batch(_batch_of(evaluation.images, batch), timing.warmup, timing.runs)
         latencies.append(latency_metrics(timed, batch))
         samples[batch] = [round(float(t), 4) for t in timed]
-    return PrecisionResult(runner.name, accuracy_metrics(logits, labels, reference), latencies, runner.describe(), samples)
+    accuracy = accuracy_metrics(logits, evaluation.labels, evaluation.reference)
+    return PrecisionResult(runner.name, accuracy, latencies, runner.describe(), samples)
 
 
 def _batch_of(images: np.ndarray, batch: int) -> np.ndarray:
@@ -109,17 +76,9 @@ def _batch_of(images: np.ndarray, batch: int) -> np.ndarray:
     return np.ascontiguousarray(np.concatenate([images] * reps, axis=0)[:batch])
 
 
-def validate_all(
-    runners: dict[str, Callable[[], Runner]],
-    images: np.ndarray,
-    labels: np.ndarray,
-    reference: np.ndarray,
-    batch_sizes: tuple[int, ...],
-    warmup: int,
-    runs: int,
-    progress: bool = True,
-) -> list[PrecisionResult]:
-    """Measure each runner (made lazily, one at a time, so only one engine is in memory)."""
+def validate_all(runners: Dict[str, Callable[[], Runner]], evaluation: EvaluationSet, timing: Timing,
+                 progress: bool = True) -> List[PrecisionResult]:
+    """Measure each runner (made lazily, one at a time, closed after its measurement)."""
     from rich.progress import Progress
 
     results = []
@@ -127,10 +86,55 @@ def validate_all(
         task = bar.add_task("validating", total=len(runners))
         for name, make in runners.items():
             bar.update(task, description=f"validating {name}")
-            results.append(measure(make(), images, labels, reference, batch_sizes, warmup, runs))
+            with make() as runner:
+                results.append(measure(runner, evaluation, timing))
             bar.update(task, advance=1)
     return results
 
 
-def results_to_json(results: list[PrecisionResult]) -> list[dict[str, Any]]:
+def results_to_json(results: List[PrecisionResult]) -> List[Dict[str, Any]]:
     return [asdict(r) for r in results]
+
+
+@dataclass
+class ValidationInputs:
+    """What the validate stage measures: the graphs, the evaluation crops, the torch module."""
+
+    models: Dict[str, Path]  # precision -> ONNX graph
+    model_keys: Dict[str, str]  # precision -> content hash of that graph
+    eval_crops: np.ndarray  # uint8 NCHW
+    eval_labels: np.ndarray
+    data_hash: str
+    model: Any  # the loaded checkpoint (torch module and its hash)
+
+
+def run_validation(config: Config, cache: StageCache, inputs: ValidationInputs, cpu_proxy: bool,
+                   progress: bool = True) -> StageResult:
+    """Measure FP32 (torch and ONNX Runtime) and each precision graph on the evaluation subset."""
+    import onnxruntime
+
+    from pipeline.backends.onnxruntime import OrtRunner, TorchRunner
+    from pipeline.data import normalize
+    from pipeline.stages.engine import session_settings
+
+    vc = config.validate_
+    settings = {**vc.model_dump(), "cpu_proxy": cpu_proxy, "host": host_info()["cpu"]}
+    keys = {**inputs.model_keys, "evaluation_images": inputs.data_hash, "checkpoint": inputs.model.checkpoint_sha256}
+    timing = Timing(tuple(vc.batch_sizes), vc.warmup, vc.runs)
+    session = session_settings(config)
+
+    def body(workdir: Path) -> Tuple[Dict[str, str], Dict[str, Any]]:
+        images = np.ascontiguousarray(normalize(inputs.eval_crops, config.preprocessing.spec()))
+        with OrtRunner(FP32, inputs.models[FP32], session) as fp32:  # the reference, then measured like the rest
+            evaluation = EvaluationSet(images, inputs.eval_labels, infer_all(fp32, images))
+            runners: Dict[str, Callable[[], Runner]] = {}
+            if vc.torch_baseline:
+                runners[FP32_TORCH] = lambda: TorchRunner(inputs.model.module, vc.threads)
+            for precision, path in inputs.models.items():
+                runners[precision] = (lambda: fp32) if precision == FP32 else (lambda p=precision, f=path: OrtRunner(p, f, session))
+            results = validate_all(runners, evaluation, timing, progress)
+        (workdir / "results.json").write_text(json.dumps(results_to_json(results)))
+        np.save(workdir / "fp32_logits.npy", evaluation.reference)
+        return {"results": "results.json", "reference": "fp32_logits.npy"}, {"images": int(len(inputs.eval_labels))}
+
+    return cache.run("validate", keys, settings, {"onnxruntime": onnxruntime.__version__}, body, STAGE_VERSION)

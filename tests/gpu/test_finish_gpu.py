@@ -15,7 +15,7 @@ import pytest
 
 from conftest import run_cli
 from pipeline.backends.tensorrt import find_tensorrt, gpu_device, tensorrt_status
-from pipeline.bundle import verify_bundle
+from pipeline.stages.bundle import verify_bundle
 
 TRT = find_tensorrt()
 GPU = gpu_device() if TRT is not None else None

@@ -1,4 +1,5 @@
-"""Engine bundles in engines/<name>/: assembly, manifest (docs/bundle-format.md) and verification.
+"""bundle: engine bundles in engines/<name>/: the manifest (docs/bundle-format.md), assembly
+and verification.
 
 A bundle is assembled in a hidden sibling folder and swapped in with renames, so a reader never
 sees a half-written bundle, and a build killed mid-copy leaves the previous bundle intact.
@@ -7,53 +8,20 @@ sees a half-written bundle, and a build killed mid-copy leaves the previous bund
 from __future__ import annotations
 
 import os
-import platform
+import shlex
 import shutil
-import time
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Dict, Optional
 
 from pipeline.artifacts import read_json, safe_relative, sha256_file, write_json_atomic
+from pipeline.errors import BundleError
+from pipeline.host import tool_versions
+from pipeline.names import INPUT_NAME, OUTPUT_NAME, onnx_file
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
-
-
-class BundleError(Exception):
-    """A bundle that cannot be used as it is; the message says which file and why."""
-
-
-def host_info() -> dict[str, Any]:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {
-        "platform": platform.platform(),
-        "machine": platform.machine(),
-        "cpu": cpu,
-        "cpu_count": os.cpu_count(),
-        "python": platform.python_version(),
-    }
-
-
-def tool_versions(names: Iterable[str]) -> dict[str, str]:
-    """Versions of the installed tools among `names` (absent ones are left out)."""
-    from importlib import metadata
-
-    versions = {}
-    for name in names:
-        try:
-            versions[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            continue
-    return versions
 
 
 def file_table(folder: Path) -> dict[str, dict[str, Any]]:
@@ -174,5 +142,102 @@ def file_table_names(folder: Path) -> list[str]:
     return [p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file() and p.name != MANIFEST]
 
 
-def utc_now() -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+# ---------------------------------------------------------------------------------------------
+# What a build puts into its bundle
+
+HOST_TOOLS = ("torch", "onnx", "onnxruntime", "onnxsim", "onnxconverter-common", "numpy", "pillow", "vt-edge")
+
+
+@dataclass
+class BundleSources:
+    """The build's artifacts that the bundle carries."""
+
+    models: Dict[str, Path]  # precision -> ONNX graph
+    optimized: Optional[Dict[str, Path]]  # precision -> ONNX Runtime optimized graph (cpu target)
+    engine_files: Dict[str, Path]  # bundle-relative path -> file (build_plan.json)
+    reference: Dict[str, Path]  # bundle-relative path -> FP32 logits, evaluation list, crops, labels
+    pending: list
+
+
+def bundle_files(sources: BundleSources) -> tuple[Dict[str, Path], Dict[str, Dict[str, Any]]]:
+    """(bundle-relative path -> source file, the manifest's `precisions` table)."""
+    files: Dict[str, Path] = {onnx_file(p): path for p, path in sources.models.items()}
+    precisions: Dict[str, Dict[str, Any]] = {p: {"onnx": onnx_file(p), "optimized": None} for p in sources.models}
+    for p, path in (sources.optimized or {}).items():
+        rel = f"models/model.{p}.ort-opt.onnx"
+        files[rel] = path
+        precisions[p]["optimized"] = rel
+    files.update(sources.reference)
+    files.update(sources.engine_files)
+    return files, precisions
+
+
+def reference_files(data: Any, validation: Any) -> Dict[str, Path]:
+    """What validation on the device needs: the FP32 logits, the evaluation list, crops and labels."""
+    return {
+        "reference/fp32_logits.npy": validation.output("reference"),
+        "reference/eval_set.json": data.eval_list,
+        "reference/eval_labels.npy": data.arrays["eval_labels"],
+        "reference/eval_crops.npy": data.arrays["eval_crops"],
+    }
+
+
+def rebuild_command(ctx: Any, pending: bool) -> str:
+    """The exact command that re-makes (or, with engines pending, finishes) this bundle."""
+    config_arg = shlex.quote(str(ctx.options.config_path))
+    command = f"python -m pipeline build --target {ctx.target_name} --config {config_arg}"
+    if pending:
+        bundle_arg = shlex.quote(f"{ctx.config.engines_dir.as_posix()}/{ctx.bundle_name}")
+        command += f" --bundle {bundle_arg}"
+    return command
+
+
+def make_manifest(ctx: Any, model: Any, precisions: Dict[str, Any], report: Dict[str, Any], sources: BundleSources,
+                  build_key: str) -> Dict[str, Any]:
+    """The manifest fields of a new bundle (`files` is added when the bundle is written)."""
+    from pipeline.stages.engine import session_settings
+
+    target, spec = ctx.target, ctx.config.preprocessing.spec()
+    return {
+        "format_version": FORMAT_VERSION,
+        "name": ctx.bundle_name,
+        "created_utc": report["created_utc"],
+        "target": {"name": ctx.target_name, "backend": target.backend, "compute_capability": target.compute_capability,
+                   "tensorrt_majors": list(target.tensorrt_majors)},
+        "model": {"name": ctx.config.model.name, "arch": model.spec.get("arch", "custom"), "num_classes": len(model.classes), "spec": model.spec},
+        "input": {"name": INPUT_NAME, "dtype": "float32", "layout": "NCHW", "shape": [-1, 3, spec.crop, spec.crop]},
+        "output": {"name": OUTPUT_NAME, "dtype": "float32", "shape": [-1, len(model.classes)]},
+        "preprocessing": spec.to_dict(),
+        "labels": list(model.class_names),
+        "precisions": precisions,
+        "engines": [],
+        "versions": tool_versions(HOST_TOOLS),
+        "host": report["host"],
+        "rebuild_command": rebuild_command(ctx, bool(sources.pending)),
+        "pending": list(sources.pending),
+        "build_key": build_key,
+        "session": asdict(session_settings(ctx.config)) if target.backend == "onnxruntime" else None,
+    }
+
+
+def write_report_and_bundle(bundle: Path, contents: BundleContents, report: Dict[str, Any]) -> Path:
+    """Render the report beside the other files and write the whole bundle in one swap."""
+    import tempfile
+
+    from pipeline.stages.report import render_report
+
+    with tempfile.TemporaryDirectory(prefix="vt-edge-report.") as tmp:
+        for path in render_report(report, Path(tmp)):
+            contents.files[f"report/{path.name}"] = path
+        return write_bundle(bundle, contents)
+
+
+def bundle_up_to_date(bundle: Path, build_key: str) -> bool:
+    """The bundle was made from exactly these stage outputs and no file of it changed since."""
+    try:
+        manifest = verify_bundle(bundle)
+    except BundleError:
+        return False
+    return manifest.get("build_key") == build_key

@@ -1,0 +1,106 @@
+"""What travels together through a build: the configuration, the chosen target, the user's
+options, the stage cache and the stage log. Stages receive the parts they need from it."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+from pipeline.artifacts import StageCache
+from pipeline.config import Config, TargetConfig
+
+
+@dataclass
+class BuildOptions:
+    target: str = "cpu"
+    config_path: Path = Path("pipeline.toml")
+    gate: bool = True
+    progress: bool = True
+    require_engine: bool = False
+    dla_core: Optional[int] = None
+
+
+@dataclass
+class StageEntry:
+    stage: str
+    wall_s: float
+    cached: bool
+    result: Any = None  # the stage's artifact, for whoever describes it
+
+    def to_dict(self) -> Dict[str, Any]:
+        return {"stage": self.stage, "wall_s": self.wall_s, "cached": self.cached}
+
+
+class StageLog:
+    """Runs stages, times them and records whether they came from the cache.
+
+    `on_stage` is told about each finished stage (the CLI prints a line); the log itself prints
+    nothing, so library callers and tests stay quiet.
+    """
+
+    def __init__(self, on_stage: Optional[Callable[[StageEntry], None]] = None, on_message: Optional[Callable[[str], None]] = None) -> None:
+        self.entries: List[StageEntry] = []
+        self.on_stage = on_stage or (lambda entry: None)
+        self.message = on_message or (lambda text: None)
+
+    def run(self, name: str, work: Callable[[], Any]) -> Any:
+        started = time.perf_counter()
+        result = work()
+        wall = time.perf_counter() - started
+        self.record(StageEntry(name, round(wall, 3), bool(getattr(result, "cached", False)), result))
+        return result
+
+    def record(self, entry: StageEntry) -> None:
+        self.entries.append(entry)
+        self.on_stage(entry)
+
+    def as_json(self) -> List[Dict[str, Any]]:
+        return [e.to_dict() for e in self.entries]
+
+    @property
+    def all_cached(self) -> bool:
+        return all(e.cached for e in self.entries)
+
+
+@dataclass
+class BuildContext:
+    """One build of one target."""
+
+    config: Config
+    target_name: str
+    target: TargetConfig
+    options: BuildOptions
+    cache: StageCache
+    log: StageLog
+
+    @classmethod
+    def open(cls, config: Config, options: BuildOptions, log: Optional[StageLog] = None) -> "BuildContext":
+        target_name, target = config.target(options.target)
+        return cls(config, target_name, target, options, StageCache(config.path(config.cache_dir)), log or StageLog())
+
+    @property
+    def bundle_name(self) -> str:
+        return f"{self.config.model.name}-{self.target_name}"
+
+    @property
+    def bundle_dir(self) -> Path:
+        return self.config.path(self.config.engines_dir) / self.bundle_name
+
+    @property
+    def cpu_proxy(self) -> bool:
+        """The precision graphs are measured on this CPU, not on the target's engine."""
+        return self.target.backend != "onnxruntime"
+
+
+@dataclass
+class BuildOutcome:
+    bundle: Path
+    report: Dict[str, Any]
+    gate_failures: List[str]
+    pending: List[str] = field(default_factory=list)
+    stages: List[Dict[str, Any]] = field(default_factory=list)
+    finish_command: str = ""
+    left_reason: str = ""  # why the engines were left for the device

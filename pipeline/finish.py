@@ -1,0 +1,142 @@
+"""The on-device entry point: finish a bundle where its engines can be built.
+
+On the device, `python -m pipeline build --target T --bundle DIR` verifies the bundle, builds
+the engines with the TensorRT found there, validates them on the GPU against the host's FP32
+reference logits on the bundled evaluation crops, and updates the report and the manifest.
+It needs neither torch nor onnxruntime.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Dict, List
+
+import numpy as np
+
+from pipeline.artifacts import read_json, sha256_file
+from pipeline.config import Config, TargetConfig
+from pipeline.context import BuildOptions, BuildOutcome
+from pipeline.errors import BundleError, StageError
+from pipeline.names import FP32
+
+Log = Callable[[str], Any]
+
+
+def _checked_bundle(config: Config, options: BuildOptions, bundle: Path) -> tuple[str, TargetConfig, Dict[str, Any]]:
+    """(target name, target, manifest) of a bundle this device may finish."""
+    from pipeline.stages.bundle import verify_bundle
+
+    target_name, target = config.target(options.target)
+    # Unlisted files are allowed here: a finish killed after writing an engine left one.
+    manifest = verify_bundle(bundle, allow_unlisted=True)
+    if manifest["target"]["name"] != target_name:
+        raise BundleError(f"{bundle} was made for target {manifest['target']['name']}, not {target_name}")
+    if target.backend != "tensorrt":
+        raise BundleError(f"{target_name} is not a TensorRT target: nothing to finish")
+    return target_name, target, manifest
+
+
+def _device(bundle: Path, target_name: str, target: TargetConfig) -> tuple[Any, Any]:
+    """(TensorRT, GPU) of this device, or a one-line reason why it cannot finish the bundle."""
+    from pipeline.backends.tensorrt import find_tensorrt, gpu_device, tensorrt_status
+    from pipeline.stages.engine import host_mismatch
+
+    trt = find_tensorrt()
+    if trt is None:
+        raise StageError(f"cannot finish {bundle}: {tensorrt_status()} (on Jetson: JetPack's python3-libnvinfer; elsewhere: pip install '.[tensorrt]')")
+    reason = host_mismatch(target_name, target)
+    if reason:
+        raise StageError(f"cannot finish {bundle} here: {reason}")
+    return trt, gpu_device()
+
+
+def _build_engines(bundle: Path, manifest: Dict[str, Any], plans: List[Any], trt: Any, gpu: Any, log: Log) -> List[Dict[str, Any]]:
+    from pipeline.backends.tensorrt import build_engine
+
+    engines = []
+    for plan in plans:
+        path = bundle / plan.engine
+        if plan.engine in manifest["files"]:  # verified above: same TensorRT, GPU and profile
+            log(f"  {plan.precision}: {plan.engine} is in the bundle: reused")
+        else:
+            path = build_engine(plan, bundle, trt, log=lambda m: log(f"  {m}"), gpu=gpu)
+        engines.append({
+            "path": plan.engine, "precision": plan.precision, "tensorrt_version": trt.version,
+            "compute_capability": plan.compute_capability, "device_name": gpu.name if gpu else "",
+            "profile": plan.profile, "dla_core": plan.dla_core, "sha256": sha256_file(path),
+        })
+    return engines
+
+
+def finish_bundle(config: Config, options: BuildOptions, bundle: Path, log: Log = print) -> BuildOutcome:
+    """Build and validate the bundle's TensorRT engines on this device; update report and manifest."""
+    from pipeline.backends.tensorrt import resolve_plan
+    from pipeline.stages.bundle import update_manifest
+    from pipeline.stages.report import check_gate, render_report
+
+    target_name, target, manifest = _checked_bundle(config, options, bundle)
+    trt, gpu = _device(bundle, target_name, target)
+    log(f"finishing {bundle} with TensorRT {trt.version} on {gpu.name if gpu else '?'} (sm {gpu.compute_capability if gpu else '?'})")
+    plans = [resolve_plan(plan, trt, gpu) for plan in plans_for_device(bundle, trt)]
+    engines = _build_engines(bundle, manifest, plans, trt, gpu, log)
+    report = validate_on_device(config, bundle, manifest, engines, trt, options.progress)
+    failures = [f.message for f in check_gate(report)]
+    report["gate"] = {"enabled": options.gate, "failures": failures}
+    written = render_report(report, bundle / "report")
+    versions = {**manifest.get("versions", {}), "tensorrt": trt.version}
+    changed = [e["path"] for e in engines] + [p.relative_to(bundle).as_posix() for p in written]
+    changed += sorted({p.timing_cache for p in plans if (bundle / p.timing_cache).is_file()})
+    update_manifest(bundle, changed, {"engines": engines, "pending": [], "versions": versions})
+    return BuildOutcome(bundle, report, failures, [], [], manifest["rebuild_command"])
+
+
+def plans_for_device(bundle: Path, trt: Any) -> List[Any]:
+    """The bundle's plans for the TensorRT found here: per precision, the most specific version."""
+    from pipeline.backends.tensorrt import read_build_plans
+    from pipeline.backends.tensorrt_plan import version_matches
+
+    plans = read_build_plans(bundle)
+    chosen: Dict[str, Any] = {}
+    for plan in plans:
+        if not version_matches(plan.tensorrt_version, trt.version):
+            continue
+        best = chosen.get(plan.precision)
+        if best is None or len(plan.tensorrt_version.replace("x", "")) > len(best.tensorrt_version.replace("x", "")):
+            chosen[plan.precision] = plan
+    if not chosen:
+        shipped = ", ".join(sorted({p.tensorrt_version for p in plans}))
+        raise StageError(f"{bundle}/build_plan.json has no plan for TensorRT {trt.version} (plans for {shipped}); this device's TensorRT is not one the target ships")
+    return list(chosen.values())
+
+
+def _bundled_evaluation(bundle: Path, manifest: Dict[str, Any]) -> Any:
+    from pipeline.data import PreprocessSpec, normalize
+    from pipeline.stages.validate import EvaluationSet
+
+    spec = PreprocessSpec.from_dict(manifest["preprocessing"])
+    images = np.ascontiguousarray(normalize(np.load(bundle / "reference/eval_crops.npy"), spec))
+    return EvaluationSet(images, np.load(bundle / "reference/eval_labels.npy"), np.load(bundle / "reference/fp32_logits.npy"))
+
+
+def validate_on_device(config: Config, bundle: Path, manifest: Dict[str, Any], engines: List[Dict[str, Any]], trt: Any,
+                       progress: bool) -> Dict[str, Any]:
+    """Run each engine on the bundled evaluation crops against the host's FP32 logits."""
+    from pipeline.backends.tensorrt import TensorRTRunner
+    from pipeline.stages.validate import Timing, results_to_json, validate_all
+
+    vc = config.validate_
+    # Batch sizes beyond the engines' optimization profile cannot run; measure the ones that can.
+    largest = min(e["profile"]["max"] for e in engines)
+    timing = Timing(tuple(b for b in vc.batch_sizes if b <= largest) or (1,), vc.warmup, vc.runs)
+    runners = {e["precision"]: (lambda e=e: TensorRTRunner(bundle / e["path"], trt, name=e["precision"])) for e in engines}
+    measured = results_to_json(validate_all(runners, _bundled_evaluation(bundle, manifest), timing, progress))
+    report = read_json(bundle / "report" / "report.json")
+    report["cpu_proxy_results"] = report["results"]
+    if FP32 not in runners:  # the host's FP32 row stays the accuracy reference of the gate
+        measured.insert(0, next(r for r in report["results"] if r["precision"] == FP32))
+    report["results"] = measured
+    report["cpu_proxy"] = False
+    report["notes"] = [n for n in report.get("notes", []) if "CPU proxy" not in n]
+    report["notes"].append(f"- engines built and measured on the device with TensorRT {trt.version}; agreement is against the host's FP32 ONNX Runtime logits.")
+    return report

@@ -1,0 +1,41 @@
+"""Reading and reordering ONNX graphs: node tables, op histograms, topological order."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from pipeline.errors import StageError
+
+
+def onnx_node_table(path: Path) -> list[dict[str, Any]]:
+    """Name, op type, inputs and outputs of every node, in graph order."""
+    import onnx
+
+    graph = onnx.load(str(path), load_external_data=False).graph
+    return [
+        {"name": n.name, "op": n.op_type, "inputs": list(n.input), "outputs": list(n.output)} for n in graph.node
+    ]
+
+
+def op_histogram(path: Path) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for node in onnx_node_table(path):
+        counts[node["op"]] = counts.get(node["op"], 0) + 1
+    return dict(sorted(counts.items()))
+
+
+def topological_sort(graph: Any) -> None:
+    """Reorder `graph.node` (an onnx GraphProto) so every node follows its inputs' producers."""
+    available = {i.name for i in graph.input} | {t.name for t in graph.initializer} | {""}
+    pending, ordered = list(graph.node), []
+    while pending:
+        ready = [n for n in pending if all(i in available for i in n.input)]
+        if not ready:
+            raise StageError("graph has a cycle or a dangling input after inserting Q/DQ")
+        for node in ready:
+            ordered.append(node)
+            available.update(node.output)
+        pending = [n for n in pending if n not in ready]
+    del graph.node[:]
+    graph.node.extend(ordered)

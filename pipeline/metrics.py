@@ -1,0 +1,115 @@
+"""Every measure of "nothing was lost": accuracy against labels and against the FP32 reference,
+latency percentiles, and the accuracy budget. One home, used by precision, validate and report.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+# Percentages computed from counts carry float noise (0.99 - 0.98 = 1.0000000000000009 points).
+BUDGET_EPSILON = 1e-9
+
+
+def topk_accuracy(logits: np.ndarray, labels: np.ndarray, k: int) -> float:
+    """Share of rows whose label is among the `k` largest logits."""
+    k = min(k, logits.shape[1])
+    top = np.argpartition(-logits, kth=k - 1, axis=1)[:, :k]
+    return float(np.mean(np.any(top == labels[:, None], axis=1)))
+
+
+def top1_accuracy(logits: np.ndarray, labels: np.ndarray) -> float:
+    return float(np.mean(logits.argmax(1) == labels))
+
+
+def agreement(logits: np.ndarray, reference: np.ndarray) -> float:
+    """Share of rows whose top-1 answer equals the reference's."""
+    return float(np.mean(logits.argmax(1) == reference.argmax(1)))
+
+
+def top1_drop(reference_top1: float, top1: float) -> float:
+    """Top-1 lost against the reference, in percentage points (negative: a gain)."""
+    return 100.0 * (reference_top1 - top1)
+
+
+def cosine_mean(logits: np.ndarray, reference: np.ndarray) -> float:
+    dot = np.sum(logits * reference, axis=1)
+    norms = np.linalg.norm(logits, axis=1) * np.linalg.norm(reference, axis=1)
+    return float(np.mean(dot / np.maximum(norms, 1e-12)))
+
+
+@dataclass
+class AccuracyMetrics:
+    top1: float
+    top5: float
+    agreement: float  # top-1 agreement with the FP32 reference
+    cosine_mean: float
+    max_abs_error: float
+    images: int
+
+
+def accuracy_metrics(logits: np.ndarray, labels: np.ndarray, reference: np.ndarray) -> AccuracyMetrics:
+    return AccuracyMetrics(
+        top1=topk_accuracy(logits, labels, 1),
+        top5=topk_accuracy(logits, labels, 5),
+        agreement=agreement(logits, reference),
+        cosine_mean=cosine_mean(logits, reference),
+        max_abs_error=float(np.max(np.abs(logits - reference))),
+        images=int(len(labels)),
+    )
+
+
+@dataclass
+class LatencyMetrics:
+    batch: int
+    p50_ms: float
+    p90_ms: float
+    p99_ms: float
+    mean_ms: float
+    throughput_ips: float  # images per second at this batch size
+    runs: int
+
+
+def latency_metrics(samples_ms: np.ndarray, batch: int) -> LatencyMetrics:
+    """Percentiles by linear interpolation between order statistics (numpy's default), the
+    definition the C++ loader implements too."""
+    mean = float(np.mean(samples_ms))
+    return LatencyMetrics(
+        batch=batch,
+        p50_ms=float(np.percentile(samples_ms, 50)),
+        p90_ms=float(np.percentile(samples_ms, 90)),
+        p99_ms=float(np.percentile(samples_ms, 99)),
+        mean_ms=mean,
+        throughput_ips=batch * 1000.0 / mean,
+        runs=int(len(samples_ms)),
+    )
+
+
+class Budget(BaseModel):
+    """How much a precision may lose against FP32 (`[budgets.<precision>]` in pipeline.toml)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    max_top1_drop: float = Field(1.0, ge=0)  # percentage points below FP32
+    min_agreement: float = Field(0.98, ge=0, le=1)  # top-1 agreement with FP32
+
+    def met(self, agreement: float, drop: float) -> bool:
+        return not self.misses(agreement, drop)
+
+    def misses(self, agreement: float, drop: float, precision: str = "") -> list[str]:
+        """One message per way the measurement misses this budget (empty: met)."""
+        prefix = f"{precision}: " if precision else ""
+        messages = []
+        if drop > self.max_top1_drop + BUDGET_EPSILON:
+            messages.append(f"{prefix}top-1 drop {drop:.2f} points exceeds budget {self.max_top1_drop:.2f} by {drop - self.max_top1_drop:.2f}")
+        if agreement < self.min_agreement - BUDGET_EPSILON:
+            messages.append(f"{prefix}top-1 agreement {agreement:.4f} below budget {self.min_agreement:.4f} by {self.min_agreement - agreement:.4f}")
+        return messages
+
+
+def budget_met(budget: Optional[Budget], agreement: float, drop: float) -> bool:
+    """No budget configured means nothing to meet."""
+    return budget is None or budget.met(agreement, drop)

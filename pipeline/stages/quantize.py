@@ -1,0 +1,119 @@
+"""The Q/DQ graph writers: one calibration's ranges in, an INT8 ONNX graph out.
+
+- `int8`: for ONNX Runtime CPU. u8 asymmetric activations, s8 per-channel weights, Q/DQ form:
+  ONNX Runtime fuses these into QLinearConv/QLinearMatMul, which is where its INT8 speed is.
+- `int8-trt`: for TensorRT. Symmetric s8 activations and per-channel s8 weights, Q/DQ on the
+  inputs and weights of Conv/Gemm/MatMul (where TensorRT fuses them), on the skip input of
+  residual Adds, and never on bias (TensorRT quantizes bias itself).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pipeline.graph import topological_sort
+from pipeline.names import INT8, INT8_TRT
+
+QUANTIZED_OPS_TRT = ("Conv", "Gemm", "MatMul")
+# The ops whose nodes the fallback may keep in FP32, per flavour.
+FALLBACK_OPS = {INT8: ("Conv", "Gemm", "MatMul"), INT8_TRT: QUANTIZED_OPS_TRT}
+
+
+def _flavour_settings(flavour: str) -> tuple[Any, list[str], dict[str, Any]]:
+    """(activation type, op types to quantize, extra options) of an INT8 flavour."""
+    from onnxruntime.quantization import QuantType
+
+    if flavour == INT8:
+        return QuantType.QUInt8, _default_ops(), {"WeightSymmetric": True, "QDQOpTypePerChannelSupportToAxis": {"MatMul": 1}}
+    return QuantType.QInt8, list(QUANTIZED_OPS_TRT), {
+        "ActivationSymmetric": True,
+        "WeightSymmetric": True,
+        "QuantizeBias": False,
+        "QDQOpTypePerChannelSupportToAxis": {"MatMul": 1},
+        # MatMuls between two activations (attention) are quantized too: TensorRT runs
+        # them as INT8 GEMMs when both inputs carry Q/DQ.
+        "MatMulConstBOnly": False,
+        # TensorRT wants Q/DQ on the inputs of the ops it runs in INT8 and fuses the ops
+        # that follow (bias, ReLU) itself; Q/DQ on their outputs would only split fusions.
+        "OpTypesToExcludeOutputQuantization": list(QUANTIZED_OPS_TRT),
+    }
+
+
+def quantize_graph(fp32_path: Path, destination: Path, tensors_data: Any, flavour: str, exclude: Iterable[str] = ()) -> None:
+    """Write the `int8` (ONNX Runtime) or `int8-trt` (TensorRT) Q/DQ graph."""
+    from onnxruntime.quantization import QuantType
+    from onnxruntime.quantization.qdq_quantizer import QDQQuantizer
+    from onnxruntime.quantization.quant_utils import load_model_with_shape_infer
+
+    activation, ops, extra = _flavour_settings(flavour)
+    quantizer = QDQQuantizer(
+        load_model_with_shape_infer(fp32_path),
+        True,  # per-channel weights
+        False,  # reduce_range: only needed for old non-VNNI x86
+        QuantType.QInt8,
+        activation,
+        tensors_data,
+        [],
+        list(exclude),
+        ops,
+        extra,
+    )
+    quantizer.quantize_model()
+    if flavour == INT8_TRT:
+        _quantize_residual_adds(quantizer.model.model, tensors_data)
+    quantizer.model.save_model_to_file(str(destination))
+
+
+def _default_ops() -> list[str]:
+    from onnxruntime.quantization.registry import QDQRegistry, QLinearOpsRegistry
+
+    return sorted(set(QLinearOpsRegistry) | set(QDQRegistry))
+
+
+def _residual_skip_inputs(model: Any, tensors_data: Any) -> list[tuple[Any, int]]:
+    """(Add node, index of its skip input) for residual Adds whose skip input needs Q/DQ."""
+    producers = {out: node for node in model.graph.node for out in node.output}
+    found = []
+    for node in list(model.graph.node):
+        if node.op_type != "Add" or len(node.input) != 2:
+            continue
+        kinds = [producers[name].op_type if name in producers else None for name in node.input]
+        if "Conv" not in kinds or "DequantizeLinear" in kinds:
+            continue
+        skip = 1 if kinds[0] == "Conv" else 0
+        if node.input[skip] in tensors_data.data:
+            found.append((node, skip))
+    return found
+
+
+def _quantize_residual_adds(model: Any, tensors_data: Any) -> None:
+    """Q/DQ on the skip input of residual Adds, so TensorRT fuses the Add into the conv before it.
+
+    A residual Add has one input straight from a Conv (fused as the conv's epilogue); the other
+    input (the skip branch) must then arrive quantized. Often it already does, because the same
+    tensor feeds the next block's quantized conv; otherwise (e.g. a downsample conv's output)
+    a Q/DQ pair is inserted, using the tensor's calibrated range.
+    """
+    from onnx import TensorProto, helper, numpy_helper
+
+    new_nodes = []
+    for node, skip in _residual_skip_inputs(model, tensors_data):
+        name = node.input[skip]
+        low, high = tensors_data.data[name].range_value
+        amax = max(abs(float(np.asarray(low).min())), abs(float(np.asarray(high).max())), 1e-8)
+        scale_name, zero_name = f"{name}_residual_scale", f"{name}_residual_zero_point"
+        model.graph.initializer.extend([
+            numpy_helper.from_array(np.array(amax / 127.0, dtype=np.float32), scale_name),
+            helper.make_tensor(zero_name, TensorProto.INT8, [], [0]),
+        ])
+        quantized, dequantized = f"{name}_residual_q", f"{name}_residual_dq"
+        new_nodes.append(helper.make_node("QuantizeLinear", [name, scale_name, zero_name], [quantized], name=f"{name}_ResidualQuantizeLinear"))
+        new_nodes.append(helper.make_node("DequantizeLinear", [quantized, scale_name, zero_name], [dequantized], name=f"{name}_ResidualDequantizeLinear"))
+        node.input[skip] = dequantized
+    if new_nodes:
+        model.graph.node.extend(new_nodes)
+        topological_sort(model.graph)
