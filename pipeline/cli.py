@@ -141,7 +141,7 @@ def _print_stage(entry) -> None:
     detail = _describe_stage(entry.stage, entry.result)
     if entry.stage == "report" and entry.cached:
         detail = f"{entry.result} is up to date"
-    err.print(f"  {entry.stage:<10} {state:>8}  {escape(detail)}")
+    err.print(f"  {entry.stage:<10} {state:>8}  {escape(detail)}", soft_wrap=True)
 
 
 def _print_summary(report, log) -> None:
