@@ -2,7 +2,10 @@
 # prefix elsewhere, check that no installed CMake file names the build machine's paths,
 # then configure, build and run tests/consumer against the moved prefix.
 #   cmake -DBUILD_DIR=... -DSOURCE_DIR=... -DWORK_DIR=... -DBUNDLE=... -DIMAGE=...
-#         [-DCONSUMER_FLAGS=...] [-DBUILD_TYPE=...] -P install_test.cmake
+#         [-DCONSUMER_FLAGS=...] [-DBUILD_TYPE=...] [-DTENSORRT_HINT=...] [-DCUDA_HINT=...]
+#         -P install_test.cmake
+# TENSORRT_HINT / CUDA_HINT: where the consumer finds TensorRT and CUDA (TensorRT_ROOT,
+# CUDAToolkit_ROOT), as an application on another machine would say where its own are.
 cmake_minimum_required(VERSION 3.18)
 foreach(var BUILD_DIR SOURCE_DIR WORK_DIR BUNDLE IMAGE)
   if(NOT DEFINED ${var})
@@ -32,7 +35,7 @@ endif()
 set(found_find_module FALSE)
 foreach(f IN LISTS cmake_files)
   file(READ "${f}" text)
-  foreach(p "${BUILD_DIR}" "${SOURCE_DIR}" "${staged}")
+  foreach(p "${BUILD_DIR}" "${SOURCE_DIR}" "${staged}" ${TENSORRT_HINT} ${CUDA_HINT})
     string(FIND "${text}" "${p}" at)
     if(NOT at EQUAL -1)
       message(FATAL_ERROR "${f} names the build machine's path ${p}: the install is not relocatable")
@@ -53,6 +56,12 @@ set(configure_args -S "${SOURCE_DIR}/tests/consumer" -B "${WORK_DIR}/consumer"
   "-DCMAKE_PREFIX_PATH=${moved}")
 if(BUILD_TYPE)
   list(APPEND configure_args "-DCMAKE_BUILD_TYPE=${BUILD_TYPE}")
+endif()
+if(TENSORRT_HINT)
+  list(APPEND configure_args "-DTensorRT_ROOT=${TENSORRT_HINT}")
+endif()
+if(CUDA_HINT)
+  list(APPEND configure_args "-DCUDAToolkit_ROOT=${CUDA_HINT}")
 endif()
 if(CONSUMER_FLAGS)
   list(APPEND configure_args "-DCMAKE_CXX_FLAGS=${CONSUMER_FLAGS}" "-DCMAKE_EXE_LINKER_FLAGS=${CONSUMER_FLAGS}")
