@@ -93,13 +93,13 @@ public:
         return ptr_;
     }
     void* get() const { return ptr_; }
-
-private:
     void release() {
         if (ptr_) cudaFree(ptr_);
         ptr_ = nullptr;
         bytes_ = 0;
     }
+
+private:
     void* ptr_ = nullptr;
     std::size_t bytes_ = 0;
 };
@@ -121,13 +121,13 @@ public:
         return ptr_;
     }
     void* get() const { return ptr_; }
-
-private:
     void release() {
         if (ptr_) cudaFreeHost(ptr_);
         ptr_ = nullptr;
         bytes_ = 0;
     }
+
+private:
     void* ptr_ = nullptr;
     std::size_t bytes_ = 0;
 };
@@ -252,14 +252,25 @@ struct TrtEngine::Impl {
     Impl() = default;
     Impl(const Impl&) = delete;
     Impl& operator=(const Impl&) = delete;
-    // Nothing may still be queued on the stream when the buffers it uses are freed (the
-    // members, after this body); the context, engine and runtime go in that order after them.
+    // Everything is released here, in order, on the engine's device: the work queued on the
+    // stream finishes, then the buffers it used, the stream and events, the context, the
+    // engine and the runtime go. The caller's current device is left as it was.
     ~Impl() {
-        if (stream || start || stop) cudaSetDevice(device);
+        int current = -1;
+        const bool switched = runtime && cudaGetDevice(&current) == cudaSuccess &&
+                              current != device && cudaSetDevice(device) == cudaSuccess;
         if (stream) cudaStreamSynchronize(stream);
+        input_buffer.release();
+        output_buffer.release();
+        host_input.release();
+        host_output.release();
         if (start) cudaEventDestroy(start);
         if (stop) cudaEventDestroy(stop);
         if (stream) cudaStreamDestroy(stream);
+        context.reset();
+        engine.reset();
+        runtime.reset();
+        if (switched) cudaSetDevice(current);
     }
 
     void bind_names();
