@@ -23,6 +23,10 @@ OUT_DIR/pipeline-plan/build_plan.json  the pipeline's build_plan.json for jetson
                         (only with the pipeline project)
 OUT_DIR/images/         generated images covering the decoder paths (JPEG RGB/gray/CMYK/
                         progressive, PNG gray/RGBA/palette/16-bit/low bit depth)
+OUT_DIR/latency.json    latency samples and their statistics computed with numpy exactly as the
+                        pipeline computes them (pipeline/stages/validate.py latency_metrics:
+                        np.percentile with its default linear method, np.mean), for the C++
+                        latency_stats() to match bit for bit
 OUT_DIR/images/index.json  per preprocessing spec ("synthetic", and "bundle" when it differs)
                         and image: the reference tensor (raw float32 CHW, .bin) and which
                         reference implementation produced it
@@ -409,6 +413,36 @@ def write_reference_tensors(images: Path, names: list[str], specs: dict[str, dic
     (images / "index.json").write_text(json.dumps(index, indent=2))
 
 
+def write_latency_cases(path: Path) -> None:
+    """Latency samples (ms) of several sizes and shapes, with numpy's statistics of them."""
+    rng = np.random.default_rng(20240610)
+    samples = [
+        [4.0],
+        [3.0, 1.0],
+        [1.25, 1.5, 1.0, 2.0, 1.75, 1.5, 1.5],                 # ties, fewer than 8 values
+        list(rng.gamma(2.0, 0.4, 8) + 0.5),
+        list(rng.gamma(2.0, 0.4, 9) + 0.5),
+        list(rng.gamma(3.0, 0.25, 50) + 1.2),                 # vt_infer's default --runs
+        list(rng.lognormal(0.0, 0.3, 100)),
+        list(rng.gamma(2.0, 0.4, 129) + 0.5),                 # past numpy's 128-value block
+        list(rng.lognormal(1.0, 0.5, 1000) * 1e-3),
+        list(rng.normal(7.5, 0.8, 4099)),
+    ]
+    cases = []
+    for values in samples:
+        a = np.asarray(values, dtype=np.float64)
+        cases.append({
+            "samples": [float(v) for v in a],
+            # pipeline/stages/validate.py latency_metrics
+            "p50_ms": float(np.percentile(a, 50)),
+            "p90_ms": float(np.percentile(a, 90)),
+            "p99_ms": float(np.percentile(a, 99)),
+            "mean_ms": float(np.mean(a)),
+            "percentiles": {str(q): float(np.percentile(a, q)) for q in (0, 12.5, 37.5, 75, 99.9, 100)},
+        })
+    path.write_text(json.dumps({"numpy": np.__version__, "cases": cases}, indent=1))
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("out", type=Path)
@@ -470,6 +504,7 @@ def main() -> int:
     facts["bundle"]["eval_root"] = str(eval_root) if has_eval else None
     facts["synthetic"]["eval_root"] = None
     (out / "bundle_facts.json").write_text(json.dumps(facts, indent=2))
+    write_latency_cases(out / "latency.json")
 
     specs = {"synthetic": facts["synthetic"]["preprocessing"]}
     if facts["bundle"]["preprocessing"] != specs["synthetic"]:

@@ -43,4 +43,11 @@ public:
     using Error::Error;
 };
 
+// Data given to an engine does not fit it: a batch outside the engine's optimisation
+// profile, or an input buffer whose size differs from the engine's input binding.
+class InputError : public Error {
+public:
+    using Error::Error;
+};
+
 }  // namespace vtedge

@@ -28,6 +28,9 @@ void normalize_into(const RgbImage& crop, const Preprocessing& spec, float* out)
 // One image file -> CHW float32 (3 x crop x crop).
 std::vector<float> preprocess_image(const std::filesystem::path& path, const Preprocessing& spec);
 
+// One decoded 8-bit RGB image -> CHW float32 (3 x crop x crop).
+std::vector<float> preprocess_rgb(const RgbImage& image, const Preprocessing& spec);
+
 struct Tensor {
     std::vector<int64_t> shape;  // NCHW
     std::vector<float> data;
@@ -35,5 +38,8 @@ struct Tensor {
 
 // Several image files -> one NCHW batch.
 Tensor preprocess_batch(const std::vector<std::filesystem::path>& paths, const Preprocessing& spec);
+
+// Several decoded 8-bit RGB images -> one NCHW batch.
+Tensor preprocess_batch(const std::vector<RgbImage>& images, const Preprocessing& spec);
 
 }  // namespace vtedge

@@ -1,0 +1,75 @@
+# The installed loader is relocatable and usable: install the build into a prefix, move the
+# prefix elsewhere, check that no installed CMake file names the build machine's paths,
+# then configure, build and run tests/consumer against the moved prefix.
+#   cmake -DBUILD_DIR=... -DSOURCE_DIR=... -DWORK_DIR=... -DBUNDLE=... -DIMAGE=...
+#         [-DCONSUMER_FLAGS=...] [-DBUILD_TYPE=...] [-DTENSORRT_HINT=...] [-DCUDA_HINT=...]
+#         -P install_test.cmake
+# TENSORRT_HINT / CUDA_HINT: where the consumer finds TensorRT and CUDA (TensorRT_ROOT,
+# CUDAToolkit_ROOT), as an application on another machine would say where its own are.
+cmake_minimum_required(VERSION 3.18)
+foreach(var BUILD_DIR SOURCE_DIR WORK_DIR BUNDLE IMAGE)
+  if(NOT DEFINED ${var})
+    message(FATAL_ERROR "install_test.cmake: -D${var}=... is required")
+  endif()
+endforeach()
+
+function(run)
+  execute_process(COMMAND ${ARGN} RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE err)
+  if(NOT rc EQUAL 0)
+    message(FATAL_ERROR "failed (${rc}): ${ARGN}\n${out}\n${err}")
+  endif()
+  set(last_output "${out}" PARENT_SCOPE)
+endfunction()
+
+file(REMOVE_RECURSE "${WORK_DIR}")
+set(staged "${WORK_DIR}/staged-prefix")
+set(moved "${WORK_DIR}/moved-prefix")
+run(${CMAKE_COMMAND} --install "${BUILD_DIR}" --prefix "${staged}")
+file(RENAME "${staged}" "${moved}")
+
+# Every installed CMake file: no path of the build tree, the sources or the install prefix.
+file(GLOB_RECURSE cmake_files "${moved}/*.cmake")
+if(NOT cmake_files)
+  message(FATAL_ERROR "no CMake files installed under ${moved}")
+endif()
+set(found_find_module FALSE)
+foreach(f IN LISTS cmake_files)
+  file(READ "${f}" text)
+  foreach(p "${BUILD_DIR}" "${SOURCE_DIR}" "${staged}" ${TENSORRT_HINT} ${CUDA_HINT})
+    string(FIND "${text}" "${p}" at)
+    if(NOT at EQUAL -1)
+      message(FATAL_ERROR "${f} names the build machine's path ${p}: the install is not relocatable")
+    endif()
+  endforeach()
+  get_filename_component(name "${f}" NAME)
+  if(name STREQUAL "FindTensorRT.cmake")
+    set(found_find_module TRUE)
+  endif()
+  file(RELATIVE_PATH rel "${moved}" "${f}")
+  message(STATUS "installed ${rel}: no build machine path")
+endforeach()
+if(NOT found_find_module)
+  message(FATAL_ERROR "FindTensorRT.cmake is not installed with the package config")
+endif()
+
+set(configure_args -S "${SOURCE_DIR}/tests/consumer" -B "${WORK_DIR}/consumer"
+  "-DCMAKE_PREFIX_PATH=${moved}")
+if(BUILD_TYPE)
+  list(APPEND configure_args "-DCMAKE_BUILD_TYPE=${BUILD_TYPE}")
+endif()
+if(TENSORRT_HINT)
+  list(APPEND configure_args "-DTensorRT_ROOT=${TENSORRT_HINT}")
+endif()
+if(CUDA_HINT)
+  list(APPEND configure_args "-DCUDAToolkit_ROOT=${CUDA_HINT}")
+endif()
+if(CONSUMER_FLAGS)
+  list(APPEND configure_args "-DCMAKE_CXX_FLAGS=${CONSUMER_FLAGS}" "-DCMAKE_EXE_LINKER_FLAGS=${CONSUMER_FLAGS}")
+endif()
+run(${CMAKE_COMMAND} ${configure_args})
+string(REGEX MATCH "consumer: [^\n]*" line "${last_output}")
+message(STATUS "${line}")
+run(${CMAKE_COMMAND} --build "${WORK_DIR}/consumer")
+run("${WORK_DIR}/consumer/consumer" "${BUNDLE}" "${IMAGE}")
+message(STATUS "${last_output}")
+file(REMOVE_RECURSE "${WORK_DIR}")
