@@ -29,11 +29,15 @@ def failing_report(report: dict) -> dict:
     report = copy.deepcopy(report)
     reference = report["per_image"]["reference"]
     int8 = next(r for r in report["results"] if r["precision"] == "int8")
+    labels = report["per_image"]["labels"]
+    fp32 = next(r for r in report["results"] if r["precision"] == "fp32")
+    for i in range(FLIPPED):  # FP32 right and sure of it, int8 wrong: the class loses top-1
+        reference["top1"][i] = fp32["predictions"]["top1"][i] = labels[i]
+        reference["confidence"][i] = 0.9
     top1 = list(reference["top1"])
     held = list(reference["confidence"])
     for i in range(FLIPPED):
-        top1[i] = (top1[i] + 1) % 10
-        reference["confidence"][i] = 0.9
+        top1[i] = (labels[i] + 1) % 10
         held[i] = round(0.9 - 0.05 * (i + 1), 4)
     int8["predictions"] = {"top1": top1, "confidence": [0.5] * len(top1), "reference_class_confidence": held}
     int8["accuracy"]["agreement"] = float(np.mean(np.array(top1) == np.array(reference["top1"])))
@@ -104,6 +108,7 @@ def test_failing_report_says_what_failed_what_to_change_and_which_images_changed
     shown = [int(i) for i in re.findall(r"<div>#(\d+) · true:", section)]
     assert shown == list(range(FLIPPED - 1, -1, -1))  # the most confidence lost first
     assert "FP32 \\ int8" in page  # the confusion of flipped answers
+    assert '<td class="worse">' in page and 'class=&#34;' not in page  # classes that lost top-1 are marked
     assert_self_contained(page)
     assert "> **FAILED: int8 misses its accuracy budget**" in markdown and "### What to do" in markdown
     assert f"| #{FLIPPED - 1} |" in markdown and "| int8 | **FAIL** |" in markdown
