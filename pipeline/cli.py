@@ -244,11 +244,22 @@ def targets(config: ConfigOption = Path("pipeline.toml")) -> None:
 
 
 @app.command()
-def report(bundle: Annotated[Path, typer.Argument(help="Bundle folder, e.g. engines/vt_demo-cpu.")]) -> None:
-    """Re-render a bundle's report (Markdown, HTML, plots) from its report.json."""
+def report(
+    bundle: Annotated[Path, typer.Argument(help="Bundle folder, e.g. engines/vt_demo-cpu (or, with a baseline, a report.json).")],
+    baseline: Annotated[Optional[Path], typer.Argument(help="Compare against this baseline (a bundle folder or a saved report.json) instead of re-rendering; exit 1 on regression.")] = None,
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="With a baseline: also write the comparison as Markdown to this file.")] = None,
+    max_slowdown: Annotated[float, typer.Option(min=0, help="Latency regression: p50 at batch 1 slower than the baseline by more than this fraction ...")] = 0.10,
+    min_slowdown_ms: Annotated[float, typer.Option(min=0, help="... and by more than this many milliseconds.")] = 0.1,
+) -> None:
+    """Re-render a bundle's report (Markdown, HTML, plots) from its report.json; with BASELINE, compare the two and fail on regression."""
     from pipeline.stages.bundle import update_manifest, verify_bundle
     from pipeline.stages.report import RENDERED, rerender
 
+    if baseline is not None:
+        from pipeline.stages.report_compare import LatencyRule
+
+        _compare_reports(bundle, baseline, output, LatencyRule(max_slowdown, min_slowdown_ms))
+        return
     with _user_errors():
         if (bundle / "manifest.json").is_file():
             # Never re-hash a bundle whose data changed behind its back; only renderings are re-made.
@@ -257,6 +268,52 @@ def report(bundle: Annotated[Path, typer.Argument(help="Bundle folder, e.g. engi
         if (bundle / "manifest.json").is_file():
             update_manifest(bundle, [p.relative_to(bundle).as_posix() for p in written])
     out.print("wrote " + ", ".join(str(p) for p in written))
+
+
+def _report_for_comparison(path: Path):
+    """A bundle's report.json (the bundle verified first) or a saved report.json."""
+    from pipeline.stages.bundle import verify_bundle
+    from pipeline.stages.report import RENDERED, read_report
+
+    if path.is_dir():
+        if (path / "manifest.json").is_file():
+            verify_bundle(path, regenerable=RENDERED)
+        path = path / "report" / "report.json"
+    return read_report(path)
+
+
+def _compare_reports(candidate: Path, baseline: Path, output: Optional[Path], rule) -> None:
+    """`report A B`: what changed from B to A per precision; exit 1 on any regression."""
+    from rich.table import Table
+
+    from pipeline.artifacts import write_text_atomic
+    from pipeline.stages.report import render_comparison
+    from pipeline.stages.report_compare import compare_reports
+
+    with _user_errors():
+        comparison = compare_reports(_report_for_comparison(candidate), _report_for_comparison(baseline), rule)
+        if output is not None:
+            write_text_atomic(output, render_comparison(comparison))
+    table = Table(title=f"{comparison.candidate} ({candidate}) against {comparison.baseline} ({baseline})")
+    for column in ("precision", "top-1 % before", "after", "change pts", "same answers %", "p50 b1 ms before", "after", "change", "verdict"):
+        table.add_column(column, justify="right")
+    def show(value, spec: str, scale: float = 1.0) -> str:
+        return "-" if value is None else format(scale * value, spec)
+
+    for row in comparison.rows:
+        table.add_row(
+            row.precision, show(row.top1_before, ".2f"), show(row.top1_after, ".2f"), show(row.top1_change, "+.2f"),
+            show(row.agreement, ".2f", 100), show(row.p50_before, ".3f"), show(row.p50_after, ".3f"), show(row.p50_change, "+.1%"),
+            "[red]REGRESSED[/red]" if row.regressions else "[green]ok[/green]",
+        )
+    out.print(table)
+    for note in comparison.notes:
+        err.print(f"note: {escape(note)}", soft_wrap=True)
+    regressions = comparison.regressions
+    if regressions:
+        more = f" (and {len(regressions) - 1} more)" if len(regressions) > 1 else ""
+        fail(f"regression against {baseline}: {regressions[0]}{more}")
+    out.print(f"no regression against {baseline}")
 
 
 @app.command("generate-data")

@@ -83,7 +83,7 @@ def finish_bundle(config: Config, options: BuildOptions, bundle: Path, log: Log 
     report = validate_on_device(config, bundle, manifest, engines, trt, options.progress)
     failures = [f.message for f in check_gate(report)]
     report["gate"] = {"enabled": options.gate, "failures": failures}
-    written = render_report(report, bundle / "report")
+    written = render_report(report, bundle / "report", bundle / "reference/eval_crops.npy")
     versions = {**manifest.get("versions", {}), "tensorrt": trt.version}
     changed = [e["path"] for e in engines] + [p.relative_to(bundle).as_posix() for p in written]
     changed += sorted({p.timing_cache for p in plans if (bundle / p.timing_cache).is_file()})
@@ -123,6 +123,8 @@ def validate_on_device(config: Config, bundle: Path, manifest: Dict[str, Any], e
                        progress: bool) -> Dict[str, Any]:
     """Run each engine on the bundled evaluation crops against the host's FP32 logits."""
     from pipeline.backends.tensorrt import TensorRTRunner
+    from pipeline.metrics import image_predictions
+    from pipeline.stages.report import per_image_record
     from pipeline.stages.validate import Timing, results_to_json, validate_all
 
     vc = config.validate_
@@ -130,8 +132,12 @@ def validate_on_device(config: Config, bundle: Path, manifest: Dict[str, Any], e
     largest = min(e["profile"]["max"] for e in engines)
     timing = Timing(tuple(b for b in vc.batch_sizes if b <= largest) or (1,), vc.warmup, vc.runs)
     runners = {e["precision"]: (lambda e=e: TensorRTRunner(bundle / e["path"], trt, name=e["precision"])) for e in engines}
-    measured = results_to_json(validate_all(runners, _bundled_evaluation(bundle, manifest), timing, progress))
+    evaluation = _bundled_evaluation(bundle, manifest)
+    measured = results_to_json(validate_all(runners, evaluation, timing, progress))
     report = read_json(bundle / "report" / "report.json")
+    # The host's FP32 logits are the reference of every engine here, as on the host.
+    report["per_image"] = per_image_record(evaluation.labels, image_predictions(evaluation.reference, evaluation.reference))
+    report.setdefault("class_names", list(manifest["labels"]))
     report["cpu_proxy_results"] = report["results"]
     if FP32 not in runners:  # the host's FP32 row stays the accuracy reference of the gate
         measured.insert(0, next(r for r in report["results"] if r["precision"] == FP32))

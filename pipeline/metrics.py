@@ -5,7 +5,7 @@ latency percentiles, and the accuracy budget. One home, used by precision, valid
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
+from typing import Any, Dict, List, Optional
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
@@ -113,3 +113,28 @@ class Budget(BaseModel):
 def budget_met(budget: Optional[Budget], agreement: float, drop: float) -> bool:
     """No budget configured means nothing to meet."""
     return budget is None or budget.met(agreement, drop)
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    shifted = logits - logits.max(axis=1, keepdims=True)  # no overflow for large logits
+    exp = np.exp(shifted)
+    return exp / exp.sum(axis=1, keepdims=True)
+
+
+# Per-image confidences are rounded so a report of 10,000 images stays a few hundred KB; four
+# decimals still order the gallery by confidence lost.
+CONFIDENCE_DECIMALS = 4
+
+
+def image_predictions(logits: np.ndarray, reference: np.ndarray) -> Dict[str, List[Any]]:
+    """Per image: the top-1 class, its softmax confidence, and the confidence this graph gives
+    to the reference's top-1 class (what the report's gallery sorts the changed answers by)."""
+    probs = softmax(logits.astype(np.float64))
+    top1 = probs.argmax(axis=1)
+    reference_top1 = reference.argmax(axis=1)
+    rows = np.arange(len(probs))
+    return {
+        "top1": [int(c) for c in top1],
+        "confidence": np.round(probs[rows, top1], CONFIDENCE_DECIMALS).tolist(),
+        "reference_class_confidence": np.round(probs[rows, reference_top1], CONFIDENCE_DECIMALS).tolist(),
+    }

@@ -204,6 +204,10 @@ def test_impossible_budget_fails_the_build_with_its_message(tiny_cpu_bundle, tin
     last = [line for line in result_run.stderr.splitlines() if line.startswith("error:")]
     assert len(last) == 1 and f"gate: {precision}: top-1 agreement" in last[0] and "below budget 1.0000 by" in last[0]
     assert verify_bundle(bundle_of(tiny_project))  # the report of a failed gate is still written
+    page = (bundle_of(tiny_project) / "report/report.html").read_text()
+    banner = page[page.index('<section class="banner fail"'):page.index("</section>")]
+    assert f"FAILED: {precision} misses its accuracy budget" in banner and f"<code>[budgets.{precision}] min_agreement</code>" in banner
+    assert f'<h3 id="changed-{precision}">' in page and '<div class="gallery">' in page  # the images that changed
     no_gate = run_cli(tiny_project, "build", "--no-progress", "--no-gate")
     assert no_gate.returncode == 0 and "gate (not enforced)" in no_gate.stderr
 

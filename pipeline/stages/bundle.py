@@ -229,7 +229,7 @@ def write_report_and_bundle(bundle: Path, contents: BundleContents, report: Dict
     from pipeline.stages.report import render_report
 
     with tempfile.TemporaryDirectory(prefix="vt-edge-report.") as tmp:
-        for path in render_report(report, Path(tmp)):
+        for path in render_report(report, Path(tmp), contents.files.get("reference/eval_crops.npy")):
             contents.files[f"report/{path.name}"] = path
         return write_bundle(bundle, contents)
 

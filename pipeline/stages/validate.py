@@ -1,7 +1,8 @@
 """validate: every precision against the FP32 reference on the evaluation subset.
 
 Accuracy: top-1, top-5, top-1 agreement with FP32, mean cosine similarity and max abs error of
-the logits. Speed: latency p50/p90/p99 per batch size after warm-up, and throughput. Any
+the logits, and per image the top-1 class and its confidence (the report shows the images whose
+answer changed). Speed: latency p50/p90/p99 per batch size after warm-up, and throughput. Any
 backend's runners plug in (ONNX Runtime here, TensorRT on the device), so the comparison is the
 same everywhere. Runners are opened one at a time and closed after use, so only one engine is
 in memory and nothing is left allocated.
@@ -21,10 +22,10 @@ from pipeline.artifacts import StageCache, StageResult
 from pipeline.backends.base import Runner
 from pipeline.config import Config
 from pipeline.host import host_info
-from pipeline.metrics import AccuracyMetrics, LatencyMetrics, accuracy_metrics, latency_metrics
+from pipeline.metrics import AccuracyMetrics, LatencyMetrics, accuracy_metrics, image_predictions, latency_metrics
 from pipeline.names import FP32, FP32_TORCH
 
-STAGE_VERSION = "1"
+STAGE_VERSION = "2"  # 2: per-image predictions in results.json
 
 
 @dataclass
@@ -34,6 +35,8 @@ class PrecisionResult:
     latency: List[LatencyMetrics]
     runner: Dict[str, Any]
     samples_ms: Dict[int, List[float]] = field(default_factory=dict)
+    # Per image, in evaluation order: top1, confidence, reference_class_confidence (metrics.image_predictions)
+    predictions: Dict[str, List[Any]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -67,7 +70,8 @@ def measure(runner: Runner, evaluation: EvaluationSet, timing: Timing) -> Precis
         latencies.append(latency_metrics(timed, batch))
         samples[batch] = [round(float(t), 4) for t in timed]
     accuracy = accuracy_metrics(logits, evaluation.labels, evaluation.reference)
-    return PrecisionResult(runner.name, accuracy, latencies, runner.describe(), samples)
+    predictions = image_predictions(logits, evaluation.reference)
+    return PrecisionResult(runner.name, accuracy, latencies, runner.describe(), samples, predictions)
 
 
 def _batch_of(images: np.ndarray, batch: int) -> np.ndarray:

@@ -54,5 +54,9 @@ def test_tiny_vt_engines_are_built_validated_and_recorded(tiny_project: Path):
     assert report["cpu_proxy"] is False and report["cpu_proxy_results"]
     fp32 = next(r for r in report["results"] if r["precision"] == "fp32")
     assert fp32["accuracy"]["agreement"] >= 0.99  # the GPU FP32 engine against the host's FP32 logits
+    for result in report["results"]:  # the engines record per-image answers like the host's graphs
+        assert len(result["predictions"]["top1"]) == len(report["per_image"]["labels"]) == report["evaluation_images"]
+    page = (bundle / "report/report.html").read_text()
+    assert 'id="verdict"' in page and "https://" not in page and "http://" not in page
     again = run_cli(tiny_project, "build", "--target", "this-gpu", "--no-progress")
     assert again.returncode == 0 and "is up to date" in again.stderr  # engines kept, nothing rebuilt
