@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List
 
-from pipeline.artifacts import read_json, write_json_atomic, write_text_atomic
+from pipeline.artifacts import read_json, refuse_symlinks, write_bytes_atomic, write_json_atomic, write_text_atomic
 from pipeline.errors import BundleError
 from pipeline.host import host_info, utc_now
 from pipeline.metrics import Budget, top1_drop
@@ -250,7 +250,7 @@ def render_report(report: dict[str, Any], folder: Path) -> list[Path]:
     plot_files = {}
     for name, data in images.items():
         path = folder / f"{name}.png"
-        path.write_bytes(data)
+        write_bytes_atomic(path, data)  # like every write into a bundle: whole, and never through a link
         plot_files[name] = path.name
         written.append(path)
     markdown_text = render_markdown(report, plot_files)
@@ -263,6 +263,7 @@ def render_report(report: dict[str, Any], folder: Path) -> list[Path]:
 def rerender(bundle: Path) -> list[Path]:
     """`python -m pipeline report <bundle>`: re-render from the bundle's report.json."""
     source = bundle / "report" / "report.json"
+    refuse_symlinks(bundle)  # the renderings are written into it
     if not source.is_file():
         raise BundleError(f"{source}: no report.json in this bundle (is {bundle} a bundle folder?)")
     report = read_json(source)
