@@ -169,3 +169,12 @@ def test_device_finish_needs_neither_torch_nor_onnxruntime(jetson_project):
     result = subprocess.run([sys.executable, "-c", code], cwd=folder, capture_output=True, text=True, env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"})
     assert result.returncode == 1
     assert "Traceback" not in result.stderr and "TensorRT is not installed" in result.stderr
+
+
+def test_off_target_bundle_validates_against_the_schema_file(jetson_project):
+    jsonschema = pytest.importorskip("jsonschema")
+    folder, _ = jetson_project
+    schema = json.loads((ROOT / "docs/manifest.schema.json").read_text())
+    manifest = json.loads((folder / BUNDLE / "manifest.json").read_text())
+    jsonschema.validate(manifest, schema)
+    assert "build_plan.json" in manifest["files"]  # the contract requires it of a TensorRT bundle

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import warnings
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -49,21 +48,17 @@ def _crop_one(sample: Sample, spec: PreprocessSpec, max_pixels: int) -> np.ndarr
 
 
 @contextmanager
-def _decoder_limit(max_pixels: int) -> Iterator[None]:
-    """Pillow's own size check follows `max_pixels` while the pool decodes.
-
-    load_rgb refuses an image over the limit with a reason that is counted like any bad image,
-    so Pillow's DecompressionBombWarning (printed raw, over two lines) is silenced, and its hard
-    error (at twice its limit) moves with ours so that a larger configured limit is honoured.
-    Both are process-wide settings: they are set here, in the calling thread, around the pool,
-    never inside the worker threads.
+def _decoder_limit() -> Iterator[None]:
+    """Pillow's own size check is off while the pool decodes: load_rgb checks every header
+    against ``max_pixels`` before decoding and gives a reason that is counted like any bad
+    image, whereas Pillow would print a raw DecompressionBombWarning over two lines, or refuse
+    at twice its own limit with its own wording, whatever limit was configured. The setting is
+    process-wide, so it is changed here, in the calling thread, around the pool.
     """
     saved = Image.MAX_IMAGE_PIXELS
-    Image.MAX_IMAGE_PIXELS = max_pixels
+    Image.MAX_IMAGE_PIXELS = None
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            yield
+        yield
     finally:
         Image.MAX_IMAGE_PIXELS = saved
 
@@ -113,7 +108,7 @@ def load_crops(
     ok = np.zeros(n, dtype=bool)
     skipped: list[tuple[Path, str]] = []
     workers = workers or min(4, os.cpu_count() or 1)
-    with _decoder_limit(max_pixels), _progress(n, progress) as advance, ThreadPoolExecutor(max_workers=workers) as pool:
+    with _decoder_limit(), _progress(n, progress) as advance, ThreadPoolExecutor(max_workers=workers) as pool:
         # map() yields results in input order, so skipped files are reported in that order.
         for i, result in enumerate(pool.map(lambda s: _crop_one(s, spec, max_pixels), samples)):
             if isinstance(result, str):

@@ -183,10 +183,7 @@ def load_rgb(path: str | Path, max_pixels: int | None = None) -> Image.Image:
 
 def _check_size(path: Path, width: int, height: int, max_pixels: int | None) -> None:
     if max_pixels is not None and width * height > max_pixels:
-        raise BadImageError(
-            path, f"{width}x{height} is {width * height / 1e6:.1f} megapixels, over data.max_image_pixels "
-            f"({max_pixels / 1e6:g} megapixels); not decoded"
-        )
+        raise BadImageError(path, f"{width}x{height} = {width * height:,} pixels, over data.max_image_pixels = {max_pixels:,}; not decoded")
 
 
 def _to_rgb(img: Image.Image) -> Image.Image:

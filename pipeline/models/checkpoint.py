@@ -72,7 +72,7 @@ def load_checkpoint(path: Path, trusted: bool = False) -> dict[str, Any]:
                 f"{path}: holds objects other than tensors and plain values, refused (weights_only); "
                 "set model.trusted_checkpoint = true only for a checkpoint you trust"
             ) from None
-        raise CheckpointError(f"{path}: not a readable torch checkpoint (corrupt or truncated)") from None
+        raise CheckpointError(f"{path}: not a readable torch checkpoint (corrupt, truncated or not written by torch.save)") from None
     except Exception as exc:  # corrupt zip, truncated file, not a torch file
         raise CheckpointError(f"{path}: not a readable torch checkpoint (corrupt or truncated: {type(exc).__name__}: {_first_sentence(exc)})") from None
     _check_contents(path, data)

@@ -185,7 +185,7 @@ def _check_listed(m: Manifest) -> None:
     referenced += [(f"precisions.{p}.optimized", f.optimized) for p, f in m.precisions.items() if f.optimized]
     referenced += [(f"engines[{i}].path", e.path) for i, e in enumerate(m.engines)]
     required = REQUIRED_FILES + ((BUILD_PLAN,) if m.target.backend == "tensorrt" else ())
-    referenced += [("a device's required file", rel) for rel in required]
+    referenced += [("required file", rel) for rel in required]
     for where, rel in referenced:
         if rel not in m.files:
             raise ValueError(f"{where} {rel!r} is not listed in files")
