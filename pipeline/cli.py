@@ -239,7 +239,7 @@ TARGET_COLUMNS = ["target", "backend", "CC", "JetPack", "TensorRT", "DLA", "work
 def targets(config: ConfigOption = Path("pipeline.toml"), as_json: JsonOption = False) -> None:
     """List the targets of the configuration."""
     cfg = _config(config)
-    aliases: dict = {}
+    aliases: dict[str, list[str]] = {}
     for alias, name in cfg.aliases.items():
         aliases.setdefault(name, []).append(alias)
     if as_json:
