@@ -1,31 +1,34 @@
-"""Content-hash cache, atomic writes, hashing and bundle paths.
+"""Content-hash cache, atomic writes, hashing, locks and bundle paths.
 
 A stage's cache key is the hash of its inputs' content and of the configuration it uses. Its
 outputs are written into a temporary folder that is renamed into place only once the stage
 finished and its record is written, so a build killed at any point leaves either a complete
-cache entry or none, and the next run resumes from the last complete stage.
+cache entry or none, and the next run resumes from the last complete stage. Two processes that
+need the same entry (or the same bundle) take turns through a lock file (see `exclusive_lock`).
 """
 
 from __future__ import annotations
 
-from pipeline.errors import PathEscapeError
+from pipeline.errors import LockError, PathEscapeError
 
+import errno
 import hashlib
 import json
 import os
 import shutil
+import socket
 import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import Any, Dict, Optional
 
 RECORD_NAME = "record.json"
 
 
-def _process_umask() -> int:
+def process_umask() -> int:
     """The process umask (reading it means setting it: put it straight back)."""
     mask = os.umask(0)
     os.umask(mask)
@@ -46,17 +49,37 @@ def sha256_json(value: Any) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
+def with_path(exc: OSError, path: Path) -> OSError:
+    """`exc`, naming `path` when it names no file (a failed write() knows no file name).
+
+    numpy reports a short write as "N requested and M written" without an errno; on a local
+    file that only happens when the disk (or the quota) is full, so it becomes ENOSPC.
+    """
+    if exc.filename:
+        return exc
+    code = exc.errno
+    if code is None and "requested and" in str(exc):
+        code = errno.ENOSPC
+    return OSError(code, exc.strerror or str(exc), str(path))
+
+
 @contextmanager
 def atomic_path(target: Path) -> Iterator[Path]:
-    """Yield a temporary path beside `target`; it replaces `target` only if the block succeeds."""
+    """Yield a temporary path beside `target`; it replaces `target` only if the block succeeds.
+
+    The rename replaces a symbolic link at `target` instead of writing through it, so a link
+    planted in an output folder never redirects a write elsewhere.
+    """
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     os.close(fd)
     tmp = Path(tmp_name)
-    os.chmod(tmp, 0o666 & ~_process_umask())  # mkstemp makes 0600 files; outputs are ordinary files
+    os.chmod(tmp, 0o666 & ~process_umask())  # mkstemp makes 0600 files; outputs are ordinary files
     try:
         yield tmp
         os.replace(tmp, target)
+    except OSError as exc:
+        raise with_path(exc, target) from exc
     finally:
         tmp.unlink(missing_ok=True)
 
@@ -77,6 +100,17 @@ def write_bytes_atomic(target: Path, data: Any) -> None:
             handle.write(data)
 
 
+def save_array(target: Path, array: Any) -> None:
+    """np.save to `target`; a failed write names the file (and "disk full" when it is)."""
+    import numpy as np
+
+    try:
+        with open(target, "wb") as handle:
+            np.save(handle, array)
+    except OSError as exc:
+        raise with_path(exc, target) from exc
+
+
 def read_json(path: Path) -> Any:
     return json.loads(path.read_text(encoding="utf-8"))
 
@@ -90,6 +124,98 @@ def safe_relative(root: Path, relative: str) -> Path:
     if not candidate.is_relative_to(root.resolve()):
         raise PathEscapeError(f"path {relative!r} leaves the bundle folder")
     return root / pure
+
+
+def refuse_symlinks(root: Path) -> None:
+    """Refuse any symbolic link inside `root`: a link could point a read or a write outside it."""
+    for folder, dirs, files in os.walk(root):  # os.walk lists a linked folder but never enters it
+        for name in sorted(dirs + files):
+            path = Path(folder, name)
+            if path.is_symlink():
+                raise PathEscapeError(f"{path}: a symbolic link inside {root}, refused (only plain files and folders belong there)")
+
+
+# ---------------------------------------------------------------------------------------------
+# Locks: one writer per bundle and per cache entry
+
+
+@dataclass(frozen=True)
+class LockHolder:
+    """Who holds a lock: written into the lock file by the holder, read by whoever waits."""
+
+    pid: int
+    host: str
+    since_utc: str
+
+    def describe(self) -> str:
+        return f"pid {self.pid} on {self.host} (since {self.since_utc})"
+
+
+# Lock files this process holds, with their depth. flock belongs to an open file, so taking the
+# same lock twice in one process (a build that finishes its own bundle) would wait for itself.
+_HELD: Dict[str, int] = {}
+LOCK_POLL_S = 0.2
+
+
+@contextmanager
+def exclusive_lock(lock_file: Path, what: str, on_wait: Optional[Callable[[str], Any]] = None,
+                   timeout_s: Optional[float] = None) -> Iterator[None]:
+    """Hold `lock_file` exclusively (fcntl.flock) while the block runs.
+
+    The kernel drops a flock when its holder exits, killed or not, so a lock is never stale and
+    lock files are never deleted (deleting one would let two processes lock different files).
+    A second process waits, telling `on_wait` once whom it waits for, or, past `timeout_s`,
+    raises LockError naming the holder.
+    """
+    lock_file.parent.mkdir(parents=True, exist_ok=True)
+    key = str(lock_file.resolve())
+    if key in _HELD:
+        _HELD[key] += 1
+        try:
+            yield
+        finally:
+            _HELD[key] -= 1
+        return
+    fd = os.open(lock_file, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        _acquire(fd, what, on_wait, timeout_s)
+        _HELD[key] = 1
+        try:
+            yield
+        finally:
+            del _HELD[key]
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def _acquire(fd: int, what: str, on_wait: Optional[Callable[[str], Any]], timeout_s: Optional[float]) -> None:
+    import fcntl  # POSIX (Linux, Jetson): the only platforms the pipeline runs on
+
+    deadline = None if timeout_s is None else time.monotonic() + timeout_s
+    told = False
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            break
+        except BlockingIOError:
+            pass
+        holder = _read_holder(fd)
+        if deadline is not None and time.monotonic() >= deadline:
+            raise LockError(f"{what} is locked by {holder}: another build is writing it; run again when it has finished")
+        if not told and on_wait is not None:
+            on_wait(f"waiting for {what}: locked by {holder}")
+            told = True
+        time.sleep(LOCK_POLL_S)
+    info = LockHolder(os.getpid(), socket.gethostname(), time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, json.dumps(asdict(info)).encode("utf-8"), 0)
+
+
+def _read_holder(fd: int) -> str:
+    try:
+        return LockHolder(**json.loads(os.pread(fd, 4096, 0).decode("utf-8"))).describe()
+    except (ValueError, TypeError, OSError):  # written a moment ago, or by an older tool
+        return "another process"
 
 
 @dataclass
@@ -126,10 +252,15 @@ StageBody = Callable[[Path], tuple[dict[str, str], dict[str, Any]]]
 
 
 class StageCache:
-    """Stage outputs under `<root>/<stage>/<key>/`, each with its `record.json`."""
+    """Stage outputs under `<root>/<stage>/<key>/`, each with its `record.json`.
 
-    def __init__(self, root: Path) -> None:
+    One process at a time makes an entry (lock `<stage>/.<key>.lock`); another build that
+    needs the same entry waits and then finds it made.
+    """
+
+    def __init__(self, root: Path, on_wait: Optional[Callable[[str], Any]] = None) -> None:
         self.root = root
+        self.on_wait = on_wait
 
     def key(self, stage: str, inputs: dict[str, str], config: dict[str, Any], version: str) -> str:
         return sha256_json({"stage": stage, "version": version, "inputs": inputs, "config": config})[:24]
@@ -159,32 +290,35 @@ class StageCache:
         name -> file name inside workdir, and JSON-able facts worth recording.
         """
         key = self.key(stage, inputs, config, version)
-        hit = self.lookup(stage, key)
+        hit = self.lookup(stage, key)  # entries appear by rename: one that exists is complete
         if hit is not None:
             return hit
         stage_dir = self.root / stage
-        stage_dir.mkdir(parents=True, exist_ok=True)
-        self._remove_leftovers(stage_dir)
-        workdir = Path(tempfile.mkdtemp(prefix=f".{key}.", suffix=".partial", dir=stage_dir))
+        with exclusive_lock(stage_dir / f".{key}.lock", f"cache entry {stage_dir / key}", self.on_wait):
+            hit = self.lookup(stage, key)  # made by the build this one waited for
+            if hit is not None:
+                return hit
+            self._remove_leftovers(stage_dir)
+            record = StageRecord(stage, key, inputs, config, versions, 0.0, {})
+            return self._make(stage_dir, record, body)
+
+    @staticmethod
+    def _make(stage_dir: Path, record: StageRecord, body: StageBody) -> StageResult:
+        """Run `body` in a fresh folder and rename it into place with its record."""
+        workdir = Path(tempfile.mkdtemp(prefix=f".{record.key}.", suffix=".partial", dir=stage_dir))
         try:
             started = time.perf_counter()
-            outputs, details = body(workdir)
-            record = StageRecord(
-                stage=stage,
-                key=key,
-                inputs=inputs,
-                config=config,
-                versions=versions,
-                wall_s=round(time.perf_counter() - started, 3),
-                outputs=outputs,
-                details=details,
-                created_utc=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            )
+            record.outputs, record.details = body(workdir)
+            record.wall_s = round(time.perf_counter() - started, 3)
+            record.created_utc = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
             write_json_atomic(workdir / RECORD_NAME, record.to_dict())
-            final = stage_dir / key
+            final = stage_dir / record.key
             if final.exists():  # an older incomplete entry with the same key
                 shutil.rmtree(final)
             os.replace(workdir, final)
+        except OSError as exc:
+            shutil.rmtree(workdir, ignore_errors=True)
+            raise with_path(exc, stage_dir) from exc
         except BaseException:
             shutil.rmtree(workdir, ignore_errors=True)
             raise
@@ -192,6 +326,12 @@ class StageCache:
 
     @staticmethod
     def _remove_leftovers(stage_dir: Path) -> None:
-        """Folders of a run that was killed mid-stage; never reused."""
+        """Folders of runs killed mid-stage; never reused. A folder whose key another process
+        has locked is that process's work in progress and stays."""
         for leftover in stage_dir.glob(".*.partial"):
-            shutil.rmtree(leftover, ignore_errors=True)
+            key = leftover.name.split(".")[1]
+            try:
+                with exclusive_lock(stage_dir / f".{key}.lock", str(leftover), timeout_s=0):
+                    shutil.rmtree(leftover, ignore_errors=True)
+            except LockError:
+                continue

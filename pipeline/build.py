@@ -43,7 +43,23 @@ class EngineStep:
 
 
 def build(config: Config, options: BuildOptions, log: Optional[StageLog] = None) -> BuildOutcome:
+    """Every stage for one target, then its bundle; one build of a bundle at a time.
+
+    A second build of the same bundle waits for the first (then finds every stage cached) or,
+    past `options.lock_timeout_s`, fails naming the holder. Success is only reported for a
+    bundle that passes the same check as `verify`.
+    """
+    from pipeline.stages.bundle import bundle_lock, verify_bundle
+
     ctx = BuildContext.open(config, options, log)
+    with bundle_lock(ctx.bundle_dir, ctx.log.message, options.lock_timeout_s):
+        outcome = _build_locked(ctx)
+        verify_bundle(outcome.bundle)
+    return outcome
+
+
+def _build_locked(ctx: BuildContext) -> BuildOutcome:
+    options = ctx.options
     graphs = make_graphs(ctx)
     engine = engine_step(ctx, graphs)
     validation = validate_step(ctx, graphs)
@@ -72,7 +88,7 @@ def make_graphs(ctx: BuildContext) -> Graphs:
 
     config, cache, log, progress = ctx.config, ctx.cache, ctx.log, ctx.options.progress
     model = load_model(config)  # a bad checkpoint fails before any data work
-    data = log.run("data", lambda: prepare_data_cached(config, cache, progress))
+    data = log.run("data", lambda: prepare_data_cached(config, cache, progress, model.classes))
     opset = ctx.target.opset or config.export.opset
     check = data.evaluation.crops[: config.export.check_images]
     exported = log.run("export", lambda: run_export(config, cache, model, check, data.content_hash, opset))

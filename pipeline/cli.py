@@ -6,10 +6,12 @@ Errors the user can fix are printed as one line starting with `error:` and exit 
 
 from __future__ import annotations
 
+import json
 import sys
+from collections.abc import Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, List, Optional
 
 import typer
 from rich.console import Console
@@ -28,6 +30,9 @@ err = Console(stderr=True, highlight=False)
 out = Console(highlight=False)
 
 ConfigOption = Annotated[Path, typer.Option("--config", "-c", help="Configuration file.")]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table (for scripts).")]
+LockTimeoutOption = Annotated[Optional[float], typer.Option(
+    "--lock-timeout", min=0, help="Seconds to wait while another process writes the same bundle (default: wait until it is done; 0: fail at once).")]
 EXIT_CONFIG = 2
 
 
@@ -53,12 +58,14 @@ def build(
     no_gate: Annotated[bool, typer.Option("--no-gate", help="Report budget failures without failing the build.")] = False,
     dla_core: Annotated[Optional[int], typer.Option("--dla-core", min=0, help="Plan the FP16/INT8 engines for this DLA core (GPU fallback on); a TensorRT target with DLA only.")] = None,
     no_progress: Annotated[bool, typer.Option("--no-progress", help="No progress bars (logs, CI).")] = False,
+    lock_timeout: LockTimeoutOption = None,
 ) -> None:
     """Run every stage for a target and write its bundle to engines/<model>-<target>/."""
     from pipeline.context import BuildOptions, StageLog
 
     cfg = _config(config)
-    options = BuildOptions(target=target, config_path=config, gate=not no_gate, progress=not no_progress, require_engine=require_engine, dla_core=dla_core)
+    options = BuildOptions(target=target, config_path=config, gate=not no_gate, progress=not no_progress, require_engine=require_engine,
+                           dla_core=dla_core, lock_timeout_s=lock_timeout)
     with _user_errors():
         target_name, target_config = cfg.target(target)
         if dla_core is not None and (target_config.backend != "tensorrt" or bundle is not None):
@@ -66,7 +73,7 @@ def build(
         if dry_run:
             _print_plans(cfg, options)
             return
-        log = StageLog(on_stage=_print_stage, on_message=lambda text: err.print(text, markup=False, soft_wrap=True))
+        log = StageLog(on_stage=_print_stage, on_message=_say)
         if bundle is not None:
             from pipeline.finish import finish_bundle
 
@@ -102,6 +109,10 @@ def _user_errors():
         fail(_first_line(exc))
     except OSError as exc:
         fail(_os_error(exc))
+
+
+def _say(text: str) -> None:
+    err.print(text, markup=False, soft_wrap=True)
 
 
 def _first_line(exc: BaseException) -> str:
@@ -203,44 +214,79 @@ def train(
 def models(
     input_size: Annotated[int, typer.Option("--input-size", min=32, help="Square input resolution (a multiple of 32).")] = 224,
     output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Also write the table as JSON here.")] = None,
+    as_json: JsonOption = False,
 ) -> None:
     """Params and FLOPs of VT-ResNet-18/34 against ResNet-18/34 (paper width, 1000 classes)."""
-    from rich.table import Table
-
     from pipeline.artifacts import write_json_atomic
     from pipeline.models.profile import compare_paper_models
 
     stats = compare_paper_models(input_size=input_size)
-    table = Table(title=f"models at {input_size}x{input_size}")
-    for column in ("model", "params (M)", "GFLOPs", "GMACs"):
-        table.add_column(column, justify="right")
-    for s in stats:
-        table.add_row(s.name, f"{s.params / 1e6:.2f}", f"{s.flops / 1e9:.3f}", f"{s.macs / 1e9:.3f}")
-    out.print(table)
+    records = [dict(s.__dict__) for s in stats]
     if output:
-        write_json_atomic(output, [s.__dict__ for s in stats])
+        with _user_errors():
+            write_json_atomic(output, records)
+    if as_json:
+        _print_json(records)
+        return
+    rows = [[s.name, f"{s.params / 1e6:.2f}", f"{s.flops / 1e9:.3f}", f"{s.macs / 1e9:.3f}"] for s in stats]
+    _print_listing(f"models at {input_size}x{input_size}", ["model", "params (M)", "GFLOPs", "GMACs"], rows)
+
+
+TARGET_COLUMNS = ["target", "backend", "CC", "JetPack", "TensorRT", "DLA", "workspace", "batch min/opt/max", "precisions", "budget ms"]
 
 
 @app.command()
-def targets(config: ConfigOption = Path("pipeline.toml")) -> None:
+def targets(config: ConfigOption = Path("pipeline.toml"), as_json: JsonOption = False) -> None:
     """List the targets of the configuration."""
-    from rich.table import Table
-
     cfg = _config(config)
-    aliases = {name: alias for alias, name in cfg.aliases.items()}
-    table = Table(title=f"targets ({config})")
-    for column in ("target", "backend", "CC", "JetPack", "TensorRT", "DLA", "workspace", "batch min/opt/max", "precisions", "budget ms"):
-        table.add_column(column)
+    aliases: dict[str, list[str]] = {}
+    for alias, name in cfg.aliases.items():
+        aliases.setdefault(name, []).append(alias)
+    if as_json:
+        _print_json([{"name": name, "aliases": aliases.get(name, []), **t.model_dump(mode="json")} for name, t in cfg.targets.items()])
+        return
+    rows = []
     for name, t in cfg.targets.items():
-        label = f"{name} ({aliases[name]})" if name in aliases else name
+        label = f"{name} ({', '.join(aliases[name])})" if name in aliases else name
         gpu = t.backend == "tensorrt"  # workspace, DLA and batch profile only mean something to TensorRT
-        table.add_row(
+        rows.append([
             label, t.backend, t.compute_capability or "-", t.jetpack or "-", ", ".join(t.tensorrt_versions) or "-",
             str(t.dla_cores) if gpu else "-", f"{t.workspace_mib} MiB" if gpu else "-",
             f"{t.profile.min}/{t.profile.opt}/{t.profile.max}" if gpu else "-",
             ", ".join(t.precisions), f"{t.latency_budget_ms:g}" if t.latency_budget_ms else "-",
-        )
-    out.print(table)
+        ])
+    _print_listing(f"targets ({config})", TARGET_COLUMNS, rows)
+
+
+def _print_json(value: Any) -> None:
+    out.print(json.dumps(value, indent=2), markup=False, highlight=False, soft_wrap=True)
+
+
+def listing_table(title: str, columns: Sequence[str], rows: List[List[str]]):
+    """A rich table whose cells fold onto more lines when the terminal is narrow: never cut."""
+    from rich.table import Table
+
+    table = Table(title=title)
+    for column in columns:
+        table.add_column(column, overflow="fold", no_wrap=False)
+    for row in rows:
+        table.add_row(*row)
+    return table
+
+
+def plain_listing(title: str, columns: Sequence[str], rows: List[List[str]]) -> str:
+    """Aligned plain text, as wide as its content: what a pipe or a file gets (no width to fit)."""
+    widths = [max(len(cell) for cell in cells) for cells in zip(columns, *rows)]
+    lines = [title, "  ".join(c.ljust(w) for c, w in zip(columns, widths)).rstrip(), "  ".join("-" * w for w in widths)]
+    lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in rows]
+    return "\n".join(lines)
+
+
+def _print_listing(title: str, columns: Sequence[str], rows: List[List[str]]) -> None:
+    if out.is_terminal:
+        out.print(listing_table(title, columns, rows))
+    else:
+        out.print(plain_listing(title, columns, rows), markup=False, highlight=False, soft_wrap=True)
 
 
 @app.command()
@@ -250,9 +296,12 @@ def report(
     output: Annotated[Optional[Path], typer.Option("--output", "-o", help="With a baseline: also write the comparison as Markdown to this file.")] = None,
     max_slowdown: Annotated[float, typer.Option(min=0, help="Latency regression: p50 at batch 1 slower than the baseline by more than this fraction ...")] = 0.10,
     min_slowdown_ms: Annotated[float, typer.Option(min=0, help="... and by more than this many milliseconds.")] = 0.1,
+    lock_timeout: LockTimeoutOption = None,
 ) -> None:
     """Re-render a bundle's report (Markdown, HTML, plots) from its report.json; with BASELINE, compare the two and fail on regression."""
-    from pipeline.stages.bundle import update_manifest, verify_bundle
+    from contextlib import nullcontext
+
+    from pipeline.stages.bundle import bundle_lock, update_manifest, verify_bundle
     from pipeline.stages.report import RENDERED, rerender
 
     if baseline is not None:
@@ -260,7 +309,8 @@ def report(
 
         _compare_reports(bundle, baseline, output, LatencyRule(max_slowdown, min_slowdown_ms))
         return
-    with _user_errors():
+    # A folder that does not exist gets its one-line error from rerender, and no lock file.
+    with _user_errors(), (bundle_lock(bundle, _say, lock_timeout) if bundle.is_dir() else nullcontext()):
         if (bundle / "manifest.json").is_file():
             # Never re-hash a bundle whose data changed behind its back; only renderings are re-made.
             verify_bundle(bundle, regenerable=RENDERED)

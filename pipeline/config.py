@@ -1,29 +1,37 @@
 """pipeline.toml -> typed, validated configuration, including the targets table.
 
 Every section is a pydantic model with ``extra="forbid"``, so a misspelt key is an error rather
-than a silently ignored setting. Errors are turned into one line that names the file and the key.
+than a silently ignored setting, and ``strict=True``, so ``"20"`` is not a number and ``"yes"``
+not a boolean (TOML has real types; a quoted value is a mistake). An integer is still accepted
+where a float is expected (``lr = 1`` means 1.0). Errors are turned into one line that names the
+file and the key.
 """
 
 from __future__ import annotations
 
 import tomllib
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Literal, Optional, Tuple
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, Strict, ValidationError, model_validator
 
-from pipeline.data.preprocess import PreprocessSpec
-from pipeline.errors import ConfigError
+from pipeline.data.preprocess import DEFAULT_MAX_IMAGE_PIXELS, PreprocessSpec
+from pipeline.errors import ConfigError, first_validation_error
 from pipeline.metrics import Budget
 
 DEFAULT_CONFIG_PATH = Path("pipeline.toml")
 
 Precision = Literal["fp32", "fp16", "int8", "int8-trt"]
 CalibrationMethod = Literal["entropy", "minmax", "percentile"]
+# TOML has no path or tuple type: a path is a string and a tuple an array, so these two types
+# accept those (and only those) even though the sections are strict.
+TomlPath = Annotated[Path, Strict(False)]
+Finite = Annotated[float, Field(allow_inf_nan=False)]
+PositiveFinite = Annotated[float, Field(gt=0, allow_inf_nan=False)]
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
 
 class ModelConfig(_Section):
@@ -31,7 +39,7 @@ class ModelConfig(_Section):
     # `module:factory` that returns an nn.Module from the checkpoint's spec. The built-in VT is
     # the default; any torch classifier can go through the pipeline the same way.
     factory: str = Field("pipeline.models.vt:build_model", pattern=r"^[\w.]+:\w+$")
-    checkpoint: Path = Path("models/vt_demo.pt")
+    checkpoint: TomlPath = Path("models/vt_demo.pt")
     # Checkpoints are untrusted input: full unpickling only when the user opts in.
     trusted_checkpoint: bool = False
 
@@ -40,14 +48,17 @@ class DataConfig(_Section):
     source: Literal["generated", "imagefolder", "ilsvrc-val"] = "generated"
     # generated: folder of the generated set (made on demand); imagefolder: <root>/<class>/*;
     # ilsvrc-val: the flat folder of validation JPEGs.
-    root: Path = Path("data/demo/val")
-    ilsvrc_solution: Path | None = None
-    ilsvrc_synsets: Path | None = None
+    root: TomlPath = Path("data/demo/val")
+    ilsvrc_solution: Optional[TomlPath] = None
+    ilsvrc_synsets: Optional[TomlPath] = None
     calib_per_class: int = Field(10, ge=1)
     eval_per_class: int = Field(20, ge=1)
     seed: int = 0
     # Generated set only: images per class made for the calibration/evaluation pool.
     generated_per_class: int = Field(30, ge=2)
+    # Images with more pixels are skipped (and counted) before they are decoded: see
+    # DEFAULT_MAX_IMAGE_PIXELS for why this default.
+    max_image_pixels: int = Field(DEFAULT_MAX_IMAGE_PIXELS, ge=1)
 
     @model_validator(mode="after")
     def _ilsvrc_files(self) -> "DataConfig":
@@ -59,8 +70,8 @@ class DataConfig(_Section):
 class PreprocessingConfig(_Section):
     resize: int = Field(128, ge=1)
     crop: int = Field(112, ge=1)
-    mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
-    std: tuple[float, float, float] = (0.229, 0.224, 0.225)
+    mean: Annotated[Tuple[Finite, Finite, Finite], Strict(False)] = (0.485, 0.456, 0.406)
+    std: Annotated[Tuple[PositiveFinite, PositiveFinite, PositiveFinite], Strict(False)] = (0.229, 0.224, 0.225)
 
     @model_validator(mode="after")
     def _crop_fits(self) -> "PreprocessingConfig":
@@ -79,7 +90,7 @@ class TrainConfig(_Section):
     tokens: int = Field(8, ge=1)
     token_channels: int = Field(64, ge=4)
     heads: int = Field(4, ge=1)
-    train_root: Path = Path("data/demo/train")
+    train_root: TomlPath = Path("data/demo/train")
     train_per_class: int = Field(120, ge=1)
     epochs: int = Field(12, ge=1)
     batch_size: int = Field(32, ge=1)
@@ -113,7 +124,7 @@ class PrecisionConfig(_Section):
 
 
 class ValidateConfig(_Section):
-    batch_sizes: tuple[Annotated[int, Field(ge=1)], ...] = Field((1, 8), min_length=1)
+    batch_sizes: Annotated[Tuple[Annotated[int, Field(ge=1)], ...], Strict(False)] = Field((1, 8), min_length=1)
     warmup: int = Field(10, ge=0)
     runs: int = Field(100, ge=1)
     threads: int = Field(0, ge=0)  # 0: ONNX Runtime's default (all physical cores)
@@ -138,12 +149,12 @@ class TargetConfig(_Section):
     # "auto": whatever GPU is found (desktop); otherwise "major.minor", e.g. "8.7" for Orin.
     compute_capability: str | None = Field(None, pattern=r"^(auto|\d+\.\d+)$")
     jetpack: str | None = None
-    tensorrt_versions: tuple[str, ...] = ()
+    tensorrt_versions: Annotated[Tuple[str, ...], Strict(False)] = ()
     dla_cores: int = Field(0, ge=0)
     use_dla: bool = False
     workspace_mib: int = Field(1024, ge=16)
     profile: BatchProfile = BatchProfile()
-    precisions: tuple[Precision, ...] = ("fp32", "fp16", "int8")
+    precisions: Annotated[Tuple[Precision, ...], Strict(False)] = ("fp32", "fp16", "int8")
     latency_budget_ms: float | None = Field(None, gt=0)
     opset: int | None = Field(None, ge=13, le=23)
 
@@ -172,12 +183,12 @@ class Config(_Section):
     budgets: dict[Precision, Budget] = {}
     targets: dict[str, TargetConfig] = {}
     aliases: dict[str, str] = {}
-    cache_dir: Path = Path(".cache")
-    engines_dir: Path = Path("engines")
+    cache_dir: TomlPath = Path(".cache")
+    engines_dir: TomlPath = Path("engines")
     # Paths in the file are relative to the file's folder; this records that folder.
-    base_dir: Path = Path(".")
+    base_dir: TomlPath = Path(".")
 
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True, strict=True)
 
     @model_validator(mode="after")
     def _aliases_resolve(self) -> "Config":
@@ -202,14 +213,6 @@ class Config(_Section):
         return self.budgets.get(precision)  # type: ignore[call-overload]
 
 
-def _describe(error: dict) -> str:
-    location = ".".join(str(part) for part in error["loc"] if part != "validate_")
-    if error["type"] == "extra_forbidden":
-        return f"unknown key '{location}'"
-    message = error["msg"].removeprefix("Value error, ")
-    return f"key '{location}': {message}" if location else message
-
-
 def load_config(path: Path | None = None) -> Config:
     """Read and validate a pipeline.toml. Any problem raises ConfigError with one line."""
     path = path or DEFAULT_CONFIG_PATH
@@ -225,6 +228,4 @@ def load_config(path: Path | None = None) -> Config:
     try:
         return Config.model_validate(raw)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
-        raise ConfigError(f"{path}: {_describe(first)}{more}") from None
+        raise ConfigError(f"{path}: {first_validation_error(exc)}") from None

@@ -21,6 +21,8 @@ class BuildOptions:
     progress: bool = True
     require_engine: bool = False
     dla_core: Optional[int] = None
+    # How long to wait for another build of the same bundle: None waits until it is done, 0 fails at once.
+    lock_timeout_s: Optional[float] = None
 
 
 @dataclass
@@ -79,7 +81,9 @@ class BuildContext:
     @classmethod
     def open(cls, config: Config, options: BuildOptions, log: Optional[StageLog] = None) -> "BuildContext":
         target_name, target = config.target(options.target)
-        return cls(config, target_name, target, options, StageCache(config.path(config.cache_dir)), log or StageLog())
+        log = log or StageLog()
+        cache = StageCache(config.path(config.cache_dir), on_wait=log.message)  # says whom it waits for
+        return cls(config, target_name, target, options, cache, log)
 
     @property
     def bundle_name(self) -> str:

@@ -36,3 +36,25 @@ class PlanError(VtEdgeError, ValueError):
 
 class PathEscapeError(VtEdgeError, ValueError):
     """A bundle-relative path that would leave its folder."""
+
+
+class LockError(VtEdgeError):
+    """Another process holds a bundle or cache entry this one must write; the message names it."""
+
+
+def describe_validation(error: dict) -> str:
+    """One pydantic error (an item of `ValidationError.errors()`) as `key 'a.b': message`."""
+    location = ".".join(str(part) for part in error["loc"] if part != "validate_")
+    if error["type"] == "extra_forbidden":
+        return f"unknown key '{location}'"
+    message = error["msg"]
+    if message.startswith("Value error, "):  # raised by our own validators: the text says it all
+        message = message[len("Value error, "):]
+    return f"key '{location}': {message}" if location else message
+
+
+def first_validation_error(exc: Exception) -> str:
+    """A pydantic ValidationError as one line: its first error, and how many more there are."""
+    errors = exc.errors()  # type: ignore[attr-defined]
+    more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+    return describe_validation(errors[0]) + more

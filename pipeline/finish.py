@@ -70,7 +70,27 @@ def _build_engines(bundle: Path, manifest: Dict[str, Any], plans: List[Any], trt
 
 
 def finish_bundle(config: Config, options: BuildOptions, bundle: Path, log: Log = print) -> BuildOutcome:
-    """Build and validate the bundle's TensorRT engines on this device; update report and manifest."""
+    """Build and validate the bundle's TensorRT engines on this device; update report and manifest.
+
+    One process at a time writes the bundle; the finished bundle passes `verify`'s check.
+    """
+    from pipeline.stages.bundle import bundle_lock, verify_bundle
+
+    with bundle_lock(bundle, log, options.lock_timeout_s):
+        _remove_partial_writes(bundle)
+        outcome = _finish(config, options, bundle, log)
+        verify_bundle(bundle)
+    return outcome
+
+
+def _remove_partial_writes(bundle: Path) -> None:
+    """Temporary files of a finish that was killed mid-write (see artifacts.atomic_path)."""
+    for leftover in bundle.rglob(".*.tmp"):
+        if leftover.is_file() and not leftover.is_symlink():
+            leftover.unlink()
+
+
+def _finish(config: Config, options: BuildOptions, bundle: Path, log: Log) -> BuildOutcome:
     from pipeline.backends.tensorrt import resolve_plan
     from pipeline.stages.bundle import update_manifest
     from pipeline.stages.report import check_gate, render_report

@@ -91,7 +91,7 @@ def latency_metrics(samples_ms: np.ndarray, batch: int) -> LatencyMetrics:
 class Budget(BaseModel):
     """How much a precision may lose against FP32 (`[budgets.<precision>]` in pipeline.toml)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)  # like every config section
 
     max_top1_drop: float = Field(1.0, ge=0)  # percentage points below FP32
     min_agreement: float = Field(0.98, ge=0, le=1)  # top-1 agreement with FP32

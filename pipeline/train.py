@@ -94,8 +94,8 @@ def train_model(config: Config, output: Path, progress: bool = True) -> TrainRes
     train_spec = PreprocessSpec(resize=pp.resize, crop=pp.resize, mean=pp.mean, std=pp.std)
     train_set = ensure_generated(config.path(tc.train_root), tc.train_per_class, GENERATED_TRAIN_SEED)
     holdout_set = _holdout_set(config)
-    train_data = load_crops(train_set.samples, train_spec, progress=progress)
-    holdout = load_crops(holdout_set.samples, eval_spec, progress=progress)
+    train_data = load_crops(train_set.samples, train_spec, progress=progress, max_pixels=config.data.max_image_pixels)
+    holdout = load_crops(holdout_set.samples, eval_spec, progress=progress, max_pixels=config.data.max_image_pixels)
 
     spec = model_spec_from(tc, num_classes=len(train_set.classes))
     model = build_model(spec)
@@ -127,7 +127,7 @@ def train_model(config: Config, output: Path, progress: bool = True) -> TrainRes
             if not progress:  # logs and CI still see how training goes
                 print(f"epoch {epoch + 1}/{tc.epochs} loss {running / seen:.3f} ({time.perf_counter() - started:.0f} s)", flush=True)
 
-    train_eval = load_crops(train_set.samples, eval_spec)
+    train_eval = load_crops(train_set.samples, eval_spec, max_pixels=config.data.max_image_pixels)
     train_acc = evaluate_accuracy(model, train_eval.crops, train_eval.labels, eval_spec)
     holdout_acc = evaluate_accuracy(model, holdout.crops, holdout.labels, eval_spec)
     wall_s = time.perf_counter() - started

@@ -169,3 +169,58 @@ def test_device_finish_needs_neither_torch_nor_onnxruntime(jetson_project):
     result = subprocess.run([sys.executable, "-c", code], cwd=folder, capture_output=True, text=True, env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"})
     assert result.returncode == 1
     assert "Traceback" not in result.stderr and "TensorRT is not installed" in result.stderr
+
+
+def test_off_target_bundle_validates_against_the_schema_file(jetson_project):
+    jsonschema = pytest.importorskip("jsonschema")
+    folder, _ = jetson_project
+    schema = json.loads((ROOT / "docs/manifest.schema.json").read_text())
+    manifest = json.loads((folder / BUNDLE / "manifest.json").read_text())
+    jsonschema.validate(manifest, schema)
+    assert "build_plan.json" in manifest["files"]  # the contract requires it of a TensorRT bundle
+
+
+def test_a_simulated_device_finish_leaves_a_bundle_that_verifies(jetson_project, tmp_path, monkeypatch):
+    """The finish's own bookkeeping (engines, timing caches, report, manifest) on a host without
+    TensorRT: the engine builder writes placeholder files and the "engines" run the precision
+    graphs on ONNX Runtime. What is checked is that the finished bundle passes verify's check."""
+    import shutil
+    import types
+
+    from pipeline import backends
+    from pipeline.artifacts import write_bytes_atomic
+    from pipeline.backends import tensorrt
+    from pipeline.backends.onnxruntime import OrtRunner, SessionSettings
+    from pipeline.backends.tensorrt import GpuInfo, TensorRTInfo
+    from pipeline.config import load_config
+    from pipeline.context import BuildOptions
+    from pipeline.finish import finish_bundle
+    from pipeline.names import onnx_file
+    from pipeline.stages import engine
+
+    folder, _ = jetson_project
+    copy = tmp_path / "project"
+    shutil.copytree(folder, copy, ignore=shutil.ignore_patterns(".cache", "data"))
+    bundle = copy / BUNDLE
+
+    def fake_build(plan, bundle_dir, trt=None, log=print, *, gpu=None):
+        write_bytes_atomic(bundle_dir / plan.engine, f"engine {plan.precision}".encode())
+        write_bytes_atomic(bundle_dir / plan.timing_cache, b"cache")
+        return bundle_dir / plan.engine
+
+    trt = TensorRTInfo("10.3.0.30", 10, 3, 0, module=types.ModuleType("tensorrt"))
+    monkeypatch.setattr(tensorrt, "find_tensorrt", lambda: trt)
+    monkeypatch.setattr(tensorrt, "gpu_device", lambda: GpuInfo("Orin (simulated)", "8.7", 1 << 30, "none"))
+    monkeypatch.setattr(engine, "host_mismatch", lambda *args: None)
+    monkeypatch.setattr(tensorrt, "build_engine", fake_build)
+    monkeypatch.setattr(tensorrt, "TensorRTRunner", lambda path, trt, name: OrtRunner(name, bundle / onnx_file(name), SessionSettings()))
+    assert backends  # the package whose module attributes are replaced above
+    (bundle / "engines").mkdir(exist_ok=True)
+    (bundle / "engines/.left.engine.abc.tmp").write_bytes(b"partial")  # a finish killed mid-write
+    messages: list = []
+    outcome = finish_bundle(load_config(copy / "pipeline.toml"), BuildOptions(target="jetson", progress=False), bundle, messages.append)
+    manifest = verify_bundle(bundle)
+    assert manifest["pending"] == [] and sorted(e["precision"] for e in manifest["engines"]) == ["fp16", "fp32", "int8-trt"]
+    assert not outcome.gate_failures and manifest["versions"]["tensorrt"] == "10.3.0.30"
+    jsonschema = pytest.importorskip("jsonschema")
+    jsonschema.validate(manifest, json.loads((ROOT / "docs/manifest.schema.json").read_text()))

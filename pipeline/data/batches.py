@@ -11,9 +11,10 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
+from PIL import Image
 
 from .imagenet import Sample
-from .preprocess import BadImageError, PreprocessSpec, crop_uint8, load_rgb, normalize
+from .preprocess import DEFAULT_MAX_IMAGE_PIXELS, BadImageError, PreprocessSpec, crop_uint8, load_rgb, normalize
 
 __all__ = ["LoadedCrops", "load_crops"]
 
@@ -35,15 +36,31 @@ class LoadedCrops:
         return normalize(self.crops, spec)
 
 
-def _crop_one(sample: Sample, spec: PreprocessSpec) -> np.ndarray | str:
+def _crop_one(sample: Sample, spec: PreprocessSpec, max_pixels: int) -> np.ndarray | str:
     """The crop, or the reason the image was skipped."""
     try:
-        return crop_uint8(load_rgb(sample.path), spec)
+        return crop_uint8(load_rgb(sample.path, max_pixels), spec)
     except BadImageError as exc:
         return exc.reason
     except (OSError, ValueError, MemoryError) as exc:
         # e.g. an image too large to resize in memory: skip it rather than stop the run.
         return f"{type(exc).__name__}: {exc}"
+
+
+@contextmanager
+def _decoder_limit() -> Iterator[None]:
+    """Pillow's own size check is off while the pool decodes: load_rgb checks every header
+    against ``max_pixels`` before decoding and gives a reason that is counted like any bad
+    image, whereas Pillow would print a raw DecompressionBombWarning over two lines, or refuse
+    at twice its own limit with its own wording, whatever limit was configured. The setting is
+    process-wide, so it is changed here, in the calling thread, around the pool.
+    """
+    saved = Image.MAX_IMAGE_PIXELS
+    Image.MAX_IMAGE_PIXELS = None
+    try:
+        yield
+    finally:
+        Image.MAX_IMAGE_PIXELS = saved
 
 
 @contextmanager
@@ -76,11 +93,13 @@ def load_crops(
     spec: PreprocessSpec,
     progress: bool = False,
     workers: int | None = None,
+    max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
 ) -> LoadedCrops:
     """Decode, resize and centre-crop every sample into one uint8 NCHW array.
 
-    Images that fail (truncated, not an image, ...) are listed in ``skipped`` with the
-    reason and left out of ``crops``/``labels``/``kept``; the order of the rest is kept.
+    Images that fail (truncated, not an image, over ``max_pixels``, ...) are listed in
+    ``skipped`` with the reason and left out of ``crops``/``labels``/``kept``; the order of
+    the rest is kept.
     Decoding runs in a small thread pool (PIL releases the GIL while decoding and resizing).
     """
     n = len(samples)
@@ -89,9 +108,9 @@ def load_crops(
     ok = np.zeros(n, dtype=bool)
     skipped: list[tuple[Path, str]] = []
     workers = workers or min(4, os.cpu_count() or 1)
-    with _progress(n, progress) as advance, ThreadPoolExecutor(max_workers=workers) as pool:
+    with _decoder_limit(), _progress(n, progress) as advance, ThreadPoolExecutor(max_workers=workers) as pool:
         # map() yields results in input order, so skipped files are reported in that order.
-        for i, result in enumerate(pool.map(lambda s: _crop_one(s, spec), samples)):
+        for i, result in enumerate(pool.map(lambda s: _crop_one(s, spec, max_pixels), samples)):
             if isinstance(result, str):
                 skipped.append((Path(samples[i].path), result))
             else:

@@ -12,6 +12,7 @@ Images depend only on ``(seed, class, index, size)``: the same arguments write t
 
 from __future__ import annotations
 
+from pipeline.artifacts import exclusive_lock
 from pipeline.errors import DataError
 
 import json
@@ -326,7 +327,14 @@ GENERATED_VAL_SEED = 2
 
 
 def ensure_generated(root: Path, per_class: int, seed: int) -> LabelledSet:
-    """The generated set at `root`, made first if it is not there yet."""
+    """The generated set at `root`, made first if it is not there yet.
+
+    One process makes it: two builds that start together would otherwise both write it and
+    swap it under each other's reads.
+    """
     if not root.is_dir():
-        generate_demo_set(root, per_class=per_class, seed=seed)
+        root.parent.mkdir(parents=True, exist_ok=True)
+        with exclusive_lock(root.parent / f".{root.name}.lock", f"generated image set {root}"):
+            if not root.is_dir():
+                generate_demo_set(root, per_class=per_class, seed=seed)
     return read_image_folder(root)

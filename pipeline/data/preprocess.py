@@ -25,6 +25,7 @@ import numpy as np
 from PIL import Image
 
 __all__ = [
+    "DEFAULT_MAX_IMAGE_PIXELS",
     "BadImageError",
     "PreprocessSpec",
     "crop_uint8",
@@ -38,8 +39,15 @@ __all__ = [
 #: rescaling them, which turns almost every pixel of a 16-bit image white.
 _WIDE_MODES = frozenset({"I;16", "I;16L", "I;16B", "I;16N", "I;16S", "I", "F"})
 
+#: Largest image (width x height) decoded by default: 64 megapixels, e.g. 9238 x 6928. Every
+#: ImageNet photo is far below it (tens of megapixels at most) and so are today's camera and
+#: phone photos (up to ~50 MP), while one decoded RGB image stays under 200 MB, so the 4 decoders
+#: that run at once need < 0.8 GB: a Jetson's shared memory survives a hostile or mistaken
+#: 144-megapixel file. ``[data] max_image_pixels`` changes it.
+DEFAULT_MAX_IMAGE_PIXELS = 64_000_000
 
-class BadImageError(Exception):
+
+class BadImageError(DataError):
     """An image file that cannot be decoded or converted to RGB."""
 
     def __init__(self, path: str | Path, reason: str) -> None:
@@ -128,8 +136,11 @@ def _three_floats(name: str, value: Any) -> tuple[float, float, float]:
 # Decoding
 
 
-def load_rgb(path: str | Path) -> Image.Image:
+def load_rgb(path: str | Path, max_pixels: int | None = None) -> Image.Image:
     """Decode ``path`` completely and return an 8-bit ``RGB`` image.
+
+    With ``max_pixels``, an image whose header says it has more pixels is refused before its
+    pixels are decoded (opening reads the header only).
 
     Conversion rules (the C++ loader follows the same ones):
 
@@ -155,16 +166,24 @@ def load_rgb(path: str | Path) -> Image.Image:
     path = Path(path)
     try:
         with Image.open(path) as img:
+            _check_size(path, img.width, img.height, max_pixels)
             img.load()
             return _to_rgb(img)
     except BadImageError:
         raise
     except FileNotFoundError:
         raise BadImageError(path, "file not found") from None
+    except Image.DecompressionBombError as exc:  # Pillow's own limit, when it is the lower one
+        raise BadImageError(path, f"too large to decode ({exc})") from None
     except Image.UnidentifiedImageError:
         raise BadImageError(path, "not a recognised image file") from None
     except Exception as exc:  # noqa: BLE001 - decoders raise many types on corrupt input
         raise BadImageError(path, f"cannot decode ({type(exc).__name__}: {exc})") from None
+
+
+def _check_size(path: Path, width: int, height: int, max_pixels: int | None) -> None:
+    if max_pixels is not None and width * height > max_pixels:
+        raise BadImageError(path, f"{width}x{height} = {width * height:,} pixels, over data.max_image_pixels = {max_pixels:,}; not decoded")
 
 
 def _to_rgb(img: Image.Image) -> Image.Image:

@@ -52,21 +52,63 @@ def save_checkpoint(output: Path, model: Any, info: CheckpointInfo) -> None:
 def load_checkpoint(path: Path, trusted: bool = False) -> dict[str, Any]:
     """Read a checkpoint; untrusted by default (weights_only), with one-line errors."""
     import pickle
+    import warnings
 
     import torch
 
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: checkpoint not found (train one with `python -m pipeline train`)")
+        raise CheckpointError(f"{path}: checkpoint not found (train one with `python -m pipeline train`)")
+    if not _looks_like_torch_file(path):
+        raise CheckpointError(f"{path}: not a torch checkpoint (corrupt, truncated or another kind of file)")
     try:
-        data = torch.load(path, map_location="cpu", weights_only=not trusted)
-    except pickle.UnpicklingError:
-        raise CheckpointError(
-            f"{path}: holds objects other than tensors and plain values, refused (weights_only); "
-            "set model.trusted_checkpoint = true only for a checkpoint you trust"
-        ) from None
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch's notes on pickle protocols: the outcome is reported below
+            data = torch.load(path, map_location="cpu", weights_only=not trusted)
+    except pickle.UnpicklingError as exc:
+        # weights_only names the class it refused as an "Unsupported global"; any other
+        # unpickling failure means the bytes are not a pickle at all.
+        if not trusted and "Unsupported global" in str(exc):
+            raise CheckpointError(
+                f"{path}: holds objects other than tensors and plain values, refused (weights_only); "
+                "set model.trusted_checkpoint = true only for a checkpoint you trust"
+            ) from None
+        raise CheckpointError(f"{path}: not a readable torch checkpoint (corrupt, truncated or not written by torch.save)") from None
     except Exception as exc:  # corrupt zip, truncated file, not a torch file
-        raise CheckpointError(f"{path}: not a readable torch checkpoint ({type(exc).__name__}: {exc})") from None
+        raise CheckpointError(f"{path}: not a readable torch checkpoint (corrupt or truncated: {type(exc).__name__}: {_first_sentence(exc)})") from None
+    _check_contents(path, data)
+    return data
+
+
+def _looks_like_torch_file(path: Path) -> bool:
+    """torch.save writes a zip archive (or, in its legacy format, a pickle: first byte 0x80)."""
+    import zipfile
+
+    with open(path, "rb") as handle:
+        first = handle.read(1)
+    return first == b"\x80" or zipfile.is_zipfile(path)
+
+
+def _first_sentence(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0].split(". ")[0] if text else ""
+
+
+def _check_contents(path: Path, data: Any) -> None:
+    """A vt-edge checkpoint: weights, an architecture spec and at least one class name."""
     missing = [key for key in ("state_dict", "spec", "classes") if not isinstance(data, dict) or key not in data]
     if missing:
         raise CheckpointError(f"{path}: checkpoint lacks {', '.join(missing)} (expected a vt-edge checkpoint)")
-    return data
+    for key in ("state_dict", "spec"):
+        if not isinstance(data[key], dict):
+            raise CheckpointError(f"{path}: '{key}' must be a dict, got {type(data[key]).__name__}")
+    classes = data["classes"]
+    if not isinstance(classes, (list, tuple)) or not all(isinstance(c, str) for c in classes):
+        raise CheckpointError(f"{path}: 'classes' must be a list of class names, got {type(classes).__name__}")
+    if not classes:
+        raise CheckpointError(f"{path}: the checkpoint lists no classes (a classifier needs at least one)")
+    names = data.get("class_names", classes)
+    if not isinstance(names, (list, tuple)) or len(names) != len(classes) or not all(isinstance(n, str) for n in names):
+        raise CheckpointError(f"{path}: 'class_names' must be {len(classes)} strings, one per class")
+    declared = data["spec"].get("num_classes")
+    if declared is not None and declared != len(classes):
+        raise CheckpointError(f"{path}: spec says num_classes {declared!r} but the checkpoint lists {len(classes)} classes")

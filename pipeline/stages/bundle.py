@@ -1,8 +1,9 @@
-"""bundle: engine bundles in engines/<name>/: the manifest (docs/bundle-format.md), assembly
-and verification.
+"""bundle: engine bundles in engines/<name>/: assembly, locking and verification.
 
-A bundle is assembled in a hidden sibling folder and swapped in with renames, so a reader never
-sees a half-written bundle, and a build killed mid-copy leaves the previous bundle intact.
+The manifest's contract is `pipeline.stages.manifest.Manifest` (docs/bundle-format.md). A
+bundle is assembled in a hidden sibling folder of its own and swapped in with renames, so a
+reader never sees a half-written bundle, and a build killed mid-copy leaves the previous bundle
+intact. One process at a time writes a bundle (`bundle_lock`).
 """
 
 from __future__ import annotations
@@ -10,18 +11,30 @@ from __future__ import annotations
 import os
 import shlex
 import shutil
-from collections.abc import Iterable
+import tempfile
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Dict, Optional
 
-from pipeline.artifacts import read_json, safe_relative, sha256_file, write_json_atomic
-from pipeline.errors import BundleError
+from pydantic import ValidationError
+
+from pipeline.artifacts import exclusive_lock, process_umask, read_json, refuse_symlinks, safe_relative, sha256_file, write_json_atomic
+from pipeline.errors import BundleError, PathEscapeError, first_validation_error
 from pipeline.host import tool_versions
 from pipeline.names import INPUT_NAME, OUTPUT_NAME, onnx_file
+from pipeline.stages.manifest import FORMAT_VERSION, Manifest
 
-FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
+
+
+@contextmanager
+def bundle_lock(bundle: Path, on_wait: Optional[Callable[[str], Any]] = None, timeout_s: Optional[float] = None) -> Iterator[None]:
+    """Only the holder writes `bundle` (build, device finish, report). The lock file sits beside
+    the bundle, not in it, because a bundle holds only what its manifest lists."""
+    with exclusive_lock(bundle.parent / f".{bundle.name}.lock", str(bundle), on_wait, timeout_s):
+        yield
 
 
 def file_table(folder: Path) -> dict[str, dict[str, Any]]:
@@ -38,19 +51,24 @@ class BundleContents:
 
 
 def write_bundle(destination: Path, contents: BundleContents) -> Path:
-    """Assemble the bundle beside `destination`, write its manifest, and swap it in."""
+    """Assemble the bundle beside `destination`, write its manifest, and swap it in.
+
+    The caller holds `bundle_lock(destination)`: leftovers of killed runs are removed here, and
+    the staging folder's name is unique anyway, so no two writers ever share one.
+    """
     parent = destination.parent
     parent.mkdir(parents=True, exist_ok=True)
-    staging = parent / f".{destination.name}.staging"
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir()
+    _remove_leftovers(destination)
+    staging = Path(tempfile.mkdtemp(prefix=f".{destination.name}.staging-", dir=parent))
     try:
+        staging.chmod(0o777 & ~process_umask())  # mkdtemp makes it private; a bundle is ordinary data
         for rel, source in contents.files.items():
             target = safe_relative(staging, rel)
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(source, target)
         manifest = dict(contents.manifest)
         manifest["files"] = file_table(staging)
+        checked_manifest(manifest, staging / MANIFEST)  # a build never writes a bundle verify would refuse
         write_json_atomic(staging / MANIFEST, manifest)
         _swap_in(staging, destination)
     except BaseException:
@@ -59,13 +77,18 @@ def write_bundle(destination: Path, contents: BundleContents) -> Path:
     return destination
 
 
+def _remove_leftovers(destination: Path) -> None:
+    for pattern in (f".{destination.name}.staging-*", f".{destination.name}.old-*", f".{destination.name}.staging", f".{destination.name}.old"):
+        for leftover in destination.parent.glob(pattern):
+            shutil.rmtree(leftover, ignore_errors=True)
+
+
 def _swap_in(staging: Path, destination: Path) -> None:
-    old = destination.parent / f".{destination.name}.old"
-    shutil.rmtree(old, ignore_errors=True)
-    if destination.exists():
-        os.replace(destination, old)
+    old = Path(tempfile.mkdtemp(prefix=f".{destination.name}.old-", dir=destination.parent))
+    if destination.exists() or destination.is_symlink():
+        os.replace(destination, old / destination.name)
     os.replace(staging, destination)
-    shutil.rmtree(old, ignore_errors=True)
+    shutil.rmtree(old, ignore_errors=True)  # rmtree removes links, never what they point to
 
 
 def update_manifest(bundle: Path, changed: Iterable[str], updates: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -79,11 +102,23 @@ def update_manifest(bundle: Path, changed: Iterable[str], updates: dict[str, Any
     for rel in changed:
         path = safe_relative(bundle, rel)
         manifest["files"][rel] = {"sha256": sha256_file(path), "bytes": path.stat().st_size}
+    checked_manifest(manifest, bundle / MANIFEST)
     write_json_atomic(bundle / MANIFEST, manifest)
     return manifest
 
 
+def checked_manifest(manifest: Any, path: Path) -> Manifest:
+    """`manifest` as the typed Manifest, or BundleError naming the file and the first bad key."""
+    if isinstance(manifest, dict) and manifest.get("format_version") != FORMAT_VERSION:
+        raise BundleError(f"{path}: unsupported format_version {manifest.get('format_version')!r} (this tool reads {FORMAT_VERSION})")
+    try:
+        return Manifest.model_validate(manifest)
+    except ValidationError as exc:
+        raise BundleError(f"{path}: {first_validation_error(exc)}") from None
+
+
 def read_manifest(bundle: Path) -> dict[str, Any]:
+    """The bundle's manifest.json, checked against the Manifest contract (as a plain dict)."""
     path = bundle / MANIFEST
     if not path.is_file():
         raise BundleError(f"{path}: not found (is {bundle} a bundle folder?)")
@@ -93,40 +128,30 @@ def read_manifest(bundle: Path) -> dict[str, Any]:
         raise BundleError(f"{path}: not valid JSON ({exc})") from None
     if not isinstance(manifest, dict):
         raise BundleError(f"{path}: must be a JSON object")
-    version = manifest.get("format_version")
-    if version != FORMAT_VERSION:
-        raise BundleError(f"{path}: unsupported format_version {version!r} (this tool reads {FORMAT_VERSION})")
-    for key in ("name", "target", "model", "input", "preprocessing", "labels", "files", "precisions"):
-        if key not in manifest:
-            raise BundleError(f"{path}: missing key '{key}'")
-    files = manifest["files"]
-    if not isinstance(files, dict) or not all(_is_file_entry(entry) for entry in files.values()):
-        raise BundleError(f"{path}: key 'files' must map paths to {{sha256: 64 hex chars, bytes: int}}")
+    checked_manifest(manifest, path)
     return manifest
 
 
-def _is_file_entry(entry: Any) -> bool:
-    return (
-        isinstance(entry, dict)
-        and isinstance(entry.get("sha256"), str)
-        and len(entry["sha256"]) == 64
-        and isinstance(entry.get("bytes"), int)
-    )
-
-
 def verify_bundle(bundle: Path, allow_unlisted: bool = False, regenerable: Iterable[str] = ()) -> dict[str, Any]:
-    """Check every listed file's SHA-256 and size, that no path leaves the bundle, and (unless
-    `allow_unlisted`) that the bundle holds no file the manifest does not list. `regenerable`
-    files (renderings about to be re-made from verified data) may be missing or changed."""
+    """The one bundle check (verify, report, the device finish, build's up-to-date test).
+
+    The manifest must satisfy its contract; no symbolic link may sit in the bundle; every
+    listed file must be there with its SHA-256 and size; and (unless `allow_unlisted`) the bundle
+    holds no file the manifest does not list. `regenerable` files (renderings about to be
+    re-made from verified data) may be missing or changed.
+    """
+    if not bundle.is_dir():
+        raise BundleError(f"{bundle}: not a folder (is it a bundle?)")
+    try:
+        refuse_symlinks(bundle)
+    except PathEscapeError as exc:
+        raise BundleError(str(exc)) from None
     manifest = read_manifest(bundle)
     skip = set(regenerable)
     for rel, entry in manifest["files"].items():
         if rel in skip:
             continue
-        try:
-            path = safe_relative(bundle, rel)
-        except ValueError as exc:
-            raise BundleError(f"{bundle / MANIFEST}: {exc}") from None
+        path = safe_relative(bundle, rel)  # the contract has refused '..' and absolute paths already
         if not path.is_file():
             raise BundleError(f"{path}: listed in the manifest but missing")
         if path.stat().st_size != entry["bytes"] or sha256_file(path) != entry["sha256"]:
@@ -140,8 +165,6 @@ def verify_bundle(bundle: Path, allow_unlisted: bool = False, regenerable: Itera
 
 def file_table_names(folder: Path) -> list[str]:
     return [p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file() and p.name != MANIFEST]
-
-
 
 
 # ---------------------------------------------------------------------------------------------

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, List, Optional
 
 import numpy as np
 
-from pipeline.artifacts import StageCache, sha256_file, sha256_json
+from pipeline.artifacts import StageCache, save_array, sha256_file, sha256_json
 from pipeline.config import Config
+from pipeline.errors import DataError
 from pipeline.data import (
     GENERATED_VAL_SEED,
     LabelledSet,
@@ -76,25 +77,62 @@ def write_lists(config: Config, dataset: LabelledSet) -> tuple[Path, Path, list,
     return calib_list, eval_list, calib, evaluation
 
 
-def prepare_data_cached(config: Config, cache: StageCache, progress: bool = True) -> DataSplit:
-    """Choose and record the subsets; decode their crops unless the cache has them."""
+def check_classes(config: Config, dataset: LabelledSet, model_classes: List[str]) -> None:
+    """The image set's classes are the checkpoint's, in the same order: label i must mean the
+    class the model's output i was trained for, or every accuracy number is meaningless."""
+    checkpoint = config.path(config.model.checkpoint)
+    if dataset.num_classes == 0:
+        raise DataError(f"{dataset.root}: no classes (a classifier is evaluated on at least one)")
+    if dataset.num_classes != len(model_classes):
+        raise DataError(
+            f"{dataset.root} has {dataset.num_classes} classes but the checkpoint {checkpoint} has "
+            f"{len(model_classes)}: the image set must hold the checkpoint's classes"
+        )
+    for index, (found, expected) in enumerate(zip(dataset.classes, model_classes)):
+        if found != expected:
+            raise DataError(
+                f"{dataset.root}: class {index} is {found!r} but the checkpoint {checkpoint} calls class {index} "
+                f"{expected!r} ({len(model_classes)} classes each): the folders must be the checkpoint's classes, in its order"
+            )
+
+
+def _usable(loaded: Any, root: Path, role: str) -> None:
+    """At least one image of the subset decoded: nothing downstream can run on none."""
+    if len(loaded) == 0:
+        where = f"; first: {loaded.skipped[0][0]}: {loaded.skipped[0][1]}" if loaded.skipped else ""
+        raise DataError(f"{root}: none of the {len(loaded.skipped)} {role} images could be used (all skipped{where})")
+
+
+def prepare_data_cached(config: Config, cache: StageCache, progress: bool = True,
+                        model_classes: Optional[List[str]] = None) -> DataSplit:
+    """Choose and record the subsets; decode their crops unless the cache has them.
+
+    `model_classes` (the checkpoint's) are checked against the image set's before anything
+    is decoded.
+    """
     dataset = open_dataset(config)
+    if model_classes is not None:
+        check_classes(config, dataset, model_classes)
     calib_list, eval_list, calib, evaluation = write_lists(config, dataset)
     spec = config.preprocessing.spec()
+    max_pixels = config.data.max_image_pixels
     inputs = {"calibration": sha256_file(calib_list), "evaluation": sha256_file(eval_list)}
 
     def body(workdir: Path) -> tuple[dict[str, str], dict[str, Any]]:
         outputs, details = {}, {}
         for role, samples in (("calib", calib), ("eval", evaluation)):
-            loaded = load_crops(samples, spec, progress=progress)
-            np.save(workdir / f"{role}_crops.npy", loaded.crops)
-            np.save(workdir / f"{role}_labels.npy", loaded.labels)
+            loaded = load_crops(samples, spec, progress=progress, max_pixels=max_pixels)
+            _usable(loaded, dataset.root, "calibration" if role == "calib" else "evaluation")
+            save_array(workdir / f"{role}_crops.npy", loaded.crops)
+            save_array(workdir / f"{role}_labels.npy", loaded.labels)
             outputs[f"{role}_crops"] = f"{role}_crops.npy"
             outputs[f"{role}_labels"] = f"{role}_labels.npy"
             details[f"{role}_skipped"] = [[str(p), why] for p, why in loaded.skipped]
         return outputs, details
 
-    result = cache.run("data", inputs, spec.to_dict(), {}, body, "1")
+    # The decoder limit decides which images are skipped, so it is part of the data's identity.
+    settings = {**spec.to_dict(), "max_image_pixels": max_pixels}
+    result = cache.run("data", inputs, settings, {}, body, "1")
     arrays = {name: result.output(name) for name in result.record.outputs}
     return DataSplit(
         calib=_subset(arrays, result.record.details, "calib"),
@@ -102,7 +140,7 @@ def prepare_data_cached(config: Config, cache: StageCache, progress: bool = True
         calib_list=calib_list,
         eval_list=eval_list,
         spec=spec,
-        content_hash=sha256_json([inputs, spec.to_dict()])[:32],
+        content_hash=sha256_json([inputs, settings])[:32],
         arrays=arrays,
         cached=result.cached,
     )

@@ -20,7 +20,7 @@ from pipeline.artifacts import StageCache, StageResult, sha256_file
 from pipeline.backends.onnxruntime import onnx_logits
 from pipeline.config import Config
 from pipeline.data import normalize
-from pipeline.errors import StageError
+from pipeline.errors import ModelError, StageError
 from pipeline.graph import onnx_node_table
 from pipeline.names import INPUT_NAME, OUTPUT_NAME
 
@@ -46,9 +46,56 @@ def resolve_factory(reference: str) -> Callable[..., Any]:
     module_name, _, attr = reference.partition(":")
     try:
         factory = getattr(importlib.import_module(module_name), attr)
-    except (ImportError, AttributeError) as exc:
-        raise ExportError(f"model.factory {reference!r} cannot be imported: {exc}") from None
+    except Exception as exc:  # importing runs the module's code: whatever it raises is the factory's problem
+        raise ModelError(f"model.factory {reference!r} cannot be imported: {_first_line(exc)}") from None
+    if not callable(factory):
+        raise ModelError(f"model.factory {reference!r} is a {type(factory).__name__}, not a function")
     return factory
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text.splitlines()[0]}" if text else type(exc).__name__
+
+
+def build_module(reference: str, spec: dict[str, Any], checkpoint: Path) -> Any:
+    """The factory's module for the checkpoint's spec; any failure is one line naming the factory."""
+    import torch
+
+    factory = resolve_factory(reference)
+    try:
+        if reference == "pipeline.models.vt:build_model":
+            from pipeline.models import ModelSpec
+
+            module = factory(ModelSpec.from_dict(spec))
+        else:
+            module = factory(**spec)
+    except Exception as exc:  # a factory is the user's code: its error is theirs to fix, in one line
+        raise ModelError(f"model.factory {reference!r} failed on the spec of {checkpoint}: {_first_line(exc)}") from None
+    if not isinstance(module, torch.nn.Module):
+        raise ModelError(f"model.factory {reference!r} returned a {type(module).__name__}, not a torch.nn.Module")
+    return module
+
+
+def load_weights(module: Any, state_dict: dict[str, Any], checkpoint: Path, reference: str) -> None:
+    """Load the checkpoint's weights; a mismatch names the first differing key and both shapes."""
+    own = module.state_dict()
+    for key, value in state_dict.items():
+        shape = tuple(getattr(value, "shape", ()))
+        if key in own and tuple(own[key].shape) != shape:
+            raise ModelError(
+                f"{checkpoint}: weight '{key}' has shape {list(shape)} in the checkpoint but "
+                f"{list(own[key].shape)} in the model that {reference} builds from its spec"
+            )
+    try:
+        missing, unexpected = module.load_state_dict(state_dict, strict=False)
+    except Exception as exc:  # e.g. a value that is not a tensor
+        raise ModelError(f"{checkpoint}: weights cannot be loaded into {reference}: {_first_line(exc)}") from None
+    if missing or unexpected:
+        raise ModelError(
+            f"{checkpoint}: weights do not match {reference} "
+            f"(missing {list(missing)[:3]}, unexpected {list(unexpected)[:3]})"
+        )
 
 
 def load_model(config: Config) -> LoadedModel:
@@ -57,19 +104,8 @@ def load_model(config: Config) -> LoadedModel:
 
     path = config.path(config.model.checkpoint)
     data = load_checkpoint(path, trusted=config.model.trusted_checkpoint)
-    factory = resolve_factory(config.model.factory)
-    if config.model.factory == "pipeline.models.vt:build_model":
-        from pipeline.models import ModelSpec
-
-        module = factory(ModelSpec.from_dict(data["spec"]))
-    else:
-        module = factory(**data["spec"])
-    missing, unexpected = module.load_state_dict(data["state_dict"], strict=False)
-    if missing or unexpected:
-        raise ExportError(
-            f"{path}: weights do not match {config.model.factory} "
-            f"(missing {list(missing)[:3]}, unexpected {list(unexpected)[:3]})"
-        )
+    module = build_module(config.model.factory, data["spec"], path)
+    load_weights(module, data["state_dict"], path, config.model.factory)
     classes = list(data["classes"])
     return LoadedModel(
         module=module.eval(),

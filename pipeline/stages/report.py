@@ -16,7 +16,7 @@ from typing import Any, Dict, List, Optional
 
 import numpy as np
 
-from pipeline.artifacts import read_json, sha256_file, write_json_atomic, write_text_atomic
+from pipeline.artifacts import read_json, refuse_symlinks, sha256_file, write_bytes_atomic, write_json_atomic, write_text_atomic
 from pipeline.errors import BundleError
 from pipeline.host import host_info, utc_now
 from pipeline.names import FP16, FP32, INT8_FLAVOURS, REFERENCE
@@ -90,7 +90,7 @@ def render_report(report: Dict[str, Any], folder: Path, crops_file: Optional[Pat
     written = []
     for figure in context["figures"]:
         path = folder / figure.file
-        path.write_bytes(figure.png)
+        write_bytes_atomic(path, figure.png)  # like every write into a bundle: whole, and never through a link
         written.append(path)
     write_json_atomic(folder / "report.json", report)
     write_text_atomic(folder / "report.md", template_environment(True).get_template("report.md.j2").render(**context))
@@ -115,6 +115,7 @@ def read_report(source: Path) -> Dict[str, Any]:
 def rerender(bundle: Path) -> List[Path]:
     """`python -m pipeline report <bundle>`: re-render from the bundle's report.json."""
     source = bundle / "report" / "report.json"
+    refuse_symlinks(bundle)  # the renderings are written into it
     if not source.is_file():
         raise BundleError(f"{source}: no report.json in this bundle (is {bundle} a bundle folder?)")
     report = read_report(source)

@@ -18,7 +18,7 @@ from typing import Any, Dict, List, Tuple
 
 import numpy as np
 
-from pipeline.artifacts import StageCache, StageResult
+from pipeline.artifacts import StageCache, StageResult, save_array
 from pipeline.backends.base import Runner
 from pipeline.config import Config
 from pipeline.host import host_info
@@ -138,7 +138,7 @@ def run_validation(config: Config, cache: StageCache, inputs: ValidationInputs, 
                 runners[precision] = (lambda: fp32) if precision == FP32 else (lambda p=precision, f=path: OrtRunner(p, f, session))
             results = validate_all(runners, evaluation, timing, progress)
         (workdir / "results.json").write_text(json.dumps(results_to_json(results)))
-        np.save(workdir / "fp32_logits.npy", evaluation.reference)
+        save_array(workdir / "fp32_logits.npy", evaluation.reference)
         return {"results": "results.json", "reference": "fp32_logits.npy"}, {"images": int(len(inputs.eval_labels))}
 
     return cache.run("validate", keys, settings, {"onnxruntime": onnxruntime.__version__}, body, STAGE_VERSION)

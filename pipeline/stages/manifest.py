@@ -1,0 +1,207 @@
+"""manifest: the typed contract of a bundle's manifest.json (docs/bundle-format.md).
+
+Every reader (verify, report, the device finish, build's up-to-date test) and the writer go
+through `Manifest`, so a manifest that one of them accepts, all of them accept, and the C++
+loader reads the same contract from docs/manifest.schema.json (generated from this model:
+`schema_text()`; a test keeps the committed file equal to it).
+
+The model checks what can be checked without the files: types and keys (nothing extra), that
+every path is bundle-relative and listed in `files`, that the files a device needs are listed,
+and that the class count agrees everywhere. The files themselves (present, hashes, no symbolic
+link, nothing unlisted) are checked by `pipeline.stages.bundle.verify_bundle`.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import PurePosixPath
+from typing import Annotated, Any, Dict, List, Literal, Optional, Tuple
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, Strict, model_validator
+
+from pipeline.names import INPUT_NAME, OUTPUT_NAME
+
+FORMAT_VERSION = 1
+# What a device needs besides the models: validation against the host's FP32 logits, and the report it updates.
+REFERENCE_FILES = ("reference/fp32_logits.npy", "reference/eval_set.json", "reference/eval_labels.npy", "reference/eval_crops.npy")
+REQUIRED_FILES = REFERENCE_FILES + ("report/report.json",)
+BUILD_PLAN = "build_plan.json"  # TensorRT targets: the device builds its engines from it
+
+Precision = Literal["fp32", "fp16", "int8", "int8-trt"]
+
+
+def _relative(path: str) -> str:
+    pure = PurePosixPath(path)
+    if not path.strip() or pure.is_absolute() or ".." in pure.parts or "\\" in path:
+        raise ValueError(f"path {path!r} leaves the bundle folder (paths are relative, without '..')")
+    return path
+
+
+RelPath = Annotated[str, Field(min_length=1, description="bundle-relative POSIX path, no '..'"), AfterValidator(_relative)]
+Sha256 = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
+Finite = Annotated[float, Field(allow_inf_nan=False)]
+PositiveFinite = Annotated[float, Field(gt=0, allow_inf_nan=False)]
+
+
+class _Strict(BaseModel):
+    # JSON has real types: "10" is not a count. Unknown keys are refused, as in pipeline.toml.
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+class TargetInfo(_Strict):
+    name: str = Field(min_length=1)
+    backend: Literal["onnxruntime", "tensorrt"]
+    compute_capability: Optional[str]
+    tensorrt_majors: List[int]
+
+
+class ModelInfo(_Strict):
+    name: str = Field(min_length=1)
+    arch: str
+    num_classes: int = Field(ge=1)
+    spec: Dict[str, Any]
+
+
+class InputInfo(_Strict):
+    name: Literal[INPUT_NAME]  # type: ignore[valid-type]
+    dtype: Literal["float32"]
+    layout: Literal["NCHW"]
+    shape: List[int] = Field(min_length=4, max_length=4)
+
+
+class OutputInfo(_Strict):
+    name: Literal[OUTPUT_NAME]  # type: ignore[valid-type]
+    dtype: Literal["float32"]
+    shape: List[int] = Field(min_length=2, max_length=2)
+
+
+class Preprocessing(_Strict):
+    resize: int = Field(ge=1)
+    crop: int = Field(ge=1)
+    mean: Annotated[Tuple[Finite, Finite, Finite], Strict(False)]  # a JSON array is the tuple
+    std: Annotated[Tuple[PositiveFinite, PositiveFinite, PositiveFinite], Strict(False)]
+    color: Literal["RGB"]
+    interpolation: Literal["bilinear"]
+    scale: PositiveFinite
+
+    @model_validator(mode="after")
+    def _crop_fits(self) -> "Preprocessing":
+        if self.crop > self.resize:
+            raise ValueError(f"preprocessing: crop ({self.crop}) exceeds resize ({self.resize})")
+        return self
+
+
+class PrecisionFiles(_Strict):
+    onnx: RelPath
+    optimized: Optional[RelPath]
+
+
+class BatchProfile(_Strict):
+    min: int = Field(ge=1)
+    opt: int = Field(ge=1)
+    max: int = Field(ge=1)
+
+
+class Engine(_Strict):
+    path: RelPath
+    precision: Precision
+    tensorrt_version: str
+    compute_capability: str
+    device_name: str
+    profile: BatchProfile
+    dla_core: Optional[int]
+    sha256: Sha256
+
+
+class FileEntry(_Strict):
+    sha256: Sha256
+    bytes: int = Field(ge=0)
+
+
+class HostInfo(_Strict):
+    platform: str
+    machine: str
+    cpu: str
+    cpu_count: Optional[int]
+    python: str
+
+
+class SessionInfo(_Strict):
+    graph_optimization: str
+    intra_op_threads: int
+    execution_mode: str
+    provider: str
+
+
+class Manifest(_Strict):
+    """manifest.json, format_version 1: the keys of docs/bundle-format.md, each required."""
+
+    format_version: Literal[1]
+    name: str = Field(min_length=1)
+    created_utc: str
+    target: TargetInfo
+    model: ModelInfo
+    input: InputInfo
+    output: OutputInfo
+    preprocessing: Preprocessing
+    labels: List[str]
+    precisions: Dict[Precision, PrecisionFiles] = Field(min_length=1)
+    engines: List[Engine]
+    files: Dict[RelPath, FileEntry] = Field(min_length=1)
+    versions: Dict[str, str]
+    host: HostInfo
+    rebuild_command: str
+    pending: List[str]
+    build_key: str
+    session: Optional[SessionInfo]
+
+    model_config = ConfigDict(
+        extra="forbid", strict=True, frozen=True, title="vt-edge bundle manifest",
+        json_schema_extra={"$schema": "https://json-schema.org/draft/2020-12/schema"},
+    )
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "Manifest":
+        _check_classes(self)
+        _check_listed(self)
+        return self
+
+
+def _check_classes(m: Manifest) -> None:
+    n = m.model.num_classes
+    if len(m.labels) != n:
+        raise ValueError(f"labels has {len(m.labels)} entries but model.num_classes is {n}")
+    if m.output.shape[-1] != n:
+        raise ValueError(f"output.shape {m.output.shape} does not end in model.num_classes ({n})")
+    if m.input.shape[1:] != [3, m.preprocessing.crop, m.preprocessing.crop]:
+        raise ValueError(f"input.shape {m.input.shape} is not [batch, 3, crop, crop] for crop {m.preprocessing.crop}")
+
+
+def _check_listed(m: Manifest) -> None:
+    """Every path the manifest refers to is one of its `files`, so the hashes cover it."""
+    if "fp32" not in m.precisions:
+        raise ValueError("precisions has no fp32 entry (the reference every precision is measured against)")
+    referenced = [(f"precisions.{p}.onnx", f.onnx) for p, f in m.precisions.items()]
+    referenced += [(f"precisions.{p}.optimized", f.optimized) for p, f in m.precisions.items() if f.optimized]
+    referenced += [(f"engines[{i}].path", e.path) for i, e in enumerate(m.engines)]
+    required = REQUIRED_FILES + ((BUILD_PLAN,) if m.target.backend == "tensorrt" else ())
+    referenced += [("required file", rel) for rel in required]
+    for where, rel in referenced:
+        if rel not in m.files:
+            raise ValueError(f"{where} {rel!r} is not listed in files")
+    for i, engine in enumerate(m.engines):
+        if engine.precision not in m.precisions:
+            raise ValueError(f"engines[{i}] is for precision {engine.precision!r}, which precisions does not list")
+        if engine.sha256 != m.files[engine.path].sha256:
+            raise ValueError(f"engines[{i}].sha256 differs from the files entry of {engine.path!r}")
+
+
+def schema() -> Dict[str, Any]:
+    """The JSON Schema of manifest.json (the C++ loader and other readers use it)."""
+    return Manifest.model_json_schema()
+
+
+def schema_text() -> str:
+    """docs/manifest.schema.json as committed: `python -c "from pipeline.stages.manifest import
+    schema_text; print(schema_text(), end='')" > docs/manifest.schema.json` re-makes it."""
+    return json.dumps(schema(), indent=2) + "\n"
