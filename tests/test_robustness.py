@@ -203,7 +203,7 @@ def test_report_plots_are_written_atomically_replacing_a_link(tmp_path):
     folder.mkdir()
     (folder / "latency.png").symlink_to(outside)
     result = {"precision": "fp32", "accuracy": {"top1": 1.0, "top5": 1.0, "agreement": 1.0, "cosine_mean": 1.0, "max_abs_error": 0.0},
-              "latency": [{"batch": 1, "p50_ms": 1.0, "p90_ms": 1.0, "p99_ms": 1.0, "throughput_ips": 1.0}], "samples_ms": {"1": [1.0, 1.1]}}
+              "latency": [{"batch": 1, "p50_ms": 1.0, "p90_ms": 1.0, "p99_ms": 1.0, "mean_ms": 1.05, "throughput_ips": 1.0, "runs": 2}], "samples_ms": {"1": [1.0, 1.1]}}
     report = {"bundle": "b", "target": "cpu", "backend": "onnxruntime", "model": {"arch": "x", "num_classes": 1, "checkpoint_sha256": "0" * 64},
               "results": [result], "created_utc": "now", "host": {}, "evaluation_images": 1, "calibration_images": 1}
     render_report(report, folder)
