@@ -16,11 +16,11 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import Any, Callable, Dict, Tuple
 
 RECORD_NAME = "record.json"
 
@@ -87,9 +87,14 @@ def safe_relative(root: Path, relative: str) -> Path:
     if pure.is_absolute() or ".." in pure.parts or relative.strip() == "":
         raise PathEscapeError(f"path {relative!r} leaves the bundle folder")
     candidate = (root / pure).resolve()
-    if not candidate.is_relative_to(root.resolve()):
+    if not _inside(candidate, root.resolve()):
         raise PathEscapeError(f"path {relative!r} leaves the bundle folder")
     return root / pure
+
+
+def _inside(path: Path, root: Path) -> bool:
+    """`path.is_relative_to(root)`, which Python 3.8 (JetPack 5) lacks."""
+    return path == root or root in path.parents
 
 
 @dataclass
@@ -122,7 +127,7 @@ class StageResult:
         return self.folder / self.record.outputs[name]
 
 
-StageBody = Callable[[Path], tuple[dict[str, str], dict[str, Any]]]
+StageBody = Callable[[Path], Tuple[Dict[str, str], Dict[str, Any]]]  # evaluated at import: typing forms (3.8)
 
 
 class StageCache:

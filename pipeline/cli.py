@@ -9,7 +9,7 @@ from __future__ import annotations
 import sys
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Optional
 
 import typer
 from rich.console import Console
@@ -17,6 +17,11 @@ from rich.markup import escape
 
 from pipeline.config import load_config
 from pipeline.errors import ConfigError, VtEdgeError
+
+try:
+    from typing import Annotated
+except ImportError:  # Python 3.8 (JetPack 5)
+    from typing_extensions import Annotated
 
 app = typer.Typer(
     help="vt-edge: trained Visual Transformer -> validated inference engine bundle.",

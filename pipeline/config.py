@@ -6,15 +6,25 @@ than a silently ignored setting. Errors are turned into one line that names the 
 
 from __future__ import annotations
 
-import tomllib
+import sys
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Dict, Literal, Optional, Tuple
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from pipeline.data.preprocess import PreprocessSpec
 from pipeline.errors import ConfigError
 from pipeline.metrics import Budget
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # Python 3.8 (JetPack 5) and 3.10 (JetPack 6): the same parser from PyPI
+    import tomli as tomllib
+
+try:
+    from typing import Annotated
+except ImportError:  # Python 3.8
+    from typing_extensions import Annotated
 
 DEFAULT_CONFIG_PATH = Path("pipeline.toml")
 
@@ -41,8 +51,8 @@ class DataConfig(_Section):
     # generated: folder of the generated set (made on demand); imagefolder: <root>/<class>/*;
     # ilsvrc-val: the flat folder of validation JPEGs.
     root: Path = Path("data/demo/val")
-    ilsvrc_solution: Path | None = None
-    ilsvrc_synsets: Path | None = None
+    ilsvrc_solution: Optional[Path] = None
+    ilsvrc_synsets: Optional[Path] = None
     calib_per_class: int = Field(10, ge=1)
     eval_per_class: int = Field(20, ge=1)
     seed: int = 0
@@ -59,8 +69,8 @@ class DataConfig(_Section):
 class PreprocessingConfig(_Section):
     resize: int = Field(128, ge=1)
     crop: int = Field(112, ge=1)
-    mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
-    std: tuple[float, float, float] = (0.229, 0.224, 0.225)
+    mean: Tuple[float, float, float] = (0.485, 0.456, 0.406)
+    std: Tuple[float, float, float] = (0.229, 0.224, 0.225)
 
     @model_validator(mode="after")
     def _crop_fits(self) -> "PreprocessingConfig":
@@ -113,7 +123,7 @@ class PrecisionConfig(_Section):
 
 
 class ValidateConfig(_Section):
-    batch_sizes: tuple[Annotated[int, Field(ge=1)], ...] = Field((1, 8), min_length=1)
+    batch_sizes: Tuple[Annotated[int, Field(ge=1)], ...] = Field((1, 8), min_length=1)
     warmup: int = Field(10, ge=0)
     runs: int = Field(100, ge=1)
     threads: int = Field(0, ge=0)  # 0: ONNX Runtime's default (all physical cores)
@@ -136,16 +146,16 @@ class TargetConfig(_Section):
     description: str = ""
     backend: Literal["onnxruntime", "tensorrt"]
     # "auto": whatever GPU is found (desktop); otherwise "major.minor", e.g. "8.7" for Orin.
-    compute_capability: str | None = Field(None, pattern=r"^(auto|\d+\.\d+)$")
-    jetpack: str | None = None
-    tensorrt_versions: tuple[str, ...] = ()
+    compute_capability: Optional[str] = Field(None, pattern=r"^(auto|\d+\.\d+)$")
+    jetpack: Optional[str] = None
+    tensorrt_versions: Tuple[str, ...] = ()
     dla_cores: int = Field(0, ge=0)
     use_dla: bool = False
     workspace_mib: int = Field(1024, ge=16)
     profile: BatchProfile = BatchProfile()
-    precisions: tuple[Precision, ...] = ("fp32", "fp16", "int8")
-    latency_budget_ms: float | None = Field(None, gt=0)
-    opset: int | None = Field(None, ge=13, le=23)
+    precisions: Tuple[Precision, ...] = ("fp32", "fp16", "int8")
+    latency_budget_ms: Optional[float] = Field(None, gt=0)
+    opset: Optional[int] = Field(None, ge=13, le=23)
 
     @model_validator(mode="after")
     def _consistent(self) -> "TargetConfig":
@@ -169,9 +179,9 @@ class Config(_Section):
     simplify: SimplifyConfig = SimplifyConfig()
     precision: PrecisionConfig = PrecisionConfig()
     validate_: ValidateConfig = Field(ValidateConfig(), alias="validate")
-    budgets: dict[Precision, Budget] = {}
-    targets: dict[str, TargetConfig] = {}
-    aliases: dict[str, str] = {}
+    budgets: Dict[Precision, Budget] = {}
+    targets: Dict[str, TargetConfig] = {}
+    aliases: Dict[str, str] = {}
     cache_dir: Path = Path(".cache")
     engines_dir: Path = Path("engines")
     # Paths in the file are relative to the file's folder; this records that folder.
@@ -206,7 +216,9 @@ def _describe(error: dict) -> str:
     location = ".".join(str(part) for part in error["loc"] if part != "validate_")
     if error["type"] == "extra_forbidden":
         return f"unknown key '{location}'"
-    message = error["msg"].removeprefix("Value error, ")
+    message = error["msg"]
+    if message.startswith("Value error, "):
+        message = message[len("Value error, "):]
     return f"key '{location}': {message}" if location else message
 
 
