@@ -97,6 +97,14 @@ def _inside(path: Path, root: Path) -> bool:
     return path == root or root in path.parents
 
 
+def path_for_user(path: Path, cwd: Path | None = None) -> str:
+    """`path` as typed from `cwd` (default: the current folder) in a printed command: relative
+    when it lies inside that folder, absolute otherwise; POSIX separators."""
+    target = Path(path).resolve()
+    here = Path(cwd or os.getcwd()).resolve()
+    return "." if target == here else target.relative_to(here).as_posix() if _inside(target, here) else target.as_posix()
+
+
 @dataclass
 class StageRecord:
     """What a stage did: recorded beside its outputs and in the bundle's build log."""

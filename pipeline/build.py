@@ -111,8 +111,11 @@ def _unchanged_bundle(ctx: BuildContext, engine: EngineStep) -> BuildOutcome:
     ctx.log.record(StageEntry("report", 0.0, True, ctx.bundle_dir))
     report = read_json(ctx.bundle_dir / "report" / "report.json")
     manifest = read_json(ctx.bundle_dir / "manifest.json")
+    from pipeline.stages.bundle import rebuild_command
+
+    # The command as typed from this folder (the manifest keeps the one of the build that wrote it).
     return BuildOutcome(ctx.bundle_dir, report, report["gate"]["failures"], list(manifest["pending"]), ctx.log.as_json(),
-                        manifest["rebuild_command"], engine.left_reason)
+                        rebuild_command(ctx, bool(manifest["pending"])), engine.left_reason)
 
 
 def _write_bundle(ctx: BuildContext, graphs: Graphs, engine: EngineStep, validation: StageResult, build_key: str) -> BuildOutcome:

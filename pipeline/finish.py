@@ -58,6 +58,8 @@ def _build_engines(bundle: Path, manifest: Dict[str, Any], plans: List[Any], trt
         path = bundle / plan.engine
         if plan.engine in manifest["files"]:  # verified above: same TensorRT, GPU and profile
             log(f"  {plan.precision}: {plan.engine} is in the bundle: reused")
+        elif path.is_file():  # built here under the name resolve_plan gives, e.g. by the printed trtexec line
+            log(f"  {plan.precision}: {plan.engine} was built on this device (trtexec?): validated and recorded, not rebuilt")
         else:
             path = build_engine(plan, bundle, trt, log=lambda m: log(f"  {m}"), gpu=gpu)
         engines.append({
@@ -92,21 +94,14 @@ def finish_bundle(config: Config, options: BuildOptions, bundle: Path, log: Log 
 
 def plans_for_device(bundle: Path, trt: Any) -> List[Any]:
     """The bundle's plans for the TensorRT found here: per precision, the most specific version."""
-    from pipeline.backends.tensorrt import read_build_plans
-    from pipeline.backends.tensorrt_plan import version_matches
+    from pipeline.backends.tensorrt import read_build_plans, select_plans
 
     plans = read_build_plans(bundle)
-    chosen: Dict[str, Any] = {}
-    for plan in plans:
-        if not version_matches(plan.tensorrt_version, trt.version):
-            continue
-        best = chosen.get(plan.precision)
-        if best is None or len(plan.tensorrt_version.replace("x", "")) > len(best.tensorrt_version.replace("x", "")):
-            chosen[plan.precision] = plan
+    chosen = select_plans(plans, trt.version)
     if not chosen:
         shipped = ", ".join(sorted({p.tensorrt_version for p in plans}))
         raise StageError(f"{bundle}/build_plan.json has no plan for TensorRT {trt.version} (plans for {shipped}); this device's TensorRT is not one the target ships")
-    return list(chosen.values())
+    return chosen
 
 
 def _bundled_evaluation(bundle: Path, manifest: Dict[str, Any]) -> Any:

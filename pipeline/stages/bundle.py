@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Dict, Optional
 
-from pipeline.artifacts import read_json, safe_relative, sha256_file, write_json_atomic
+from pipeline.artifacts import path_for_user, read_json, safe_relative, sha256_file, write_json_atomic
 from pipeline.errors import BundleError
 from pipeline.host import tool_versions
 from pipeline.names import INPUT_NAME, OUTPUT_NAME, onnx_file
@@ -185,12 +185,12 @@ def reference_files(data: Any, validation: Any) -> Dict[str, Path]:
 
 
 def rebuild_command(ctx: Any, pending: bool) -> str:
-    """The exact command that re-makes (or, with engines pending, finishes) this bundle."""
-    config_arg = shlex.quote(str(ctx.options.config_path))
+    """The exact command that re-makes (or, with engines pending, finishes) this bundle, with
+    --config and --bundle as typed from the current folder (the bundle lies beside the config)."""
+    config_arg = shlex.quote(path_for_user(ctx.options.config_path))
     command = f"python -m pipeline build --target {ctx.target_name} --config {config_arg}"
     if pending:
-        bundle_arg = shlex.quote(f"{ctx.config.engines_dir.as_posix()}/{ctx.bundle_name}")
-        command += f" --bundle {bundle_arg}"
+        command += f" --bundle {shlex.quote(path_for_user(ctx.bundle_dir))}"
     return command
 
 
