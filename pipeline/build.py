@@ -43,6 +43,7 @@ class EngineStep:
 
 
 def build(config: Config, options: BuildOptions, log: Optional[StageLog] = None) -> BuildOutcome:
+    _check_host_side()
     ctx = BuildContext.open(config, options, log)
     graphs = make_graphs(ctx)
     engine = engine_step(ctx, graphs)
@@ -59,6 +60,19 @@ def build(config: Config, options: BuildOptions, log: Optional[StageLog] = None)
     else:
         outcome = _write_bundle(ctx, graphs, engine, validation, build_key)
     return _finish_or_leave(ctx, outcome)
+
+
+def _check_host_side() -> None:
+    """Making a bundle is the host's side: Python 3.10+ and the `host` extra. One line, not a traceback."""
+    import importlib.util
+    import sys
+
+    device = "on a device, finish a bundle the host made with --bundle DIR"
+    if sys.version_info < (3, 10):
+        raise StageError(f"making a bundle needs Python 3.10+ (this is {sys.version_info[0]}.{sys.version_info[1]}); {device}")
+    missing = [name for name in ("torch", "onnx", "onnxruntime") if importlib.util.find_spec(name) is None]
+    if missing:
+        raise StageError(f"making a bundle needs the host packages ({', '.join(missing)} not installed: pip install -e '.[host]'); {device}")
 
 
 def make_graphs(ctx: BuildContext) -> Graphs:

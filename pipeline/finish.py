@@ -122,7 +122,7 @@ def validate_on_device(config: Config, bundle: Path, manifest: Dict[str, Any], e
     vc = config.validate_
     # Batch sizes beyond the engines' optimization profile cannot run; measure the ones that can.
     largest = min(e["profile"]["max"] for e in engines)
-    timing = Timing(tuple(b for b in vc.batch_sizes if b <= largest) or (1,), vc.warmup, vc.runs)
+    timing = Timing(tuple(b for b in vc.batch_sizes if b <= largest) or (1,), vc.warmup, vc.runs, infer_batch=largest)
     runners = {e["precision"]: (lambda e=e: TensorRTRunner(bundle / e["path"], trt, name=e["precision"])) for e in engines}
     measured = results_to_json(validate_all(runners, _bundled_evaluation(bundle, manifest), timing, progress))
     report = read_json(bundle / "report" / "report.json")

@@ -473,6 +473,40 @@ def test_runner_without_tensorrt(tmp_path, no_tensorrt):
         TensorRTRunner(engine)
 
 
+def test_runner_frees_its_stream_when_the_engine_does_not_load(tmp_path, monkeypatch):
+    closed = []
+
+    class Memory:  # what open_device_memory returns, recording close()
+        library, stream_handle = "stand-in", 0
+
+        def synchronize(self):
+            pass
+
+        def close(self):
+            closed.append(True)
+
+    class Logger:
+        WARNING = 2
+
+        def __init__(self, severity):
+            pass
+
+    class Runtime:
+        def __init__(self, logger):
+            pass
+
+        def deserialize_cuda_engine(self, data):
+            return None  # what TensorRT returns for an engine of another version or GPU
+
+    monkeypatch.setattr(tensorrt_runner, "open_device_memory", Memory)
+    engine = tmp_path / "m.engine"
+    engine.write_bytes(b"built elsewhere")
+    module = types.SimpleNamespace(Logger=Logger, Runtime=Runtime)
+    with pytest.raises(RunnerError, match="TensorRT 10.3.0 cannot load it"):
+        TensorRTRunner(engine, TensorRTInfo("10.3.0", 10, 3, 0, module=module))
+    assert closed == [True]  # a constructor that raises is never entered by `with`: it closes itself
+
+
 def test_device_memory_without_gpu():
     if gpu_device() is not None:
         pytest.skip("a GPU is present: covered by tests/gpu")

@@ -1,11 +1,10 @@
-#!/usr/bin/env python3
-"""A stand-in for trtexec (see ../README.md): the options the printed lines use, as the release
+"""A stand-in for trtexec (see README.md): the options the printed lines use, as the release
 in VTEDGE_FAKE_TRT_VERSION parses them; writes an engine the stand-in runtime loads."""
 
 import os
 import sys
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import tensorrt  # noqa: E402  the stand-in beside this folder
 
 MAJOR, MINOR = (int(p) for p in tensorrt.__version__.split(".")[:2])
