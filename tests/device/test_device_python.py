@@ -6,7 +6,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from conftest import ROOT
+from device_support import ROOT
 
 DEVICE_MODULES = (
     "pipeline.cli", "pipeline.finish", "pipeline.config", "pipeline.data", "pipeline.metrics", "pipeline.artifacts",

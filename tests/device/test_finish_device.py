@@ -15,7 +15,7 @@ import types
 
 import pytest
 
-from conftest import BUNDLE, ROOT, run_device
+from device_support import BUNDLE, ROOT, device_env, device_project, host_project, run_device  # noqa: F401 (fixtures)
 from pipeline.backends.tensorrt import GpuInfo, TensorRTInfo, resolve_plan
 from pipeline.finish import plans_for_device
 from pipeline.stages.bundle import verify_bundle

@@ -1,5 +1,8 @@
 """Device-side fixtures: the host's tiny jetson project as copied to a device, and the stand-ins
-for TensorRT, pycuda and trtexec (standins/README.md) that let the finish run without a GPU."""
+for TensorRT, pycuda and trtexec (standins/README.md) that let the finish run without a GPU.
+
+Not a conftest.py: tests/conftest.py is imported as `conftest` by the other test files, so the
+device tests import these fixtures by name from here."""
 
 from __future__ import annotations
 
