@@ -122,11 +122,11 @@ def validate_step(ctx: BuildContext, graphs: Graphs) -> StageResult:
 
 
 def _unchanged_bundle(ctx: BuildContext, engine: EngineStep) -> BuildOutcome:
+    from pipeline.stages.bundle import rebuild_command
+
     ctx.log.record(StageEntry("report", 0.0, True, ctx.bundle_dir))
     report = read_json(ctx.bundle_dir / "report" / "report.json")
     manifest = read_json(ctx.bundle_dir / "manifest.json")
-    from pipeline.stages.bundle import rebuild_command
-
     # The command as typed from this folder (the manifest keeps the one of the build that wrote it).
     return BuildOutcome(ctx.bundle_dir, report, report["gate"]["failures"], list(manifest["pending"]), ctx.log.as_json(),
                         rebuild_command(ctx, bool(manifest["pending"])), engine.left_reason)

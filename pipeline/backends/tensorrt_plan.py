@@ -25,10 +25,10 @@ of each release branch, github.com/NVIDIA/TensorRT, and the TensorRT 11.4 docume
   is "[Deprecated] ... a no-op", --fp16/--int8 no longer exist.
 - trtexec memory: `--memPoolSize=workspace:N` since 8.4, where `--workspace=N` became
   deprecated. A plain number means MiB on every version: 8.4-8.6 read it with `std::stod` as
-  MiB; 10.0 reads it as bytes-before-suffix and multiplies by 2^20 once (so `4096M` would be
-  scaled twice: 4096 TiB); 10.1+ appends a default `M` and divides back to MiB. So the line
-  never carries a suffix (samples/common/sampleOptions.cpp and sampleEngines.cpp of each
-  release branch). 8.4/8.5 build-only is `--buildOnly`; 8.6 deprecates it for
+  MiB; 10.0 multiplies the number by its suffix's unit and then by 2^20 again (a plain number is
+  MiB, but `4096M` becomes 4096 TiB: fixed in 10.1); 10.1+ appends a default `M` and divides
+  back to MiB. So the line never carries a suffix (samples/common/sampleOptions.cpp and
+  sampleEngines.cpp of each release branch). 8.4/8.5 build-only is `--buildOnly`; 8.6 deprecates it for
   `--skipInference`, which 10.x and 11.x keep.
 - DLA (`--useDLACore=N --allowGPUFallback`, `BuilderFlag.GPU_FALLBACK`) runs FP16 and INT8 only.
   TensorRT 11.4.1 supports DLA on AGX Orin under JetPack 7.2.2+ (11.0-11.4.0 do not), and its

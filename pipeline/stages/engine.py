@@ -122,8 +122,9 @@ def plans_by_release(plans: List[Any], trt: Any = None, gpu: Any = None) -> List
     found = f"{trt.major}.{trt.minor}.{trt.patch}" if trt is not None else None
     if found is not None and select_plans(plans, found):
         releases = [found]
-    else:  # not on the device: one group per release the device may have
-        releases, gpu = list(dict.fromkeys(r for p in plans for r in releases_of(p.tensorrt_version))), None
+    else:  # not on the device: one group per release the device may have, its GPU unknown here
+        releases = list(dict.fromkeys(r for p in plans for r in releases_of(p.tensorrt_version)))
+        gpu = None
     groups = []
     for release in releases:
         group = ReleasePlans(release, [])
