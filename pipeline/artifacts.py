@@ -19,11 +19,11 @@ import shutil
 import socket
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Any, Dict, Optional
+from typing import Any, Callable, Dict, Optional, Tuple
 
 RECORD_NAME = "record.json"
 
@@ -121,7 +121,7 @@ def safe_relative(root: Path, relative: str) -> Path:
     if pure.is_absolute() or ".." in pure.parts or relative.strip() == "":
         raise PathEscapeError(f"path {relative!r} leaves the bundle folder")
     candidate = (root / pure).resolve()
-    if not candidate.is_relative_to(root.resolve()):
+    if not _inside(candidate, root.resolve()):
         raise PathEscapeError(f"path {relative!r} leaves the bundle folder")
     return root / pure
 
@@ -218,6 +218,19 @@ def _read_holder(fd: int) -> str:
         return "another process"
 
 
+def _inside(path: Path, root: Path) -> bool:
+    """`path.is_relative_to(root)`, which Python 3.8 (JetPack 5) lacks."""
+    return path == root or root in path.parents
+
+
+def path_for_user(path: Path, cwd: Path | None = None) -> str:
+    """`path` as typed from `cwd` (default: the current folder) in a printed command: relative
+    when it lies inside that folder, absolute otherwise; POSIX separators."""
+    target = Path(path).resolve()
+    here = Path(cwd or os.getcwd()).resolve()
+    return "." if target == here else target.relative_to(here).as_posix() if _inside(target, here) else target.as_posix()
+
+
 @dataclass
 class StageRecord:
     """What a stage did: recorded beside its outputs and in the bundle's build log."""
@@ -248,7 +261,7 @@ class StageResult:
         return self.folder / self.record.outputs[name]
 
 
-StageBody = Callable[[Path], tuple[dict[str, str], dict[str, Any]]]
+StageBody = Callable[[Path], Tuple[Dict[str, str], Dict[str, Any]]]  # evaluated at import: typing forms (3.8)
 
 
 class StageCache:

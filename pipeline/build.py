@@ -51,6 +51,7 @@ def build(config: Config, options: BuildOptions, log: Optional[StageLog] = None)
     """
     from pipeline.stages.bundle import bundle_lock, verify_bundle
 
+    _check_host_side()
     ctx = BuildContext.open(config, options, log)
     with bundle_lock(ctx.bundle_dir, ctx.log.message, options.lock_timeout_s):
         outcome = _build_locked(ctx)
@@ -75,6 +76,19 @@ def _build_locked(ctx: BuildContext) -> BuildOutcome:
     else:
         outcome = _write_bundle(ctx, graphs, engine, validation, build_key)
     return _finish_or_leave(ctx, outcome)
+
+
+def _check_host_side() -> None:
+    """Making a bundle is the host's side: Python 3.10+ and the `host` extra. One line, not a traceback."""
+    import importlib.util
+    import sys
+
+    device = "on a device, finish a bundle the host made with --bundle DIR"
+    if sys.version_info < (3, 10):
+        raise StageError(f"making a bundle needs Python 3.10+ (this is {sys.version_info[0]}.{sys.version_info[1]}); {device}")
+    missing = [name for name in ("torch", "onnx", "onnxruntime") if importlib.util.find_spec(name) is None]
+    if missing:
+        raise StageError(f"making a bundle needs the host packages ({', '.join(missing)} not installed: pip install -e '.[host]'); {device}")
 
 
 def make_graphs(ctx: BuildContext) -> Graphs:
@@ -124,11 +138,14 @@ def validate_step(ctx: BuildContext, graphs: Graphs) -> StageResult:
 
 
 def _unchanged_bundle(ctx: BuildContext, engine: EngineStep) -> BuildOutcome:
+    from pipeline.stages.bundle import rebuild_command
+
     ctx.log.record(StageEntry("report", 0.0, True, ctx.bundle_dir))
     report = read_json(ctx.bundle_dir / "report" / "report.json")
     manifest = read_json(ctx.bundle_dir / "manifest.json")
+    # The command as typed from this folder (the manifest keeps the one of the build that wrote it).
     return BuildOutcome(ctx.bundle_dir, report, report["gate"]["failures"], list(manifest["pending"]), ctx.log.as_json(),
-                        manifest["rebuild_command"], engine.left_reason)
+                        rebuild_command(ctx, bool(manifest["pending"])), engine.left_reason)
 
 
 def _write_bundle(ctx: BuildContext, graphs: Graphs, engine: EngineStep, validation: StageResult, build_key: str) -> BuildOutcome:

@@ -11,7 +11,7 @@ import sys
 from collections.abc import Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any, List, Optional
+from typing import Any, List, Optional
 
 import typer
 from rich.console import Console
@@ -19,6 +19,11 @@ from rich.markup import escape
 
 from pipeline.config import load_config
 from pipeline.errors import ConfigError, VtEdgeError
+
+try:
+    from typing import Annotated
+except ImportError:  # Python 3.8 (JetPack 5)
+    from typing_extensions import Annotated
 
 app = typer.Typer(
     help="vt-edge: trained Visual Transformer -> validated inference engine bundle.",
@@ -71,7 +76,7 @@ def build(
         if dla_core is not None and (target_config.backend != "tensorrt" or bundle is not None):
             raise ConfigError("--dla-core applies to TensorRT targets when the bundle is made (the device finish uses the bundle's plans)")
         if dry_run:
-            _print_plans(cfg, options)
+            _print_plans(cfg, options, bundle)
             return
         log = StageLog(on_stage=_print_stage, on_message=_say)
         if bundle is not None:
@@ -174,10 +179,12 @@ def _print_summary(report, log) -> None:
         err.print("nothing changed: every stage came from the cache")
 
 
-def _print_plans(cfg, options) -> None:
-    """`--dry-run`: every plan of the target and its trtexec equivalent; needs no TensorRT."""
-    from pipeline.backends.tensorrt import format_plan, tensorrt_status
-    from pipeline.stages.engine import make_plans
+def _print_plans(cfg, options, bundle: Optional[Path] = None) -> None:
+    """`--dry-run`: the target's plans (or a bundle's) pinned per TensorRT release, each with a
+    trtexec line that runs as printed from this folder; needs no TensorRT."""
+    from pipeline.artifacts import path_for_user
+    from pipeline.backends.tensorrt import find_tensorrt, format_plan, gpu_device, read_build_plans, tensorrt_status
+    from pipeline.stages.engine import make_plans, plans_by_release
 
     plain = Console(highlight=False, soft_wrap=True)  # trtexec lines stay copy-pasteable
     target_name, target = cfg.target(options.target)
@@ -185,10 +192,25 @@ def _print_plans(cfg, options) -> None:
         plain.print(f"{target_name} uses {target.backend}: no TensorRT plan (stages: export, simplify, precision {', '.join(target.precisions)}, engine, validate, report)", markup=False)
         return
     plain.print(f"build plan for {target_name} ({target.description}); this host: {tensorrt_status()}", markup=False)
-    bundle = f"{cfg.engines_dir.as_posix()}/{cfg.model.name}-{target_name}"
-    for plan in make_plans(cfg, target_name, target, cfg.preprocessing.crop, options.dla_core):
-        plain.print(format_plan(plan, bundle_dir=bundle), markup=False)
+    if bundle is None:
+        bundle = cfg.path(cfg.engines_dir) / f"{cfg.model.name}-{target_name}"
+        plans = make_plans(cfg, target_name, target, cfg.preprocessing.crop, options.dla_core)
+    else:
+        plans = read_build_plans(bundle)
+    trt = find_tensorrt()
+    groups = plans_by_release(plans, trt, gpu_device() if trt is not None else None)
+    where = path_for_user(bundle)
+    for group in groups:
+        plain.print(f"== with TensorRT {group.release}: what the finish builds (engine names as it looks them up) ==", markup=False)
+        for plan in group.plans:
+            plain.print(format_plan(plan, bundle_dir=where), markup=False)
+        for problem in group.problems:
+            plain.print(f"  no engine for {problem}", markup=False)
         plain.print("")
+    if not groups:  # wildcard versions ("10.x"): the release and GPU are known on the device only
+        for plan in plans:
+            plain.print(format_plan(plan, bundle_dir=where), markup=False)
+            plain.print("")
 
 
 @app.command()

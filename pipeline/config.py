@@ -9,15 +9,25 @@ file and the key.
 
 from __future__ import annotations
 
-import tomllib
+import sys
 from pathlib import Path
-from typing import Annotated, Literal, Optional, Tuple
+from typing import Dict, Literal, Optional, Tuple
 
 from pydantic import BaseModel, ConfigDict, Field, Strict, ValidationError, model_validator
 
 from pipeline.data.preprocess import DEFAULT_MAX_IMAGE_PIXELS, PreprocessSpec
 from pipeline.errors import ConfigError, first_validation_error
 from pipeline.metrics import Budget
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # Python 3.8 (JetPack 5) and 3.10 (JetPack 6): the same parser from PyPI
+    import tomli as tomllib
+
+try:
+    from typing import Annotated
+except ImportError:  # Python 3.8
+    from typing_extensions import Annotated
 
 DEFAULT_CONFIG_PATH = Path("pipeline.toml")
 
@@ -147,16 +157,16 @@ class TargetConfig(_Section):
     description: str = ""
     backend: Literal["onnxruntime", "tensorrt"]
     # "auto": whatever GPU is found (desktop); otherwise "major.minor", e.g. "8.7" for Orin.
-    compute_capability: str | None = Field(None, pattern=r"^(auto|\d+\.\d+)$")
-    jetpack: str | None = None
+    compute_capability: Optional[str] = Field(None, pattern=r"^(auto|\d+\.\d+)$")
+    jetpack: Optional[str] = None
     tensorrt_versions: Annotated[Tuple[str, ...], Strict(False)] = ()
     dla_cores: int = Field(0, ge=0)
     use_dla: bool = False
     workspace_mib: int = Field(1024, ge=16)
     profile: BatchProfile = BatchProfile()
     precisions: Annotated[Tuple[Precision, ...], Strict(False)] = ("fp32", "fp16", "int8")
-    latency_budget_ms: float | None = Field(None, gt=0)
-    opset: int | None = Field(None, ge=13, le=23)
+    latency_budget_ms: Optional[float] = Field(None, gt=0)
+    opset: Optional[int] = Field(None, ge=13, le=23)
 
     @model_validator(mode="after")
     def _consistent(self) -> "TargetConfig":
@@ -180,9 +190,9 @@ class Config(_Section):
     simplify: SimplifyConfig = SimplifyConfig()
     precision: PrecisionConfig = PrecisionConfig()
     validate_: ValidateConfig = Field(ValidateConfig(), alias="validate")
-    budgets: dict[Precision, Budget] = {}
-    targets: dict[str, TargetConfig] = {}
-    aliases: dict[str, str] = {}
+    budgets: Dict[Precision, Budget] = {}
+    targets: Dict[str, TargetConfig] = {}
+    aliases: Dict[str, str] = {}
     cache_dir: TomlPath = Path(".cache")
     engines_dir: TomlPath = Path("engines")
     # Paths in the file are relative to the file's folder; this records that folder.

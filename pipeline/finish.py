@@ -8,9 +8,8 @@ It needs neither torch nor onnxruntime.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Dict, List
+from typing import Any, Callable, Dict, List
 
 import numpy as np
 
@@ -59,6 +58,8 @@ def _build_engines(bundle: Path, manifest: Dict[str, Any], plans: List[Any], trt
         path = bundle / plan.engine
         if plan.engine in manifest["files"]:  # verified above: same TensorRT, GPU and profile
             log(f"  {plan.precision}: {plan.engine} is in the bundle: reused")
+        elif path.is_file():  # built here under the name resolve_plan gives, e.g. by the printed trtexec line
+            log(f"  {plan.precision}: {plan.engine} was built on this device (trtexec?): validated and recorded, not rebuilt")
         else:
             path = build_engine(plan, bundle, trt, log=lambda m: log(f"  {m}"), gpu=gpu)
         engines.append({
@@ -113,21 +114,14 @@ def _finish(config: Config, options: BuildOptions, bundle: Path, log: Log) -> Bu
 
 def plans_for_device(bundle: Path, trt: Any) -> List[Any]:
     """The bundle's plans for the TensorRT found here: per precision, the most specific version."""
-    from pipeline.backends.tensorrt import read_build_plans
-    from pipeline.backends.tensorrt_plan import version_matches
+    from pipeline.backends.tensorrt import read_build_plans, select_plans
 
     plans = read_build_plans(bundle)
-    chosen: Dict[str, Any] = {}
-    for plan in plans:
-        if not version_matches(plan.tensorrt_version, trt.version):
-            continue
-        best = chosen.get(plan.precision)
-        if best is None or len(plan.tensorrt_version.replace("x", "")) > len(best.tensorrt_version.replace("x", "")):
-            chosen[plan.precision] = plan
+    chosen = select_plans(plans, trt.version)
     if not chosen:
         shipped = ", ".join(sorted({p.tensorrt_version for p in plans}))
         raise StageError(f"{bundle}/build_plan.json has no plan for TensorRT {trt.version} (plans for {shipped}); this device's TensorRT is not one the target ships")
-    return list(chosen.values())
+    return chosen
 
 
 def _bundled_evaluation(bundle: Path, manifest: Dict[str, Any]) -> Any:
@@ -150,7 +144,7 @@ def validate_on_device(config: Config, bundle: Path, manifest: Dict[str, Any], e
     vc = config.validate_
     # Batch sizes beyond the engines' optimization profile cannot run; measure the ones that can.
     largest = min(e["profile"]["max"] for e in engines)
-    timing = Timing(tuple(b for b in vc.batch_sizes if b <= largest) or (1,), vc.warmup, vc.runs)
+    timing = Timing(tuple(b for b in vc.batch_sizes if b <= largest) or (1,), vc.warmup, vc.runs, infer_batch=largest)
     runners = {e["precision"]: (lambda e=e: TensorRTRunner(bundle / e["path"], trt, name=e["precision"])) for e in engines}
     evaluation = _bundled_evaluation(bundle, manifest)
     measured = results_to_json(validate_all(runners, evaluation, timing, progress))

@@ -74,8 +74,14 @@ class LatencyMetrics:
 
 
 def latency_metrics(samples_ms: np.ndarray, batch: int) -> LatencyMetrics:
-    """Percentiles by linear interpolation between order statistics (numpy's default), the
-    definition the C++ loader implements too."""
+    """Latency percentiles of `samples_ms`, the definition the C++ loader implements too.
+
+    Linear interpolation between order statistics (numpy's default, "linear", Hyndman & Fan
+    type 7): with the n samples sorted as x[0] <= ... <= x[n-1], percentile q (0..100) is at
+    rank r = q / 100 * (n - 1), i = floor(r): x[i] + (r - i) * (x[i + 1] - x[i]) (x[i] when
+    i = n - 1). p50 of [1, 2, 3, 4] is 2.5; p99 of 100 samples lies 1% of the way from x[98]
+    to x[99]. Throughput is images per second at the mean latency.
+    """
     mean = float(np.mean(samples_ms))
     return LatencyMetrics(
         batch=batch,

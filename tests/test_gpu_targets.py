@@ -50,7 +50,7 @@ def test_bundle_build_plans_cover_every_shipped_tensorrt(jetson_project):
     plans = document["plans"]
     assert document["target"] == "jetson-agx-orin"
     assert {(p["tensorrt_version"], p["precision"]) for p in plans} == {
-        (v, p) for v in ("8.6", "10.3", "11.4") for p in ("fp32", "fp16", "int8-trt")
+        (v, p) for v in ("8.5", "8.6", "10.3", "11.4") for p in ("fp32", "fp16", "int8-trt")
     }
     by_version = {p["tensorrt_version"]: p for p in plans if p["precision"] == "int8-trt"}
     assert by_version["10.3"]["strongly_typed"] and not by_version["8.6"]["strongly_typed"]
@@ -140,7 +140,7 @@ def test_device_picks_the_bundle_plans_for_its_tensorrt(jetson_project):
     assert sorted(p.precision for p in plans) == ["fp16", "fp32", "int8-trt"]
     assert {p.tensorrt_version for p in plans} == {"10.3"} and all(p.strongly_typed for p in plans)
     other = TensorRTInfo("9.2.0", 9, 2, 0, module=types.ModuleType("tensorrt"))
-    with pytest.raises(RuntimeError, match=r"no plan for TensorRT 9.2.0 \(plans for 10.3, 11.4, 8.6\)"):
+    with pytest.raises(RuntimeError, match=r"no plan for TensorRT 9.2.0 \(plans for 10.3, 11.4, 8.5, 8.6\)"):
         plans_for_device(folder / BUNDLE, other)
 
 
@@ -149,7 +149,10 @@ def test_use_dla_puts_fp16_and_int8_on_dla_and_keeps_fp32_on_gpu(tiny_project):
     config.write_text(config.read_text().replace("dla_cores = 2\n", "dla_cores = 2\nuse_dla = true\n"))
     result = run_cli(tiny_project, "build", "--target", "jetson", "--dry-run")
     assert result.returncode == 0, result.stderr
-    assert result.stdout.count("--useDLACore=0 --allowGPUFallback") == 6  # fp16 + int8-trt for 3 versions
+    # fp16 + int8-trt on DLA with 8.5.2, 8.6.2, 10.3.0 and 11.4.1; 11.4.0 has no DLA: the GPU builds them there
+    assert result.stdout.count("--useDLACore=0 --allowGPUFallback") == 8
+    on_11_4_0 = result.stdout.split("== with TensorRT 11.4.0")[1].split("== with")[0]
+    assert "--useDLACore" not in on_11_4_0 and "model.int8-trt.onnx" in on_11_4_0 and ".trt11.4.0.sm87.engine" in on_11_4_0
     assert "model.fp32.onnx" in result.stdout
 
 

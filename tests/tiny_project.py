@@ -1,7 +1,9 @@
 """A tiny project: config, generated images and an untrained tiny VT checkpoint.
 
 Used by the tests, and by the C++ loader's tests to get a real pipeline-made bundle:
-    python tests/tiny_project.py OUT_DIR     # builds OUT_DIR/engines/tiny-cpu
+    python tests/tiny_project.py OUT_DIR          # builds OUT_DIR/engines/tiny-cpu
+    python tests/tiny_project.py OUT_DIR jetson   # OUT_DIR/engines/tiny-jetson-agx-orin, for the
+                                                  # device-side tests (VTEDGE_HOST_PROJECT=OUT_DIR)
 """
 
 from __future__ import annotations
@@ -58,7 +60,7 @@ precisions = ["fp32", "fp16", "int8", "int8-trt"]
 [targets.jetson-agx-orin]
 backend = "tensorrt"
 compute_capability = "8.7"
-tensorrt_versions = ["8.6", "10.3", "11.4"]
+tensorrt_versions = ["8.5", "8.6", "10.3", "11.4"]
 dla_cores = 2
 profile = {{ min = 1, opt = 2, max = 4 }}
 precisions = ["fp32", "fp16", "int8-trt"]
@@ -109,9 +111,10 @@ def make_tiny_project(folder: Path) -> Path:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) != 2:
-        sys.exit("usage: python tests/tiny_project.py OUT_DIR")
+    if len(sys.argv) not in (2, 3):
+        sys.exit("usage: python tests/tiny_project.py OUT_DIR [TARGET (default cpu)]")
     sys.path.insert(0, str(ROOT))
     out = make_tiny_project(Path(sys.argv[1]).resolve())
-    build = subprocess.run([sys.executable, "-m", "pipeline", "build", "--target", "cpu", "--no-progress"], cwd=out, env={**__import__("os").environ, "PYTHONPATH": str(ROOT)})
+    target = sys.argv[2] if len(sys.argv) == 3 else "cpu"
+    build = subprocess.run([sys.executable, "-m", "pipeline", "build", "--target", target, "--no-progress"], cwd=out, env={**__import__("os").environ, "PYTHONPATH": str(ROOT)})
     sys.exit(build.returncode)

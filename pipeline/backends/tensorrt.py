@@ -35,7 +35,9 @@ from pipeline.backends.tensorrt_plan import (
     make_build_plan,
     read_build_plans,
     resolve_plan,
+    select_plans,
     trtexec_command,
+    trtexec_line,
     write_build_plans,
 )
 from pipeline.backends.tensorrt_runner import RUNNER_API_10, RunnerError, TensorRTRunner
@@ -64,7 +66,9 @@ __all__ = [
     "read_build_plans",
     "require_tensorrt",
     "resolve_plan",
+    "select_plans",
     "tensorrt_status",
     "trtexec_command",
+    "trtexec_line",
     "write_build_plans",
 ]

@@ -23,15 +23,25 @@ of each release branch, github.com/NVIDIA/TensorRT, and the TensorRT 11.4 docume
   ignored"; BuilderFlag kFP16/kINT8/kBF16/kFP8/kINT4 and the precision-constraint flags are
   removed (the 11.4 runtime module has no BuilderFlag.FP16/INT8). trtexec 11: `--stronglyTyped`
   is "[Deprecated] ... a no-op", --fp16/--int8 no longer exist.
-- trtexec memory: `--memPoolSize=workspace:N` (MiB) since 8.4, where `--workspace=N` became
-  deprecated; base-2 suffixes (`4096M`) are parsed from 10.0 on. 8.4/8.5 build-only is
-  `--buildOnly`; 8.6 deprecates it for `--skipInference`, which 10.x and 11.x keep.
+- trtexec memory: `--memPoolSize=workspace:N` since 8.4, where `--workspace=N` became
+  deprecated. A plain number means MiB on every version: 8.4-8.6 read it with `std::stod` as
+  MiB; 10.0 multiplies the number by its suffix's unit and then by 2^20 again (a plain number is
+  MiB, but `4096M` becomes 4096 TiB: fixed in 10.1); 10.1+ appends a default `M` and divides
+  back to MiB. So the line never carries a suffix (samples/common/sampleOptions.cpp and
+  sampleEngines.cpp of each release branch). 8.4/8.5 build-only is `--buildOnly`; 8.6 deprecates it for
+  `--skipInference`, which 10.x and 11.x keep.
 - DLA (`--useDLACore=N --allowGPUFallback`, `BuilderFlag.GPU_FALLBACK`) runs FP16 and INT8 only.
   TensorRT 11.4.1 supports DLA on AGX Orin under JetPack 7.2.2+ (11.0-11.4.0 do not), and its
   documentation introduces strongly typed DLA builds as new there, replacing "the per-precision
   builder flags used before TensorRT 11.x". So a 10.x DLA plan stays weakly typed with the
   INT8/FP16 flags (the documented 10.x DLA recipe: `--useDLACore=0 --int8 --fp16
-  --allowGPUFallback`); 10.x GPU plans are strongly typed.
+  --allowGPUFallback`); 10.x GPU plans are strongly typed. A plan for "11.4" cannot know
+  whether the device has 11.4.0 (no DLA) or 11.4.1+: the plan keeps its DLA core and the
+  version found decides (`resolve_plan` refuses DLA on 11.4.0); a target that only prefers DLA
+  (`use_dla`) also gets "11.4.0" GPU plans, which the device picks there as more specific.
+- Engine and timing-cache names carry the TensorRT release found (major.minor.patch) and the
+  GPU's compute capability: `resolve_plan` pins them, the C++ loader names them the same way,
+  and a printed trtexec line is resolved the same way (`trtexec_line`).
 """
 
 from __future__ import annotations
@@ -40,6 +50,7 @@ from pipeline.errors import PlanError
 
 import json
 import re
+import shlex
 from dataclasses import MISSING, asdict, dataclass, field, fields, replace
 from pathlib import Path, PurePosixPath
 from typing import Any, Mapping
@@ -55,6 +66,16 @@ TENSORRT_PRECISIONS = (FP32, FP16, INT8_TRT)
 SUPPORTED_MAJORS = (8, 10, 11)
 
 _PLAN_VERSION = re.compile(r"^\d+(\.(\d+|x))*$")
+
+# The release a device has for each plan version the targets ship, for printing trtexec lines
+# off the device (engine names carry the release). On a device the release found is used.
+JETPACK_RELEASES: dict[str, tuple[str, ...]] = {
+    "8.5": ("8.5.2",),  # JetPack 5.1.x (Xavier, Orin)
+    "8.6": ("8.6.2",),  # JetPack 6.0
+    "10.3": ("10.3.0",),  # JetPack 6.1 / 6.2
+    "10.13": ("10.13.3",),  # JetPack 7.0 (Thor)
+    "11.4": ("11.4.0", "11.4.1"),  # 11.4.1: JetPack 7.2.2+, DLA on AGX Orin again
+}
 
 
 @dataclass(frozen=True)
@@ -149,12 +170,20 @@ def precision_builder_flags(major: int, precision: str, *, dla: bool = False) ->
     return {"fp32": (), "fp16": ("FP16",), "int8-trt": ("INT8", "FP16")}[precision]
 
 
-def _dla_supported(version: str) -> bool:
+def dla_support(version: str) -> bool | None:
+    """Whether TensorRT `version` builds for DLA: True, False, or None when the version does not
+    say ("11.4" may be 11.4.0, which has none, or 11.4.1+; "11.x" may be anything).
+
+    8.x and 10.x do; 11.0 to 11.4.0 do not; 11.4.1 brought DLA back (AGX Orin, JetPack 7.2.2+).
+    """
     major, minor, patch = _version_parts(version)
-    if major in (8, 10):
+    if major < 11:
         return True
-    # 11.4.1 brought DLA back (AGX Orin, JetPack 7.2.2+); "11.4" / "11.x" may mean 11.4.1+.
-    return (minor is None) or (minor, patch if patch is not None else 1) >= (4, 1)
+    if major > 11 or (minor is not None and minor > 4):
+        return True
+    if minor is None or (minor == 4 and patch is None):
+        return None
+    return (minor, patch) >= (4, 1)
 
 
 # --- names ------------------------------------------------------------------------------------
@@ -205,6 +234,12 @@ def _check_relative(*paths: str) -> None:
 # --- plans ------------------------------------------------------------------------------------
 
 
+_NO_DLA = (
+    "TensorRT {version} has no DLA support (11.x: from 11.4.1 on AGX Orin, JetPack 7.2.2+) but DLA core "
+    "{core} was asked for: make the bundle without --dla-core, or use TensorRT 11.4.1+"
+)
+
+
 def _shipped(target: TargetConfig) -> str:
     return ", ".join(target.tensorrt_versions) or "none"
 
@@ -212,6 +247,7 @@ def _shipped(target: TargetConfig) -> str:
 def _resolve_dla(
     target_name: str, target: TargetConfig, precision: str, version: str, dla_core: int | None
 ) -> int | None:
+    explicit = dla_core is not None
     if dla_core is None and target.use_dla and precision != "fp32":
         dla_core = 0  # the target's default: FP16/INT8 on DLA core 0, FP32 stays on the GPU
     if dla_core is None:
@@ -222,8 +258,10 @@ def _resolve_dla(
         raise PlanError(f"target {target_name!r} has DLA cores 0..{target.dla_cores - 1}, not {dla_core}")
     if precision == "fp32":
         raise PlanError("DLA runs FP16 and INT8 only; build fp16 or int8-trt for DLA")
-    if not _dla_supported(version):
-        raise PlanError(f"TensorRT {version} has no DLA support (11.x: from 11.4.1 on AGX Orin, JetPack 7.2.2+)")
+    if dla_support(version) is False:
+        if not explicit:
+            return None  # the target prefers DLA; this TensorRT has none, so the GPU builds it
+        raise PlanError(_NO_DLA.format(version=version, core=dla_core))
     return dla_core
 
 
@@ -302,6 +340,21 @@ def make_build_plan(
     )
 
 
+def plan_versions(target: TargetConfig, dla_core: int | None = None) -> list[str]:
+    """The TensorRT versions to plan for: those the target ships, plus "11.4.0" beside "11.4"
+    when the target only prefers DLA (`use_dla`, no explicit core), so that a device with 11.4.0,
+    which has no DLA, finds GPU plans for it (more specific than "11.4", so chosen there)."""
+    versions = list(target.tensorrt_versions)
+    if dla_core is not None or not target.use_dla:
+        return versions
+    for version in target.tensorrt_versions:
+        if dla_support(version) is None and _version_parts(version)[1] is not None:
+            pinned = f"{version}.0"
+            if dla_support(pinned) is False and pinned not in versions:
+                versions.append(pinned)
+    return versions
+
+
 def version_matches(plan_version: str, found: str) -> bool:
     """Whether a found TensorRT version ("10.3.0.30") is one the plan's version ("10.3", "10.x") means."""
     want = plan_version.split(".")
@@ -309,28 +362,50 @@ def version_matches(plan_version: str, found: str) -> bool:
     return len(have) >= len(want) and all(w in ("x", h) for w, h in zip(want, have))
 
 
+def _specificity(plan: BuildPlan) -> int:
+    return len(plan.tensorrt_version.replace("x", ""))
+
+
+def select_plans(plans: list[BuildPlan], found: str) -> list[BuildPlan]:
+    """Per precision, the plan for TensorRT `found` with the most specific version ("11.4.0"
+    before "11.4" before "11.x"): what the finish and the C++ loader build on that device."""
+    chosen: dict[str, BuildPlan] = {}
+    for plan in plans:
+        if not version_matches(plan.tensorrt_version, found):
+            continue
+        best = chosen.get(plan.precision)
+        if best is None or _specificity(plan) > _specificity(best):
+            chosen[plan.precision] = plan
+    return list(chosen.values())
+
+
 def resolve_plan(plan: BuildPlan, trt: TensorRTInfo, gpu: GpuInfo | None) -> BuildPlan:
     """The plan pinned to the TensorRT and GPU found on this device (engine and cache names too).
 
-    ValueError when this device cannot build it: another TensorRT version, another GPU.
+    ValueError when this device cannot build it: another TensorRT version, another GPU, DLA on a
+    TensorRT without DLA.
     """
     if not version_matches(plan.tensorrt_version, trt.version):
         raise PlanError(f"the plan is for TensorRT {plan.tensorrt_version}, this device has {trt.version}")
-    cc = plan.compute_capability
-    if gpu is not None:
-        if cc not in ("auto", gpu.compute_capability):
-            raise PlanError(
-                f"the plan is for compute capability {cc}, this GPU ({gpu.name}) is {gpu.compute_capability}"
-            )
-        cc = gpu.compute_capability
-    version = f"{trt.major}.{trt.minor}.{trt.patch}"
-    engine = engine_file_name(plan.model, plan.precision, plan.profile, version, cc, dla_core=plan.dla_core)
+    if gpu is not None and plan.compute_capability not in ("auto", gpu.compute_capability):
+        raise PlanError(
+            f"the plan is for compute capability {plan.compute_capability}, this GPU ({gpu.name}) is {gpu.compute_capability}"
+        )
+    return pin_plan(plan, f"{trt.major}.{trt.minor}.{trt.patch}", gpu.compute_capability if gpu else None)
+
+
+def pin_plan(plan: BuildPlan, release: str, compute_capability: str | None = None) -> BuildPlan:
+    """`plan` for TensorRT `release` ("10.3.0") and the GPU's compute capability (None: the plan's)."""
+    if plan.dla_core is not None and not dla_support(release):
+        raise PlanError(_NO_DLA.format(version=release, core=plan.dla_core))
+    cc = compute_capability or plan.compute_capability
+    engine = engine_file_name(plan.model, plan.precision, plan.profile, release, cc, dla_core=plan.dla_core)
     return replace(
         plan,
-        tensorrt_version=version,
+        tensorrt_version=release,
         compute_capability=cc,
         engine="engines/" + engine,
-        timing_cache=timing_cache_name(version, cc),
+        timing_cache=timing_cache_name(release, cc),
     )
 
 
@@ -368,10 +443,9 @@ def _bundle_path(bundle_dir: str, relpath: str) -> str:
 
 
 def _memory_flag(plan: BuildPlan) -> str:
-    if _at_least(plan.tensorrt_version, 10, 0):
-        return f"--memPoolSize=workspace:{plan.workspace_mib}M"
     if _at_least(plan.tensorrt_version, 8, 4):
-        return f"--memPoolSize=workspace:{plan.workspace_mib}"  # MiB; no unit suffixes before 10.0
+        # MiB as a plain number: right on 8.4-8.6, 10.0 (which would scale a suffix twice) and 10.1+.
+        return f"--memPoolSize=workspace:{plan.workspace_mib}"
     return f"--workspace={plan.workspace_mib}"
 
 
@@ -413,6 +487,28 @@ def trtexec_command(plan: BuildPlan, bundle_dir: str = ".") -> list[str]:
     return command
 
 
+def is_pinned(plan: BuildPlan) -> bool:
+    """The plan names one TensorRT release and one GPU, as engine files are named on the device."""
+    return _version_parts(plan.tensorrt_version)[2] is not None and plan.compute_capability != "auto"
+
+
+def trtexec_line(plan: BuildPlan, bundle_dir: str = ".") -> str:
+    """The shell line for a pinned plan (see `is_pinned`): it makes the folders trtexec writes
+    into (a fresh bundle has no engines/), then builds the engine under the name that the finish
+    (`resolve_plan`) and the C++ loader look for, so they use it."""
+    folders = sorted({str(PurePosixPath(_bundle_path(bundle_dir, rel)).parent) for rel in (plan.engine, plan.timing_cache)})
+    return f"mkdir -p {' '.join(shlex.quote(f) for f in folders)} && {shlex.join(trtexec_command(plan, bundle_dir))}"
+
+
+def releases_of(version: str) -> tuple[str, ...]:
+    """The TensorRT releases (major.minor.patch) a plan version stands for: itself when it names
+    the patch, the releases JetPack ships for "8.5", "10.3", ..., none for a wildcard ("10.x")."""
+    major, minor, patch = _version_parts(version)
+    if patch is not None:
+        return (f"{major}.{minor}.{patch}",)
+    return JETPACK_RELEASES.get(version, ())
+
+
 def format_plan(plan: BuildPlan, bundle_dir: str = ".") -> str:
     """The plan as a few human-readable lines (what `--dry-run` prints)."""
     profile = plan.profile
@@ -433,6 +529,9 @@ def format_plan(plan: BuildPlan, bundle_dir: str = ".") -> str:
         f"  onnx          {plan.onnx}",
         f"  engine        {plan.engine}",
         f"  timing cache  {plan.timing_cache}",
-        f"  trtexec       {' '.join(trtexec_command(plan, bundle_dir))}",
     ]
+    if is_pinned(plan):
+        lines.append(f"  trtexec       {trtexec_line(plan, bundle_dir)}")
+    else:  # the engine's name needs the release and GPU found there
+        lines.append("  trtexec       run --dry-run where TensorRT and the GPU are: it prints the line for the release found")
     return "\n".join(lines)

@@ -259,7 +259,19 @@ class TensorRTRunner(ClosingRunner):
             raise RunnerError(f"{self.engine_path}: engine not found")
         self._trt = require_tensorrt(trt)
         self.name = name or f"tensorrt:{self.engine_path.name}"
+        self._buffers: dict[str, _Buffer] = {}
+        self._shape: tuple[int, ...] | None = None
+        self._out_shape: tuple[int, ...] = ()
+        self._io: Any = None
+        self._context = self._engine = self._runtime = None
         self._memory = open_device_memory()  # before TensorRT: pycuda makes its context current
+        try:
+            self._open()
+        except BaseException:
+            self.close()  # a constructor that fails is never entered: free the stream and events here
+            raise
+
+    def _open(self) -> None:
         trt_module = self._trt.module
         self._runtime, self._engine = _deserialize(trt_module, self.engine_path, self._trt.version)
         self._context = self._engine.create_execution_context()
@@ -273,9 +285,6 @@ class TensorRTRunner(ClosingRunner):
             )
         self._input = self._io.inputs[0]
         self._output = OUTPUT_NAME if OUTPUT_NAME in self._io.outputs else self._io.outputs[0]
-        self._buffers: dict[str, _Buffer] = {}
-        self._shape: tuple[int, ...] | None = None
-        self._out_shape: tuple[int, ...] = ()
 
     # -- preparation
 
@@ -353,12 +362,15 @@ class TensorRTRunner(ClosingRunner):
         }
 
     def close(self) -> None:
-        """Free device buffers, stream and events, then the context and engine (idempotent)."""
+        """Wait for the stream, drop the execution context, engine and runtime (in that order),
+        then free the device buffers, the stream and its events (idempotent)."""
         memory, self._memory = getattr(self, "_memory", None), None
         if memory is None:
             return
+        memory.synchronize()
+        self._io = None  # it refers to the context and engine too
+        self._context = self._engine = self._runtime = None
         for buffer in self._buffers.values():
             memory.release(buffer)
         self._buffers.clear()
         memory.close()
-        self._context = self._engine = self._runtime = None

@@ -20,7 +20,7 @@ from typing import Any, Dict, Optional
 
 from pydantic import ValidationError
 
-from pipeline.artifacts import exclusive_lock, process_umask, read_json, refuse_symlinks, safe_relative, sha256_file, write_json_atomic
+from pipeline.artifacts import exclusive_lock, path_for_user, process_umask, read_json, refuse_symlinks, safe_relative, sha256_file, write_json_atomic
 from pipeline.errors import BundleError, PathEscapeError, first_validation_error
 from pipeline.host import tool_versions
 from pipeline.names import INPUT_NAME, OUTPUT_NAME, onnx_file
@@ -208,12 +208,12 @@ def reference_files(data: Any, validation: Any) -> Dict[str, Path]:
 
 
 def rebuild_command(ctx: Any, pending: bool) -> str:
-    """The exact command that re-makes (or, with engines pending, finishes) this bundle."""
-    config_arg = shlex.quote(str(ctx.options.config_path))
+    """The exact command that re-makes (or, with engines pending, finishes) this bundle, with
+    --config and --bundle as typed from the current folder (the bundle lies beside the config)."""
+    config_arg = shlex.quote(path_for_user(ctx.options.config_path))
     command = f"python -m pipeline build --target {ctx.target_name} --config {config_arg}"
     if pending:
-        bundle_arg = shlex.quote(f"{ctx.config.engines_dir.as_posix()}/{ctx.bundle_name}")
-        command += f" --bundle {bundle_arg}"
+        command += f" --bundle {shlex.quote(path_for_user(ctx.bundle_dir))}"
     return command
 
 

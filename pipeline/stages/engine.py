@@ -15,6 +15,7 @@ from typing import Any, Dict, List, Optional
 from pipeline.artifacts import StageCache, StageResult
 from pipeline.backends.onnxruntime import SessionSettings, save_optimized
 from pipeline.config import Config, TargetConfig
+from pipeline.errors import PlanError
 from pipeline.names import FP32, onnx_file
 
 STAGE_VERSION = "1"
@@ -58,9 +59,10 @@ class PlannedEngines:
 
 def make_plans(config: Config, target_name: str, target: TargetConfig, crop: int, dla_core: Optional[int] = None) -> List[Any]:
     from pipeline.backends.tensorrt import EngineSpec, make_build_plan
+    from pipeline.backends.tensorrt_plan import plan_versions
 
     plans = []
-    for version in target.tensorrt_versions:  # "10.x" stays a wildcard the device resolves
+    for version in plan_versions(target, dla_core):  # "10.x" stays a wildcard the device resolves
         for precision in target.precisions:
             # DLA has no FP32 path: an explicit --dla-core applies to fp16/int8-trt only.
             core = dla_core if precision != FP32 else None
@@ -99,3 +101,49 @@ def plan_engines(config: Config, target_name: str, target: TargetConfig, crop: i
     existing = config.path(config.engines_dir) / f"{config.model.name}-{target_name}" / BUILD_PLAN_FILE
     unchanged = existing.is_file() and existing.read_bytes() == path.read_bytes()
     return PlannedEngines(pending, {BUILD_PLAN_FILE: path}, host_mismatch(target_name, target) or "", cached=unchanged)
+
+
+@dataclass
+class ReleasePlans:
+    """The plans a device with one TensorRT release builds, pinned to it (what `--dry-run` prints)."""
+
+    release: str  # "10.3.0"
+    plans: List[Any]  # pinned BuildPlans: their trtexec lines name the engines as the finish does
+    problems: List[str] = field(default_factory=list)  # precisions without a line, and why
+
+
+def plans_by_release(plans: List[Any], trt: Any = None, gpu: Any = None) -> List[ReleasePlans]:
+    """The plans pinned per TensorRT release: the release found here (`trt`, with the GPU found)
+    when the plans cover it, else every release the plan versions stand for. Chosen and pinned
+    as the finish does (select_plans, then release and GPU), so a printed trtexec line writes
+    the engine the finish looks for."""
+    from pipeline.backends.tensorrt_plan import pin_plan, releases_of, select_plans
+
+    found = f"{trt.major}.{trt.minor}.{trt.patch}" if trt is not None else None
+    if found is not None and select_plans(plans, found):
+        releases = [found]
+    else:  # not on the device: one group per release the device may have, its GPU unknown here
+        releases = list(dict.fromkeys(r for p in plans for r in releases_of(p.tensorrt_version)))
+        gpu = None
+    groups = []
+    for release in releases:
+        group = ReleasePlans(release, [])
+        for plan in select_plans(plans, release):
+            problem = _unpinnable(plan, gpu)
+            if not problem:
+                try:
+                    group.plans.append(pin_plan(plan, release, gpu.compute_capability if gpu else None))
+                except PlanError as exc:
+                    problem = str(exc)
+            if problem:
+                group.problems.append(f"{plan.precision}: {problem}")
+        groups.append(group)
+    return groups
+
+
+def _unpinnable(plan: Any, gpu: Any) -> str:
+    if gpu is None:
+        return "the engine name needs the GPU's compute capability: run --dry-run on the machine with the GPU" if plan.compute_capability == "auto" else ""
+    if plan.compute_capability not in ("auto", gpu.compute_capability):
+        return f"the plan is for compute capability {plan.compute_capability}, this GPU ({gpu.name}) is {gpu.compute_capability}"
+    return ""

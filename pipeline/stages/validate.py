@@ -46,6 +46,7 @@ class Timing:
     batch_sizes: Tuple[int, ...]
     warmup: int
     runs: int
+    infer_batch: int = 32  # images per call for the accuracy pass (an engine takes at most its profile's max)
 
 
 @dataclass
@@ -63,7 +64,7 @@ def infer_all(runner: Runner, images: np.ndarray, batch: int = 32) -> np.ndarray
 
 
 def measure(runner: Runner, evaluation: EvaluationSet, timing: Timing) -> PrecisionResult:
-    logits = infer_all(runner, evaluation.images)
+    logits = infer_all(runner, evaluation.images, timing.infer_batch)
     latencies, samples = [], {}
     for batch in timing.batch_sizes:
         timed = runner.time_batch(_batch_of(evaluation.images, batch), timing.warmup, timing.runs)

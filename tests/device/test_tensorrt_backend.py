@@ -1,5 +1,8 @@
 """TensorRT backend without a GPU: discovery, build plans, trtexec lines, clean failures, and the
-runner's API names checked against TensorRT's own 11.4 runtime module (tensorrt-lean bindings)."""
+runner's API names checked against TensorRT's own 11.4 runtime module (tensorrt-lean bindings).
+
+Device side: runs on the devices' Pythons (3.8, 3.10) with the base install; the few tests that
+need `onnx` or the lean bindings skip there."""
 
 from __future__ import annotations
 
@@ -12,9 +15,7 @@ import types
 from pathlib import Path
 
 import numpy as np
-import onnx
 import pytest
-from onnx import TensorProto, helper
 
 from pipeline.backends import tensorrt_runner
 from pipeline.backends.tensorrt import (
@@ -43,10 +44,10 @@ from pipeline.backends.tensorrt import (
     write_build_plans,
 )
 from pipeline.backends.tensorrt_env import info_from_module
-from pipeline.backends.tensorrt_plan import precision_builder_flags
+from pipeline.backends.tensorrt_plan import dla_support, pin_plan, plan_versions, precision_builder_flags, releases_of, select_plans, trtexec_line
 from pipeline.config import BatchProfile, load_config
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 CONFIG = load_config(ROOT / "pipeline.toml")
 TRT_TARGETS = {name: t for name, t in CONFIG.targets.items() if t.backend == "tensorrt"}
 CHW = (3, 112, 112)
@@ -86,8 +87,18 @@ def fake_package(tmp_path, monkeypatch):
     _forget_tensorrt()
 
 
+def placeholder_onnx(path: Path) -> Path:
+    """A file where the plan expects its ONNX (for failures that happen before parsing)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"not parsed by these tests")
+    return path
+
+
 def tiny_onnx(path: Path) -> Path:
     """Conv -> Relu -> Flatten -> Gemm, input `images` Nx3x8x8, output `logits`."""
+    onnx = pytest.importorskip("onnx", reason="onnx is a host package (pip install -e .[host])")
+    from onnx import TensorProto, helper
+
     rng = np.random.default_rng(0)
     weights = [
         helper.make_tensor("w", TensorProto.FLOAT, [4, 3, 3, 3], rng.standard_normal(108).astype(np.float32)),
@@ -288,9 +299,9 @@ SHAPES = ["--minShapes=images:1x3x112x112", "--optShapes=images:8x3x112x112", "-
                  "--int8", "--fp16", "--buildOnly"]),
         ("8.6", ["--memPoolSize=workspace:4096", "--timingCacheFile=B/engines/timing.trt8.6.sm87.cache",
                  "--int8", "--fp16", "--skipInference"]),
-        ("10.3", ["--memPoolSize=workspace:4096M", "--timingCacheFile=B/engines/timing.trt10.3.sm87.cache",
+        ("10.3", ["--memPoolSize=workspace:4096", "--timingCacheFile=B/engines/timing.trt10.3.sm87.cache",
                   "--stronglyTyped", "--skipInference"]),
-        ("11.4", ["--memPoolSize=workspace:4096M", "--timingCacheFile=B/engines/timing.trt11.4.sm87.cache",
+        ("11.4", ["--memPoolSize=workspace:4096", "--timingCacheFile=B/engines/timing.trt11.4.sm87.cache",
                   "--skipInference"]),
     ],
 )
@@ -317,10 +328,71 @@ def test_trtexec_fp16_and_fp32_on_8x_and_dla():
 
 
 def test_format_plan_lists_the_essentials():
-    text = format_plan(plan_for("jetson-agx-orin", "int8-trt", "10.3", dla_core=0))
-    for expected in ("jetson-agx-orin", "10.3", "weakly typed", "INT8, FP16, GPU_FALLBACK", "DLA core 0 (GPU fallback)",
-                     "min 1 / opt 8 / max 32", "4096 MiB", "trtexec --onnx="):
+    text = format_plan(pin_plan(plan_for("jetson-agx-orin", "int8-trt", "10.3", dla_core=0), "10.3.0"))
+    for expected in ("jetson-agx-orin", "10.3.0", "weakly typed", "INT8, FP16, GPU_FALLBACK", "DLA core 0 (GPU fallback)",
+                     "min 1 / opt 8 / max 32", "4096 MiB", "mkdir -p engines && trtexec --onnx="):
         assert expected in text
+
+
+@pytest.mark.parametrize("version", ["8.4", "8.5", "8.6", "10.0", "10.1", "10.3", "11.4"])
+def test_trtexec_workspace_is_plain_mib_on_every_version(version):
+    # 8.x reads MiB with std::stod; 10.0 would scale a "4096M" twice (4096 TiB); 10.1+ adds "M".
+    command = trtexec_command(plan_for("desktop" if version[:2] in ("10", "11") else "jetson-orin-nano", "fp16", version))
+    assert [c for c in command if c.startswith("--memPoolSize")] == [
+        f"--memPoolSize=workspace:{4096 if version[:2] in ('10', '11') else 1024}"
+    ]
+
+
+def test_trtexec_line_makes_its_folders_and_names_the_engine_as_the_finish():
+    plan = plan_for("jetson-agx-orin", "int8-trt", "10.3")
+    found = TensorRTInfo("10.3.0.30", 10, 3, 0, module=types.ModuleType("tensorrt"))
+    resolved = resolve_plan(plan, found, GpuInfo("Orin", "8.7", 1, "pycuda"))
+    assert pin_plan(plan, "10.3.0") == resolved
+    line = trtexec_line(resolved, "my bundles/b")
+    assert line.startswith("mkdir -p 'my bundles/b/engines' && trtexec '--onnx=my bundles/b/models/model.int8-trt.onnx' ")
+    assert f"'--saveEngine=my bundles/b/{resolved.engine}'" in line and resolved.engine.endswith(".trt10.3.0.sm87.engine")
+    unpinned = format_plan(plan_for("desktop", "fp16", "10.x"))  # the name needs the release and GPU found
+    assert "trtexec --onnx" not in unpinned and "run --dry-run where TensorRT and the GPU are" in unpinned
+
+
+@pytest.mark.parametrize(
+    ("version", "supported"),
+    [("8.5", True), ("10.3", True), ("10.3.0", True), ("11.0", False), ("11.4.0", False), ("11.4.1", True),
+     ("11.4.2", True), ("11.5", True), ("11.4", None), ("11.x", None)],
+)
+def test_dla_support_per_version(version, supported):
+    assert dla_support(version) is supported
+
+
+def test_explicit_dla_on_11_4_is_decided_by_the_release_found():
+    plan = plan_for("jetson-agx-orin", "int8-trt", "11.4", dla_core=1)
+    assert plan.dla_core == 1  # "11.4" may be 11.4.1+
+    orin = GpuInfo("Orin", "8.7", 1, "pycuda")
+    newer = resolve_plan(plan, TensorRTInfo("11.4.1.2", 11, 4, 1, module=types.ModuleType("tensorrt")), orin)
+    assert newer.engine.endswith(".trt11.4.1.sm87.dla1.engine")
+    with pytest.raises(ValueError, match=r"TensorRT 11\.4\.0 has no DLA support .* DLA core 1 was asked for"):
+        resolve_plan(plan, TensorRTInfo("11.4.0.5", 11, 4, 0, module=types.ModuleType("tensorrt")), orin)
+
+
+def test_preferred_dla_falls_back_to_the_gpu_on_11_4_0():
+    name, target = CONFIG.target("jetson-agx-orin")
+    preferring = target.model_copy(update={"use_dla": True})
+    assert plan_versions(preferring) == ["8.5", "8.6", "10.3", "11.4", "11.4.0"]
+    assert plan_versions(preferring, dla_core=0) == plan_versions(target) == ["8.5", "8.6", "10.3", "11.4"]
+    plans = [make_build_plan(name, preferring, EngineSpec("vt_demo", p, ONNX_OF[p], CHW), v)
+             for v in plan_versions(preferring) for p in ("fp32", "int8-trt")]
+    on_11_4_0 = {p.precision: p for p in select_plans(plans, "11.4.0.5")}
+    assert on_11_4_0["int8-trt"].tensorrt_version == "11.4.0" and on_11_4_0["int8-trt"].dla_core is None
+    assert on_11_4_0["int8-trt"].strongly_typed and on_11_4_0["int8-trt"].builder_flags == ()
+    on_11_4_1 = {p.precision: p for p in select_plans(plans, "11.4.1.2")}
+    assert on_11_4_1["int8-trt"].tensorrt_version == "11.4" and on_11_4_1["int8-trt"].dla_core == 0
+    assert on_11_4_1["fp32"].dla_core is None
+
+
+def test_releases_printed_off_the_device():
+    assert releases_of("10.3") == ("10.3.0",) and releases_of("8.5") == ("8.5.2",)
+    assert releases_of("11.4") == ("11.4.0", "11.4.1") and releases_of("10.3.1") == ("10.3.1",)
+    assert releases_of("10.x") == ()
 
 
 # --- plan files -----------------------------------------------------------------------------------
@@ -376,7 +448,7 @@ def test_resolve_plan_pins_found_version_and_gpu():
 
 def test_build_engine_without_tensorrt(tmp_path, no_tensorrt):
     plan = plan_for("jetson-orin-nano", "fp32", "10.3")
-    tiny_onnx(tmp_path / plan.onnx)
+    placeholder_onnx(tmp_path / plan.onnx)
     with pytest.raises(TensorRTUnavailable, match="TensorRT is not installed.*pip install tensorrt"):
         build_engine(plan, tmp_path, log=lambda _: None)
     assert not (tmp_path / "engines").exists()
@@ -386,7 +458,7 @@ def test_build_engine_missing_onnx_and_version_mismatch(tmp_path):
     plan = plan_for("jetson-orin-nano", "fp32", "10.3")
     with pytest.raises(BuildError, match="fp32 ONNX is not in the bundle"):
         build_engine(plan, tmp_path, log=lambda _: None)
-    tiny_onnx(tmp_path / plan.onnx)
+    placeholder_onnx(tmp_path / plan.onnx)
     other = TensorRTInfo("8.6.2", 8, 6, 2, module=types.ModuleType("tensorrt"))
     with pytest.raises(BuildError, match="plan is for TensorRT 10.3, this device has 8.6.2"):
         build_engine(plan, tmp_path, other, log=lambda _: None)
@@ -399,6 +471,40 @@ def test_runner_without_tensorrt(tmp_path, no_tensorrt):
     engine.write_bytes(b"\0" * 16)
     with pytest.raises(TensorRTUnavailable, match="TensorRT is not installed"):
         TensorRTRunner(engine)
+
+
+def test_runner_frees_its_stream_when_the_engine_does_not_load(tmp_path, monkeypatch):
+    closed = []
+
+    class Memory:  # what open_device_memory returns, recording close()
+        library, stream_handle = "stand-in", 0
+
+        def synchronize(self):
+            pass
+
+        def close(self):
+            closed.append(True)
+
+    class Logger:
+        WARNING = 2
+
+        def __init__(self, severity):
+            pass
+
+    class Runtime:
+        def __init__(self, logger):
+            pass
+
+        def deserialize_cuda_engine(self, data):
+            return None  # what TensorRT returns for an engine of another version or GPU
+
+    monkeypatch.setattr(tensorrt_runner, "open_device_memory", Memory)
+    engine = tmp_path / "m.engine"
+    engine.write_bytes(b"built elsewhere")
+    module = types.SimpleNamespace(Logger=Logger, Runtime=Runtime)
+    with pytest.raises(RunnerError, match="TensorRT 10.3.0 cannot load it"):
+        TensorRTRunner(engine, TensorRTInfo("10.3.0", 10, 3, 0, module=module))
+    assert closed == [True]  # a constructor that raises is never entered by `with`: it closes itself
 
 
 def test_device_memory_without_gpu():
