@@ -1,5 +1,5 @@
 // Latency statistics, computed exactly as the Python pipeline does
-// (pipeline/stages/validate.py: latency_metrics): percentiles with numpy's default
+// (pipeline/metrics.py: latency_metrics): percentiles with numpy's default
 // np.percentile (method "linear"), mean with numpy's pairwise summation.
 #pragma once
 
