@@ -24,7 +24,7 @@ OUT_DIR/pipeline-plan/build_plan.json  the pipeline's build_plan.json for jetson
 OUT_DIR/images/         generated images covering the decoder paths (JPEG RGB/gray/CMYK/
                         progressive, PNG gray/RGBA/palette/16-bit/low bit depth)
 OUT_DIR/latency.json    latency samples and their statistics computed with numpy exactly as the
-                        pipeline computes them (pipeline/stages/validate.py latency_metrics:
+                        pipeline computes them (pipeline/metrics.py latency_metrics:
                         np.percentile with its default linear method, np.mean), for the C++
                         latency_stats() to match bit for bit
 OUT_DIR/images/index.json  per preprocessing spec ("synthetic", and "bundle" when it differs)
@@ -433,7 +433,7 @@ def write_latency_cases(path: Path) -> None:
         a = np.asarray(values, dtype=np.float64)
         cases.append({
             "samples": [float(v) for v in a],
-            # pipeline/stages/validate.py latency_metrics
+            # pipeline/metrics.py latency_metrics
             "p50_ms": float(np.percentile(a, 50)),
             "p90_ms": float(np.percentile(a, 90)),
             "p99_ms": float(np.percentile(a, 99)),
