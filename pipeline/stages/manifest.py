@@ -15,7 +15,12 @@ from __future__ import annotations
 
 import json
 from pathlib import PurePosixPath
-from typing import Annotated, Any, Dict, List, Literal, Optional, Tuple
+from typing import Any, Dict, List, Literal, Optional, Tuple
+
+try:
+    from typing import Annotated
+except ImportError:  # Python 3.8 (JetPack 5)
+    from typing_extensions import Annotated
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, Strict, model_validator
 
