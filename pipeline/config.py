@@ -100,14 +100,50 @@ class TrainConfig(_Section):
     tokens: int = Field(8, ge=1)
     token_channels: int = Field(64, ge=4)
     heads: int = Field(4, ge=1)
+    # Stage 1 of the model: "imagenet" (7x7/2 conv + max pool) or "cifar" (3x3/1 conv, no pool,
+    # for 32x32 photos).
+    stem: Literal["imagenet", "cifar"] = "imagenet"
+    # Training photos:
+    #   "generated"   the generated set at `train_root` (`train_per_class` a class, made on
+    #                 demand); held out: the [data] calibration/evaluation pool.
+    #   "cifar10-zip" the photos in `zip` (<top>/<class>/<image> members, e.g. CIFAR-10's
+    #                 train/<class>/<n>.jpg), decoded in memory; per class `holdout_per_class`
+    #                 photos are held out by a rule seeded with `split_seed`, never trained on.
+    source: Literal["generated", "cifar10-zip"] = "generated"
     train_root: TomlPath = Path("data/demo/train")
     train_per_class: int = Field(120, ge=1)
+    zip: Optional[TomlPath] = None
+    holdout_per_class: int = Field(500, ge=1)
+    split_seed: int = Field(0, ge=0)
+    # cifar10-zip only: write this many held-out photos a class (original files, byte for
+    # byte) to `export_holdout` as an ImageFolder tree, e.g. the repository's shipped set.
+    export_holdout: Optional[TomlPath] = None
+    export_per_class: int = Field(300, ge=1)
     epochs: int = Field(12, ge=1)
     batch_size: int = Field(32, ge=1)
+    # "adamw" (AdamW) or "sgd" (SGD with Nesterov momentum `momentum`); both under a one-cycle
+    # schedule that peaks at `lr` after `warmup` of the steps and anneals to ~0.
+    optimizer: Literal["adamw", "sgd"] = "adamw"
     lr: float = Field(2e-3, gt=0)
+    momentum: float = Field(0.9, ge=0, lt=1)
+    warmup: float = Field(0.15, gt=0, lt=1)
     weight_decay: float = Field(5e-4, ge=0)
+    label_smoothing: float = Field(0.05, ge=0, lt=1)
+    # Augmentation: pad each training image by `pad` pixels (reflection) before the random
+    # crop, and flip half of them horizontally.
+    pad: int = Field(0, ge=0)
     seed: int = 0
     threads: int = Field(2, ge=1)
+
+    @model_validator(mode="after")
+    def _zip_given(self) -> "TrainConfig":
+        if self.source == "cifar10-zip" and self.zip is None:
+            raise ValueError("source cifar10-zip needs zip (the path of the photos' zip)")
+        if self.export_per_class > self.holdout_per_class:
+            raise ValueError(
+                f"export_per_class ({self.export_per_class}) must not exceed holdout_per_class ({self.holdout_per_class})"
+            )
+        return self
 
 
 class ExportConfig(_Section):

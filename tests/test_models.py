@@ -245,6 +245,27 @@ def test_spec_round_trip_through_json() -> None:
     assert ModelSpec.from_dict({"arch": "resnet34"}) == ModelSpec(arch="resnet34")
 
 
+def test_stem_is_left_out_of_imagenet_specs_and_old_dicts_read_as_imagenet() -> None:
+    assert "stem" not in TINY.to_dict() and TINY.stem == "imagenet"
+    cifar = dataclasses.replace(TINY, stem="cifar")
+    assert cifar.to_dict()["stem"] == "cifar"
+    assert ModelSpec.from_dict(json.loads(json.dumps(cifar.to_dict()))) == cifar
+    assert ModelSpec.from_dict({"arch": "vt_resnet18", "stem": "imagenet"}) == ModelSpec(arch="vt_resnet18")
+
+
+def test_cifar_stem_keeps_the_resolution_for_32x32_photos() -> None:
+    model = build_model(dataclasses.replace(TINY, stem="cifar")).eval()
+    assert not any(isinstance(m, torch.nn.MaxPool2d) for m in model.stem.modules())
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        assert model.forward_features(x).shape == (2, 4 * TINY.width, 8, 8)
+        assert model(x).shape == (2, 10)
+        assert model.forward_tokens(x).shape == (2, TINY.tokens, TINY.token_channels)
+    plain = build_model(dataclasses.replace(TINY, arch="resnet18", stem="cifar")).eval()
+    with torch.no_grad():
+        assert plain.forward_features(x).shape == (2, 8 * TINY.width, 4, 4)
+
+
 def test_spec_defaults_are_the_paper_configuration() -> None:
     spec = ModelSpec(arch="vt_resnet18")
     assert (spec.num_classes, spec.width, spec.tokens, spec.token_channels, spec.heads) == (1000, 64, 16, 1024, 16)
@@ -269,6 +290,8 @@ def test_spec_is_frozen() -> None:
         ({"arch": "vt_resnet18", "tokens": -1}, "tokens"),
         ({"arch": "vt_resnet18", "width": 16, "heads": 5}, "heads"),
         ({"arch": "vt_resnet18", "token_channels": 100}, "token_channels"),
+        ({"arch": "vt_resnet18", "stem": "tiny"}, "stem"),
+        ({"arch": "vt_resnet18", "stem": 1}, "stem"),
     ],
 )
 def test_spec_from_dict_errors_name_the_key(data: dict, key: str) -> None:

@@ -42,6 +42,7 @@ __all__ = [
     "MODEL_REGISTRY",
     "BasicBlock",
     "FilterTokenizer",
+    "STEMS",
     "ModelSpec",
     "Projector",
     "RecurrentTokenizer",
@@ -65,6 +66,11 @@ ARCH_STAGE_BLOCKS: dict[str, tuple[int, int, int, int]] = {
     "resnet34": (3, 4, 6, 3),
 }
 
+# Stage 1 ("stem") variants. "imagenet": 7x7/2 convolution and 3x3/2 max pool (output stride
+# 4, the paper's). "cifar": one 3x3/1 convolution and no pool (output stride 1), for 32x32
+# photos, where an output stride of 4 would leave the VT modules a 2x2 map.
+STEMS: tuple[str, ...] = ("imagenet", "cifar")
+
 
 # --------------------------------------------------------------------------------------------
 # Model specification
@@ -83,6 +89,11 @@ class ModelSpec:
     token_channels: token channels C_T (paper: 1024).
     heads:          attention heads of the transformer and the recurrent tokenizer (paper: 16).
     in_channels:    image channels.
+    stem:           stage 1, one of `STEMS`: "imagenet" (7x7/2 conv + 3x3/2 max pool, the
+                    default) or "cifar" (3x3/1 conv, no pool: the VT input is then at stride
+                    4, 8x8 for a 32x32 photo). `to_dict` leaves the default out, so specs
+                    written before the key existed and specs of "imagenet" models are the
+                    same dict, and a dict without the key reads as "imagenet".
 
     `tokens`, `token_channels` and `heads` only shape the VT modules; plain ResNets ignore
     them (they are still type-checked), so one spec can be switched between the two families.
@@ -95,12 +106,15 @@ class ModelSpec:
     token_channels: int = 1024
     heads: int = 16
     in_channels: int = 3
+    stem: str = "imagenet"
 
     def __post_init__(self) -> None:
         if not isinstance(self.arch, str) or self.arch not in ARCH_STAGE_BLOCKS:
             raise ModelError(f"arch: {self.arch!r} is not one of {sorted(ARCH_STAGE_BLOCKS)}")
+        if not isinstance(self.stem, str) or self.stem not in STEMS:
+            raise ModelError(f"stem: {self.stem!r} is not one of {list(STEMS)}")
         for field in dataclasses.fields(self):
-            if field.name == "arch":
+            if field.name in ("arch", "stem"):
                 continue
             value = getattr(self, field.name)
             # bool is an int subclass; True as a channel count is a mistake, not a 1.
@@ -132,7 +146,10 @@ class ModelSpec:
         return ARCH_STAGE_BLOCKS[self.arch]
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        data = dataclasses.asdict(self)
+        if data["stem"] == "imagenet":  # the default: keep the dict as it was before `stem`
+            del data["stem"]
+        return data
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> ModelSpec:
@@ -179,8 +196,15 @@ class BasicBlock(nn.Module):
         return F.relu(out + self.downsample(x))
 
 
-def _make_stem(in_channels: int, width: int) -> nn.Sequential:
-    """Stage 1: 7x7/2 convolution and 3x3/2 max pool, output stride 4."""
+def _make_stem(in_channels: int, width: int, kind: str = "imagenet") -> nn.Sequential:
+    """Stage 1. "imagenet": 7x7/2 convolution and 3x3/2 max pool, output stride 4.
+    "cifar": 3x3/1 convolution, output stride 1 (small photos keep their resolution)."""
+    if kind == "cifar":
+        return nn.Sequential(
+            nn.Conv2d(in_channels, width, 3, stride=1, padding=1, bias=False),
+            nn.BatchNorm2d(width),
+            nn.ReLU(inplace=True),
+        )
     return nn.Sequential(
         nn.Conv2d(in_channels, width, 7, stride=2, padding=3, bias=False),
         nn.BatchNorm2d(width),
@@ -214,10 +238,11 @@ def _init_trunk(module: nn.Module) -> None:
 
 
 def _make_trunk(spec: ModelSpec) -> tuple[nn.Sequential, nn.Sequential, nn.Sequential, nn.Sequential]:
-    """Stem and stages 2..4 (layer1..layer3): output stride 16, 4 * width channels."""
+    """Stem and stages 2..4 (layer1..layer3): 4 * width channels at output stride 16
+    ("imagenet" stem) or 4 ("cifar" stem)."""
     w, blocks = spec.width, spec.stage_blocks
     return (
-        _make_stem(spec.in_channels, w),
+        _make_stem(spec.in_channels, w, spec.stem),
         _make_stage(w, w, blocks[0], stride=1),
         _make_stage(w, 2 * w, blocks[1], stride=2),
         _make_stage(2 * w, 4 * w, blocks[2], stride=2),
@@ -239,7 +264,7 @@ class ResNet(nn.Module):
         _init_trunk(self)
 
     def forward_features(self, x: Tensor) -> Tensor:
-        """Stage-5 feature map (N, 8 * width, H/32, W/32)."""
+        """Stage-5 feature map (N, 8 * width, H/32, W/32); H/8, W/8 with the "cifar" stem."""
         x = self.layer3(self.layer2(self.layer1(self.stem(x))))
         return self.layer4(x)
 
@@ -467,7 +492,7 @@ class VTResNet(nn.Module):
     """VT-ResNet-18/34: ResNet stages 1-4, then one VT module per block of the removed stage 5.
 
     The VT modules read the stage-4 feature map (4 * width channels at stride 16: 256 x 14 x 14
-    for a 224 input at paper width). The last module's tokens are averaged over L and fed to a
+    for a 224 input at paper width; at stride 4 with the "cifar" stem: 8 x 8 for a 32x32 photo). The last module's tokens are averaged over L and fed to a
     linear classifier.
     """
 
@@ -491,7 +516,8 @@ class VTResNet(nn.Module):
         nn.init.zeros_(self.fc.bias)
 
     def forward_features(self, x: Tensor) -> Tensor:
-        """Stage-4 feature map (N, 4 * width, H/16, W/16), the input of the VT modules."""
+        """Stage-4 feature map (N, 4 * width, H/16, W/16), the input of the VT modules
+        (H/4, W/4 with the "cifar" stem)."""
         return self.layer3(self.layer2(self.layer1(self.stem(x))))
 
     def _tokens(self, x: Tensor) -> Tensor:
