@@ -17,7 +17,7 @@ from pipeline.artifacts import read_json, write_json_atomic, write_text_atomic
 from pipeline.errors import BundleError
 from pipeline.host import host_info, utc_now
 from pipeline.metrics import Budget, top1_drop
-from pipeline.names import FP16, FP32, FP32_TORCH, INT8_FLAVOURS, REFERENCE
+from pipeline.names import FP16, FP32, FP32_TORCH, INT8, INT8_FLAVOURS, REFERENCE
 # Files `report` re-makes from report.json (which itself must verify).
 RENDERED = ("report/report.md", "report/report.html", "report/accuracy.png", "report/latency.png", "report/sensitivity.png")
 REPORT_KEYS = ("bundle", "target", "backend", "model", "results", "created_utc", "host", "evaluation_images", "calibration_images")
@@ -211,6 +211,7 @@ def render_markdown(report: dict[str, Any], plots: dict[str, str]) -> str:
         if isinstance(details, dict) and "fp32_layers" in details:
             kept = ", ".join(details["fp32_layers"]) or "none (every quantizable layer is INT8)"
             lines.append(f"- {flavour}: layers kept in FP32: {kept}")
+            lines += [f"  - {method}" for method in details.get("methods", [])]
     lines += [f"- calibration: {report.get('calibration_method', 'n/a')}", ""]
     lines += report.get("notes", [])
     lines += ["", "## Stages", "", "| stage | wall s | cached |", "|---|---|---|"]
@@ -289,7 +290,7 @@ class ReportSources:
 
 def assemble_report(ctx: Any, sources: ReportSources) -> Dict[str, Any]:
     config, target, data, model = ctx.config, ctx.target, sources.data, sources.model
-    notes = _fp16_note(sources.results)
+    notes = _fp16_note(sources.results) + _int8_cpu_note(sources.results, host_info().get("cpu_isa", {}))
     if ctx.cpu_proxy:
         notes.append(f"- CPU proxy: the {ctx.target_name} precision graphs were run with ONNX Runtime on this host's CPU; accuracy carries over to the device, latency does not. The device finish measures the engines.")
     details = sources.stage_details
@@ -323,4 +324,21 @@ def _fp16_note(results: List[Dict[str, Any]]) -> List[str]:
         f"({p50[FP32] / p50[FP16]:.2f}x). ONNX Runtime's CPU provider has few FP16 kernels and inserts casts to "
         "FP32 around the rest, so FP16 brings no compute speed-up on a CPU; it is validated here for accuracy, "
         "and its speed is measured on the GPU."
+    ]
+
+
+def _int8_cpu_note(results: List[Dict[str, Any]], isa: Dict[str, Any]) -> List[str]:
+    """Whether this CPU can run INT8 faster than FP32, why, and what was measured."""
+    p50 = {r["precision"]: next((lat["p50_ms"] for lat in r["latency"] if lat["batch"] == 1), None) for r in results}
+    if p50.get(INT8) is None or p50.get(FP32) is None or not isa:
+        return []
+    measured = f"int8 p50 {p50[INT8]:.3f} ms vs fp32 {p50[FP32]:.3f} ms at batch 1 ({p50[FP32] / p50[INT8]:.2f}x)"
+    if isa.get("int8_dot"):
+        return [f"- int8 on this CPU ({isa['int8_dot']}): {measured}."]
+    return [
+        f"- int8 on this CPU: {measured}. It has no 8-bit dot-product instruction (features: "
+        f"{', '.join(isa.get('features', [])) or 'none detected'}; no AVX-512 VNNI, AVX-VNNI or AMX), so ONNX Runtime "
+        "multiplies INT8 with AVX2's vpmaddubsw, about as many instructions per product as FP32 FMA: INT8 is not "
+        "faster than FP32 here, and the latency gate's choice below shows it. A CPU with VNNI (or Arm dotprod/i8mm) "
+        "runs the same graph faster. The int8 graph's 7-bit weights keep its answers the same on both."
     ]
