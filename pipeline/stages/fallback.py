@@ -30,7 +30,11 @@ Scorer = Callable[[Path], Tuple[float, ...]]
 
 @dataclass
 class Int8Outcome:
-    """How an INT8 graph was made and how it did on the calibration images."""
+    """How an INT8 graph was made and how it did on the calibration images.
+
+    `agreement` and `top1_drop` are the values its budget was checked with on the calibration
+    images (the scorer's: for the pipeline, a lower bound on agreement and the drop less its
+    noise); the evaluation images' numbers are the validate stage's."""
 
     flavour: str
     agreement: float
