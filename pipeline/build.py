@@ -18,7 +18,7 @@ from pipeline.artifacts import StageResult, read_json, sha256_file, sha256_json
 from pipeline.config import Config
 from pipeline.context import BuildContext, BuildOptions, BuildOutcome, StageEntry, StageLog
 from pipeline.errors import StageError
-from pipeline.names import FP32, INT8_FLAVOURS
+from pipeline.names import FP32, INT8_FLAVOURS, graph_variants
 
 
 @dataclass
@@ -113,7 +113,8 @@ def make_graphs(ctx: BuildContext) -> Graphs:
         calibration = log.run("calibrate", lambda: run_calibrate(config, cache, simplified, calib_images, data.content_hash, progress))
     inputs = PrecisionInputs(simplified, exported, calibration, calib_images, data.calib.labels)
     precision = log.run("precision", lambda: run_precision(config, cache, inputs, ctx.target.precisions, log.message))
-    models = {FP32: simplified.output("onnx"), **{p: precision.output(p) for p in ctx.target.precisions if p != FP32}}
+    graphs = [p for p in ctx.target.precisions if p != FP32] + graph_variants(ctx.target.precisions)
+    models = {FP32: simplified.output("onnx"), **{p: precision.output(p) for p in graphs}}
     # Downstream keys are the graphs' content, so a re-made graph that differs re-runs what follows.
     keys = {p: sha256_file(path) for p, path in models.items()}
     return Graphs(data, model, {"export": exported, "simplify": simplified, "precision": precision}, models, keys)

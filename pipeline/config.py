@@ -165,7 +165,9 @@ class PrecisionConfig(_Section):
     # below the maximum (128, its default, cannot, which makes entropy equal minmax).
     entropy_bins: int = Field(512, ge=256)
     percentile_bins: int = Field(2048, ge=128)
-    # When INT8 misses its budget, keep up to this many of the costliest layers in FP32.
+    # When INT8 misses its budget on the calibration images: first a quantization-aware fine-tune
+    # of this many steps (0: none), then up to this many of the costliest layers kept in FP32.
+    finetune_steps: int = Field(300, ge=0)
     max_fp32_layers: int = Field(8, ge=0)
 
 

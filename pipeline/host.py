@@ -10,20 +10,56 @@ from pathlib import Path
 from typing import Any
 
 
+# CPU features that decide how fast INT8 (and BF16/FP16) inference can be, by the names Linux
+# gives them in /proc/cpuinfo: `flags` on x86, `Features` on Arm.
+X86_FEATURES = ("avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512_vnni", "avx_vnni", "avx512_bf16",
+                "avx512_fp16", "amx_tile", "amx_int8", "amx_bf16")
+ARM_FEATURES = ("asimd", "asimdhp", "asimddp", "i8mm", "bf16", "sve", "sve2")
+# An 8-bit dot product instruction (4 products summed into 32 bits per lane, no 16-bit step).
+INT8_DOT = {"amx_int8": "AMX-INT8", "avx512_vnni": "AVX-512 VNNI", "avx_vnni": "AVX-VNNI", "i8mm": "Arm i8mm",
+            "asimddp": "Arm dotprod"}
+
+
+def _cpuinfo() -> str:
+    try:
+        return Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return ""
+
+
+def cpu_isa(cpuinfo: str, machine: str) -> dict[str, Any]:
+    """The INT8-relevant instruction sets a CPU has, and whether INT8 can beat FP32 on it.
+
+    `int8_dot` names the best 8-bit dot-product instruction (VNNI, AMX, Arm dotprod/i8mm) or is
+    None; without one (x86 with AVX2 only), ONNX Runtime's INT8 kernels multiply u8 by s8 in
+    16-bit pairs (vpmaddubsw), which is about as fast as FP32 FMA and saturates, so INT8 is no
+    faster than FP32 there and needs 7-bit weights to stay exact.
+    """
+    flags: set = set()
+    for line in cpuinfo.splitlines():
+        key = line.split(":", 1)[0].strip().lower()
+        if key in ("flags", "features") and ":" in line:
+            flags = set(line.split(":", 1)[1].split())
+            break
+    known = X86_FEATURES if machine.lower() in ("x86_64", "amd64", "i686", "i386") else ARM_FEATURES
+    present = [name for name in known if name in flags]
+    dot = next((label for name, label in INT8_DOT.items() if name in flags), None)
+    return {"features": present, "int8_dot": dot, "int8_faster_than_fp32": dot is not None}
+
+
 def host_info() -> dict[str, Any]:
     cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    text = _cpuinfo()
+    for line in text.splitlines():
+        if line.startswith("model name"):
+            cpu = line.split(":", 1)[1].strip()
+            break
     return {
         "platform": platform.platform(),
         "machine": platform.machine(),
         "cpu": cpu,
         "cpu_count": os.cpu_count(),
+        "cpu_isa": cpu_isa(text, platform.machine()),
         "python": platform.python_version(),
     }
 

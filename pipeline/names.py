@@ -18,6 +18,15 @@ INT8_TRT = "int8-trt"  # TensorRT flavour: symmetric s8 Q/DQ where TensorRT fuse
 PRECISIONS = (FP32, FP16, INT8, INT8_TRT)
 INT8_FLAVOURS = (INT8, INT8_TRT)
 
+# Graphs that are not precisions of their own but a variant of one, made with it and carried
+# beside it. Strongly typed TensorRT (10.x, 11.x) runs every tensor outside the Q/DQ pairs in the
+# graph's own type, so its `int8-trt` graph carries FP16 there; weakly typed TensorRT (8.x)
+# builds the FP32-outside `int8-trt` graph with the INT8 and FP16 builder flags.
+INT8_TRT_FP16 = "int8-trt-fp16"
+STRONGLY_TYPED_GRAPHS = {INT8_TRT: INT8_TRT_FP16}
+# Graphs for TensorRT: their CPU proxy runs Q/DQ as exact float ops (what TensorRT computes).
+TENSORRT_GRAPHS = (INT8_TRT, INT8_TRT_FP16)
+
 # The torch eager FP32 baseline: measured for speed-ups, never an engine.
 FP32_TORCH = "fp32-torch"
 # The precision every other one is compared against.
@@ -25,5 +34,15 @@ REFERENCE = FP32
 
 
 def onnx_file(precision: str) -> str:
-    """Bundle-relative path of a precision's ONNX graph."""
+    """Bundle-relative path of a precision's (or graph variant's) ONNX graph."""
     return f"models/model.{precision}.onnx"
+
+
+def graph_variants(precisions) -> list:
+    """The graph variants the precisions bring with them (`int8-trt` -> `int8-trt-fp16`)."""
+    return [STRONGLY_TYPED_GRAPHS[p] for p in precisions if p in STRONGLY_TYPED_GRAPHS]
+
+
+def tensorrt_graph(precision: str, strongly_typed: bool) -> str:
+    """The graph a TensorRT build of `precision` reads: the FP16-outside variant when strongly typed."""
+    return STRONGLY_TYPED_GRAPHS.get(precision, precision) if strongly_typed else precision

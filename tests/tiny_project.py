@@ -41,6 +41,7 @@ batch_size = 16
 
 [precision]
 calibration = "minmax"
+finetune_steps = 0
 max_fp32_layers = 0
 
 [validate]

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import os
 import platform
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Union
 
@@ -14,7 +14,7 @@ import numpy as np
 
 from pipeline.backends.base import ClosingRunner
 from pipeline.backends.timing import time_calls
-from pipeline.names import FP32_TORCH
+from pipeline.names import FP32_TORCH, TENSORRT_GRAPHS
 
 OPTIMIZATION_LEVELS = ("basic", "extended", "all")
 
@@ -27,13 +27,24 @@ class SessionSettings:
     intra_op_threads: int = 0  # 0: ONNX Runtime's default
     execution_mode: str = "sequential"
     provider: str = "CPUExecutionProvider"
+    # False: Q/DQ pairs stay float ops (exact Q/DQ arithmetic) instead of fused integer kernels.
+    qdq_fusion: bool = True
 
 
-def cpu_session(model: Union[Path, bytes], threads: int = 0, optimized_path: Path | None = None, level: str = "all"):
-    """An ONNX Runtime CPU session; optionally saves the optimized graph it runs."""
+def cpu_session(model: Union[Path, bytes], threads: int = 0, optimized_path: Path | None = None, level: str = "all",
+                qdq_fusion: bool = True):
+    """An ONNX Runtime CPU session; optionally saves the optimized graph it runs.
+
+    `qdq_fusion=False` keeps QuantizeLinear/DequantizeLinear as float ops (every other
+    optimization stays): the arithmetic TensorRT's INT8 kernels do (32-bit accumulation), where
+    ONNX Runtime's fused s8s8/u8s8 kernels on x86 without VNNI add up byte products in 16 bits
+    and saturate.
+    """
     import onnxruntime as ort
 
     options = ort.SessionOptions()
+    if not qdq_fusion:
+        options.add_session_config_entry("session.disable_quant_qdq", "1")
     options.graph_optimization_level = {
         "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
         "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
@@ -55,9 +66,9 @@ def run_batched(session: Any, images: np.ndarray, batch: int = 32) -> np.ndarray
     return np.concatenate(outputs, axis=0).astype(np.float32)
 
 
-def onnx_logits(onnx_path: Path, images: np.ndarray) -> np.ndarray:
+def onnx_logits(onnx_path: Path, images: np.ndarray, qdq_fusion: bool = True) -> np.ndarray:
     """Logits of an ONNX file on the CPU, with ONNX Runtime's default optimizations."""
-    return run_batched(cpu_session(onnx_path), images)
+    return run_batched(cpu_session(onnx_path, qdq_fusion=qdq_fusion), images)
 
 
 def save_optimized(model: Path, destination: Path, settings: SessionSettings) -> None:
@@ -73,10 +84,14 @@ class OrtRunner(ClosingRunner):
     """Runner protocol over an ONNX Runtime CPU session."""
 
     def __init__(self, name: str, model: Path, settings: SessionSettings = SessionSettings()) -> None:
+        if name in TENSORRT_GRAPHS:
+            # The CPU proxy of a TensorRT graph computes what TensorRT computes: exact Q/DQ.
+            settings = replace(settings, qdq_fusion=False)
         self.name = name
         self.model = model
         self.settings = settings
-        self.session = cpu_session(model, threads=settings.intra_op_threads, level=settings.graph_optimization)
+        self.session = cpu_session(model, threads=settings.intra_op_threads, level=settings.graph_optimization,
+                                   qdq_fusion=settings.qdq_fusion)
         self.input_name = self.session.get_inputs()[0].name
 
     def infer(self, images: np.ndarray) -> np.ndarray:

@@ -58,7 +58,7 @@ from typing import Any, Mapping
 from pipeline.artifacts import write_json_atomic
 from pipeline.backends.tensorrt_env import GpuInfo, TensorRTInfo
 from pipeline.config import BatchProfile, TargetConfig
-from pipeline.names import FP16, FP32, INPUT_NAME, INT8_TRT, OUTPUT_NAME
+from pipeline.names import FP16, FP32, INPUT_NAME, INT8_TRT, OUTPUT_NAME, onnx_file, tensorrt_graph
 
 PLAN_FORMAT_VERSION = 1
 BUILD_PLAN_FILE = "build_plan.json"
@@ -320,6 +320,9 @@ def make_build_plan(
     profile = dict(zip(("min", "opt", "max"), _profile_triple(target.profile)))
     dla = core is not None
     flags = precision_builder_flags(major, precision, dla=dla) + (("GPU_FALLBACK",) if dla else ())
+    if strongly_typed(major, dla=dla) and onnx_relpath == onnx_file(precision):
+        # Strongly typed: the graph's types are the precision, so int8-trt reads its FP16-outside graph.
+        onnx_relpath = onnx_file(tensorrt_graph(precision, True))
     return BuildPlan(
         target=target_name,
         model=model_name,

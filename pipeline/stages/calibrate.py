@@ -146,7 +146,8 @@ def run_calibrate(config: Config, cache: StageCache, simplified: StageResult, ca
     """The calibration stage, cached by the FP32 graph, the calibration images and the method."""
     import onnxruntime
 
-    settings = {k: v for k, v in config.precision.model_dump().items() if k != "max_fp32_layers"}
+    # Only what shapes the ranges: the escalation settings (fine-tune, fallback) do not.
+    settings = {k: v for k, v in config.precision.model_dump().items() if k not in ("max_fp32_layers", "finetune_steps")}
     inputs = {"onnx": sha256_file(simplified.output("onnx")), "calibration_images": calib_hash}
 
     def body(workdir: Path) -> tuple[dict[str, str], dict[str, Any]]:

@@ -19,7 +19,7 @@ import numpy as np
 from pipeline.artifacts import read_json, refuse_symlinks, sha256_file, write_bytes_atomic, write_json_atomic, write_text_atomic
 from pipeline.errors import BundleError
 from pipeline.host import host_info, utc_now
-from pipeline.names import FP16, FP32, INT8_FLAVOURS, REFERENCE
+from pipeline.names import FP16, FP32, INT8, INT8_FLAVOURS, REFERENCE
 from pipeline.stages.report_gate import GateFailure, check_gate, fastest_precision, result_of, summary_rows
 from pipeline.stages.report_plots import make_figures
 from pipeline.stages.report_views import make_verdict, what_changed
@@ -146,7 +146,7 @@ class ReportSources:
 
 def assemble_report(ctx: Any, sources: ReportSources) -> Dict[str, Any]:
     config, target, data, model = ctx.config, ctx.target, sources.data, sources.model
-    notes = _fp16_note(sources.results)
+    notes = _fp16_note(sources.results) + _int8_cpu_note(sources.results, host_info().get("cpu_isa", {}))
     if ctx.cpu_proxy:
         notes.append(f"- CPU proxy: the {ctx.target_name} precision graphs were run with ONNX Runtime on this host's CPU; accuracy carries over to the device, latency does not. The device finish measures the engines.")
     details = sources.stage_details
@@ -191,4 +191,21 @@ def _fp16_note(results: List[Dict[str, Any]]) -> List[str]:
         f"({p50[FP32] / p50[FP16]:.2f}x). ONNX Runtime's CPU provider has few FP16 kernels and inserts casts to "
         "FP32 around the rest, so FP16 brings no compute speed-up on a CPU; it is validated here for accuracy, "
         "and its speed is measured on the GPU."
+    ]
+
+
+def _int8_cpu_note(results: List[Dict[str, Any]], isa: Dict[str, Any]) -> List[str]:
+    """Whether this CPU can run INT8 faster than FP32, why, and what was measured."""
+    p50 = {r["precision"]: next((lat["p50_ms"] for lat in r["latency"] if lat["batch"] == 1), None) for r in results}
+    if p50.get(INT8) is None or p50.get(FP32) is None or not isa:
+        return []
+    measured = f"int8 p50 {p50[INT8]:.3f} ms vs fp32 {p50[FP32]:.3f} ms at batch 1 ({p50[FP32] / p50[INT8]:.2f}x)"
+    if isa.get("int8_dot"):
+        return [f"- int8 on this CPU ({isa['int8_dot']}): {measured}."]
+    return [
+        f"- int8 on this CPU: {measured}. It has no 8-bit dot-product instruction (features: "
+        f"{', '.join(isa.get('features', [])) or 'none detected'}; no AVX-512 VNNI, AVX-VNNI or AMX), so ONNX Runtime "
+        "multiplies INT8 with AVX2's vpmaddubsw, about as many instructions per product as FP32 FMA: INT8 is not "
+        "faster than FP32 here, and the latency gate's choice below shows it. A CPU with VNNI (or Arm dotprod/i8mm) "
+        "runs the same graph faster. The int8 graph's 7-bit weights keep its answers the same on both."
     ]

@@ -191,7 +191,9 @@ def test_plan_for_every_target_version_and_precision(target, version, precision)
     assert plan.builder_flags == precision_builder_flags(major, precision)
     assert plan.profile == {"min": config.profile.min, "opt": config.profile.opt, "max": config.profile.max}
     assert plan.workspace_mib == config.workspace_mib
-    assert plan.input_name == "images" and plan.input_chw == CHW and plan.onnx == ONNX_OF[precision]
+    # Strongly typed builds read int8-trt's FP16-outside graph; weakly typed ones the FP32-outside one.
+    expected_onnx = "models/model.int8-trt-fp16.onnx" if precision == "int8-trt" and major >= 10 else ONNX_OF[precision]
+    assert plan.input_name == "images" and plan.input_chw == CHW and plan.onnx == expected_onnx
     assert plan.dla_core is None and plan.gpu_fallback is False
     assert plan.engine.startswith("engines/") and f".trt{version}." in plan.engine
     assert plan.compute_capability == (config.compute_capability or "auto")
@@ -308,8 +310,9 @@ SHAPES = ["--minShapes=images:1x3x112x112", "--optShapes=images:8x3x112x112", "-
 def test_trtexec_int8_per_version(version, tail):
     plan = plan_for("jetson-agx-orin", "int8-trt", version)
     engine = f"B/engines/vt_demo.int8-trt.b1-8-32.trt{version}.sm87.engine"
+    graph = "model.int8-trt.onnx" if version.startswith("8.") else "model.int8-trt-fp16.onnx"
     assert trtexec_command(plan, "B") == [
-        "trtexec", "--onnx=B/models/model.int8-trt.onnx", f"--saveEngine={engine}", *SHAPES, *tail,
+        "trtexec", f"--onnx=B/models/{graph}", f"--saveEngine={engine}", *SHAPES, *tail,
     ]
 
 
@@ -321,7 +324,7 @@ def test_trtexec_fp16_and_fp32_on_8x_and_dla():
     dla = trtexec_command(plan_for("jetson-agx-orin", "int8-trt", "10.3", dla_core=1))
     assert dla[-5:] == ["--int8", "--fp16", "--useDLACore=1", "--allowGPUFallback", "--skipInference"]
     assert "--stronglyTyped" not in dla
-    assert dla[1] == "--onnx=models/model.int8-trt.onnx"  # bundle_dir "." keeps paths relative
+    assert dla[1] == "--onnx=models/model.int8-trt.onnx"  # bundle_dir "." keeps paths relative; 10.x DLA: weakly typed
     dla11 = trtexec_command(plan_for("jetson-agx-orin", "int8-trt", "11.4.1", dla_core=0))
     assert dla11[-4:] == ["--timingCacheFile=engines/timing.trt11.4.1.sm87.cache", "--useDLACore=0",
                           "--allowGPUFallback", "--skipInference"]
@@ -406,7 +409,7 @@ def test_build_plan_json_round_trip_and_loader_fields(tmp_path):
     assert document["format_version"] == 1 and document["target"] == "jetson-agx-orin"
     data = document["plans"][0]
     # The C++ loader reads these names.
-    assert data["onnx"] == "models/model.int8-trt.onnx" and data["precision"] == "int8-trt"
+    assert data["onnx"] == "models/model.int8-trt-fp16.onnx" and data["precision"] == "int8-trt"  # 11.x: strongly typed
     assert data["profile"] == {"min": 1, "opt": 8, "max": 32} and data["workspace_mib"] == 4096
     assert data["dla_core"] == 0 and data["strongly_typed"] is True
     assert data["timing_cache"] == "engines/timing.trt11.4.1.sm87.cache"

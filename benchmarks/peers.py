@@ -1,0 +1,226 @@
+"""The project's INT8 graphs beside other INT8 tools, in one process, on the same FP32 graph,
+the same calibration photos and the same evaluation photos.
+
+    python benchmarks/peers.py --config configs/cifar10.toml      # the shipped VT (accuracy + speed)
+    python benchmarks/peers.py --paper-size                        # VT-ResNet-18 at 224 (speed)
+
+Rows: torch eager FP32; FP32 (ONNX Runtime); the project's `int8` and `int8-trt` (and
+`int8-trt-fp16`) as the pipeline makes them; ONNX Runtime `quantize_static` with its defaults
+and per-channel; OpenVINO + NNCF `nncf.quantize` with its defaults and `model_type=TRANSFORMER`.
+Each: top-1, drop against FP32 (ONNX Runtime), top-1 agreement with FP32, and batch-1 p50 from
+runs interleaved across all rows (row after row, round after round), so a busy CPU slows every
+row alike. OpenVINO and NNCF come with the `dev` extra; rows whose tool is missing are skipped
+with a line saying so.
+
+`--config`: the graphs, the calibration and the evaluation photos come from the pipeline's own
+stages (cached), so the project's rows are exactly the bundle's graphs. `--paper-size`: a
+paper-size VT-ResNet-18 with random weights (speed does not depend on the values; its top-1 and
+agreement mean nothing), calibrated and quantized the way the pipeline does, on generated photos
+at 224x224.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Callable, Dict, List, Tuple
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+Infer = Callable[[np.ndarray], np.ndarray]
+
+
+def ort_infer(path: Path, threads: int, qdq_fusion: bool = True) -> Infer:
+    from pipeline.backends.onnxruntime import cpu_session
+
+    session = cpu_session(path, threads=threads, qdq_fusion=qdq_fusion)
+    name = session.get_inputs()[0].name
+    return lambda batch: session.run(None, {name: np.ascontiguousarray(batch, dtype=np.float32)})[0]
+
+
+def ort_quantize_static(fp32: Path, destination: Path, calib: np.ndarray, per_channel: bool) -> Path:
+    """ONNX Runtime's quantize_static as a user calls it (defaults), on the same photos."""
+    from onnxruntime.quantization import CalibrationDataReader, quantize_static
+
+    class Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self.batches = iter([{"images": calib[i : i + 16]} for i in range(0, len(calib), 16)])
+
+        def get_next(self):
+            return next(self.batches, None)
+
+    with contextlib.redirect_stdout(io.StringIO()):
+        quantize_static(str(fp32), str(destination), Reader(), per_channel=per_channel)
+    return destination
+
+
+def nncf_infer(fp32: Path, calib: np.ndarray, threads: int, transformer: bool) -> Infer:
+    """OpenVINO + NNCF INT8 (nncf.quantize), compiled for this CPU."""
+    import nncf
+    import openvino as ov
+
+    model = ov.Core().read_model(str(fp32))
+    dataset = nncf.Dataset([calib[i : i + 1] for i in range(len(calib))])
+    kwargs = {"model_type": nncf.ModelType.TRANSFORMER} if transformer else {}
+    quantized = nncf.quantize(model, dataset, subset_size=len(calib), **kwargs)
+    config = {"INFERENCE_NUM_THREADS": threads} if threads else {}
+    compiled = ov.Core().compile_model(quantized, "CPU", config)
+    request = compiled.create_infer_request()
+    return lambda batch: request.infer({0: np.ascontiguousarray(batch, dtype=np.float32)})[compiled.output(0)].copy()
+
+
+def torch_infer(module, threads: int) -> Infer:
+    import torch
+
+    if threads:
+        torch.set_num_threads(threads)
+    module.eval()
+
+    def run(batch: np.ndarray) -> np.ndarray:
+        with torch.inference_mode():
+            return module(torch.from_numpy(np.ascontiguousarray(batch))).numpy()
+
+    return run
+
+
+def peer_rows(fp32: Path, calib: np.ndarray, threads: int, folder: Path) -> Dict[str, Infer]:
+    """The other tools' INT8 models, each made from `fp32` and the calibration photos."""
+    rows: Dict[str, Infer] = {}
+    makers = {
+        "ort quantize_static (defaults)": lambda: ort_infer(ort_quantize_static(fp32, folder / "ort.onnx", calib, False), threads),
+        "ort quantize_static (per-channel)": lambda: ort_infer(ort_quantize_static(fp32, folder / "ort-pc.onnx", calib, True), threads),
+        "openvino+nncf (defaults)": lambda: nncf_infer(fp32, calib, threads, False),
+        "openvino+nncf (TRANSFORMER)": lambda: nncf_infer(fp32, calib, threads, True),
+    }
+    for name, make in makers.items():
+        try:
+            rows[name] = make()
+        except ImportError as exc:
+            print(f"skipped {name}: {exc.name} is not installed (pip install -e '.[dev]')")
+    return rows
+
+
+def interleaved_p50(rows: Dict[str, Infer], one: np.ndarray, warmup: int, runs: int) -> Dict[str, float]:
+    """Batch-1 p50 per row; every round runs every row once, so load changes hit all alike."""
+    times: Dict[str, List[float]] = {name: [] for name in rows}
+    for _ in range(warmup):
+        for infer in rows.values():
+            infer(one)
+    for _ in range(runs):
+        for name, infer in rows.items():
+            started = time.perf_counter()
+            infer(one)
+            times[name].append((time.perf_counter() - started) * 1000.0)
+    return {name: float(np.median(t)) for name, t in times.items()}
+
+
+def accuracy(rows: Dict[str, Infer], images: np.ndarray, labels: np.ndarray, reference: np.ndarray) -> Dict[str, Tuple[float, float, float]]:
+    """(top-1 %, drop in points against FP32, agreement %) per row."""
+    base = float(np.mean(reference.argmax(1) == labels))
+    out = {}
+    for name, infer in rows.items():
+        logits = np.concatenate([infer(images[i : i + 1]) for i in range(len(images))])
+        top1 = float(np.mean(logits.argmax(1) == labels))
+        out[name] = (100 * top1, 100 * (base - top1), 100 * float(np.mean(logits.argmax(1) == reference.argmax(1))))
+    return out
+
+
+def from_pipeline(config_path: Path) -> Tuple[object, Path, Dict[str, Path], np.ndarray, np.ndarray, np.ndarray]:
+    """The pipeline's own graphs and photos (cached stages): model, FP32 graph, project graphs,
+    calibration images, evaluation images and labels."""
+    from pipeline.build import make_graphs
+    from pipeline.config import load_config
+    from pipeline.context import BuildContext, BuildOptions
+    from pipeline.data import normalize
+
+    config = load_config(config_path)
+    ctx = BuildContext.open(config, BuildOptions(target="cpu", config_path=config_path, progress=False))
+    graphs = make_graphs(ctx)
+    spec = config.preprocessing.spec()
+    calib = np.ascontiguousarray(normalize(graphs.data.calib.crops, spec))
+    evaluation = np.ascontiguousarray(normalize(graphs.data.evaluation.crops, spec))
+    ours = {p: path for p, path in graphs.models.items() if p != "fp32"}
+    return graphs.model.module, graphs.models["fp32"], ours, calib, evaluation, graphs.data.evaluation.labels
+
+
+def paper_size(folder: Path, calibration_images: int) -> Tuple[object, Path, Dict[str, Path], np.ndarray, np.ndarray, np.ndarray]:
+    """A paper-size VT-ResNet-18 (random weights) and generated photos at 224, graphs made the
+    pipeline's way (percentile calibration, both flavours, the FP16-outside TensorRT graph)."""
+    import torch
+
+    from pipeline.config import load_config
+    from pipeline.data import PreprocessSpec, generate_demo_set, load_crops, normalize
+    from pipeline.models import ModelSpec, build_model
+    from pipeline.stages.calibrate import calibrate
+    from pipeline.stages.export import export_onnx
+    from pipeline.stages.fp16 import qdq_to_fp16
+    from pipeline.stages.quantize import quantize_graph
+    from pipeline.stages.simplify import simplify_onnx
+
+    torch.manual_seed(0)
+    model = build_model(ModelSpec(arch="vt_resnet18")).eval()
+    spec = PreprocessSpec(resize=224, crop=224)
+    crops = load_crops(generate_demo_set(folder / "images", per_class=max(2, calibration_images // 5), seed=7).samples, spec)
+    images = np.ascontiguousarray(normalize(crops.crops, spec))
+    calib, evaluation, labels = images[::2][:calibration_images], images[1::2], crops.labels[1::2]
+    export_onnx(model, images[:1], 17, folder / "export.onnx")
+    simplify_onnx(folder / "export.onnx", folder / "fp32.onnx")
+    ranges = calibrate(folder / "fp32.onnx", calib, load_config(ROOT / "pipeline.toml"), progress=False)
+    ours = {}
+    for flavour in ("int8", "int8-trt"):
+        ours[flavour] = folder / f"{flavour}.onnx"
+        quantize_graph(folder / "fp32.onnx", ours[flavour], ranges, flavour)
+    ours["int8-trt-fp16"] = folder / "int8-trt-fp16.onnx"
+    qdq_to_fp16(ours["int8-trt"], ours["int8-trt-fp16"])
+    return model, folder / "fp32.onnx", ours, calib, evaluation, labels
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", type=Path, default=ROOT / "pipeline.toml")
+    parser.add_argument("--paper-size", action="store_true")
+    parser.add_argument("--runs", type=int, default=100)
+    parser.add_argument("--warmup", type=int, default=10)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--calibration-images", type=int, default=32, help="--paper-size only")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="vt-edge-peers.") as tmp:
+        folder = Path(tmp)
+        made = paper_size(folder, args.calibration_images) if args.paper_size else from_pipeline(args.config.resolve())
+        module, fp32, ours, calib, evaluation, labels = made
+        rows: Dict[str, Infer] = {"fp32-torch (eager)": torch_infer(module, args.threads), "fp32 (ORT)": ort_infer(fp32, args.threads)}
+        for name, path in ours.items():
+            # TensorRT graphs run as exact Q/DQ (what TensorRT computes); `int8` through ORT's kernels.
+            rows[f"{name} (project)"] = ort_infer(path, args.threads, qdq_fusion=not name.startswith("int8-trt"))
+        rows.update(peer_rows(fp32, calib, args.threads, folder))
+        reference = np.concatenate([rows["fp32 (ORT)"](evaluation[i : i + 1]) for i in range(len(evaluation))])
+        scores = accuracy(rows, evaluation, labels, reference)
+        p50 = interleaved_p50(rows, evaluation[:1], args.warmup, args.runs)
+    print_table(scores, p50, args, len(calib), len(evaluation))
+    return 0
+
+
+def print_table(scores, p50, args, n_calib: int, n_eval: int) -> None:
+    from pipeline.host import host_info
+
+    host = host_info()
+    isa = host["cpu_isa"]
+    print(f"\nCPU: {host['cpu']} ({host['cpu_count']} cores; {', '.join(isa['features'])}; INT8 dot product: {isa['int8_dot'] or 'none'}); "
+          f"threads per runner: {args.threads}; calibration photos {n_calib}, evaluation photos {n_eval}; p50 of {args.runs} interleaved batch-1 runs\n")
+    print("| model | top-1 % | drop (pts) | agreement % | p50 b1 (ms) |")
+    print("|---|---|---|---|---|")
+    for name, (top1, drop, agree) in scores.items():
+        print(f"| {name} | {top1:.2f} | {drop:+.2f} | {agree:.2f} | {p50[name]:.3f} |")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
