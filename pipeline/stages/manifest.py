@@ -33,6 +33,9 @@ REQUIRED_FILES = REFERENCE_FILES + ("report/report.json",)
 BUILD_PLAN = "build_plan.json"  # TensorRT targets: the device builds its engines from it
 
 Precision = Literal["fp32", "fp16", "int8", "int8-trt"]
+# `precisions` also names the graph variants a precision brings: `int8-trt-fp16` is the graph
+# the int8-trt plans of strongly typed TensorRT (10.x, 11.x) build.
+GraphName = Literal["fp32", "fp16", "int8", "int8-trt", "int8-trt-fp16"]
 
 
 def _relative(path: str) -> str:
@@ -150,7 +153,7 @@ class Manifest(_Strict):
     output: OutputInfo
     preprocessing: Preprocessing
     labels: List[str]
-    precisions: Dict[Precision, PrecisionFiles] = Field(min_length=1)
+    precisions: Dict[GraphName, PrecisionFiles] = Field(min_length=1)
     engines: List[Engine]
     files: Dict[RelPath, FileEntry] = Field(min_length=1)
     versions: Dict[str, str]
