@@ -126,12 +126,21 @@ class FileEntry(_Strict):
     bytes: int = Field(ge=0)
 
 
+class CpuIsa(_Strict):
+    """What the host CPU offers INT8 (pipeline.host.cpu_isa)."""
+
+    features: List[str]  # e.g. avx2, avx512_vnni, amx_int8; asimddp, i8mm on Arm
+    int8_dot: Optional[str]  # the 8-bit dot-product instruction found, if any
+    int8_faster_than_fp32: bool
+
+
 class HostInfo(_Strict):
     platform: str
     machine: str
     cpu: str
     cpu_count: Optional[int]
     python: str
+    cpu_isa: Optional[CpuIsa] = None  # absent in bundles made before it was recorded
 
 
 class SessionInfo(_Strict):
