@@ -52,7 +52,7 @@ class CalibrationScorer:
 
         A few hundred images measure agreement and drop in steps of one answer, and a budget met
         by a margin of one or two answers there is often missed on the evaluation images. So the
-        agreement is a 99% lower bound under the measured and the expected agreement
+        agreement is a lower bound (two standard errors) under the measured and the expected agreement
         (pipeline.metrics.agreement_lower_bound), and the drop is counted less one standard error
         of the changed answers (each as likely to gain an answer as to lose one): the agreement
         bound already keeps the answers that can change few.
