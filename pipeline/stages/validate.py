@@ -24,7 +24,7 @@ from pipeline.host import host_info
 from pipeline.metrics import AccuracyMetrics, LatencyMetrics, accuracy_metrics, latency_metrics
 from pipeline.names import FP32, FP32_TORCH
 
-STAGE_VERSION = "1"
+STAGE_VERSION = "2"  # 2: TensorRT graphs run with exact Q/DQ on the CPU proxy
 
 
 @dataclass
