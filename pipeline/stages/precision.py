@@ -144,7 +144,7 @@ def int8_with_fallback(job: Int8Job, flavour: str, destination: Path, budget: Op
         if tuned is not None and budget_met(budget, after[0], after[1]):
             outcome.agreement, outcome.top1_drop, outcome.logit_error = after
             return outcome
-    groups = quantizable_groups(job.fp32_path, job.export_nodes, quantize.FALLBACK_OPS[flavour])
+    groups = quantizable_groups(job.fp32_path, job.export_nodes, quantize.fallback_ops(flavour))
     policy = FallbackPolicy(budget, job.max_fp32_layers)
     outcome = keep_costliest_in_fp32(flavour, destination, groups, (_writer(job, flavour, job.fp32_path), scorer.score), policy)
     outcome.methods = methods
