@@ -227,7 +227,25 @@ def test_missed_budget_fine_tunes_before_keeping_layers_in_fp32(tiny, tmp_path, 
     tensors = load_tensors_data(next((fp32.parents[2] / "calibrate").glob("*/tensors.npz")))
     job = Int8Job(fp32, tensors, scorer, export_nodes, 1, qat.FinetuneSettings(steps=5), calibration="minmax")
     outcome = int8_with_fallback(job, "int8", tmp_path / "model.int8.onnx", Budget(min_agreement=0.99), log=lambda m: None)
-    assert len(calls) == 1
+    assert len(calls) == 2  # the whole graph, then the graph the FP32 module leaves
     assert outcome.methods[0] == "calibration: minmax" and "7-bit" in outcome.methods[1]
     assert outcome.methods[2].startswith("quantization-aware fine-tune: 5 steps") and "0.2 -> 0.1" in outcome.methods[2]
     assert outcome.methods[3].startswith("FP32 fallback: 1 module") and len(outcome.fp32_layers) == 1
+    assert outcome.methods[4].startswith("quantization-aware fine-tune with those modules in FP32") and outcome.methods[4].endswith("not kept")
+
+
+# --- the budget check on a few hundred images -----------------------------------------------------
+
+
+def test_expected_agreement_follows_the_error_not_the_luck_of_the_flips():
+    from pipeline.metrics import agreement, agreement_lower_bound, expected_agreement
+
+    rng = np.random.default_rng(0)
+    reference = rng.normal(size=(500, 10)).astype(np.float32)
+    assert expected_agreement(reference, reference) == 1.0 and agreement_lower_bound(reference, reference) == 1.0
+    small = reference + rng.normal(scale=0.01, size=reference.shape).astype(np.float32)
+    large = reference + rng.normal(scale=0.1, size=reference.shape).astype(np.float32)
+    assert 1.0 > expected_agreement(small, reference) > expected_agreement(large, reference) > 0.9
+    # On many images the expectation and the count agree; the bound sits below both.
+    assert abs(expected_agreement(large, reference) - agreement(large, reference)) < 0.02
+    assert agreement_lower_bound(large, reference) < min(expected_agreement(large, reference), agreement(large, reference))

@@ -52,7 +52,7 @@ class CalibrationScorer:
 
         A few hundred images measure agreement and drop in steps of one answer, and a budget met
         by a margin of one or two answers there is often missed on the evaluation images. So the
-        agreement is a 99% lower bound under the measured and the expected agreement
+        agreement is a lower bound (two standard errors) under the measured and the expected agreement
         (pipeline.metrics.agreement_lower_bound), and the drop is counted less one standard error
         of the changed answers (each as likely to gain an answer as to lose one): the agreement
         bound already keeps the answers that can change few.
@@ -98,9 +98,11 @@ def _writer(job: Int8Job, flavour: str, fp32_path: Path) -> Callable[[Path, List
     return write
 
 
-def _finetuned(job: Int8Job, flavour: str, destination: Path, scored: Tuple[float, ...]) -> Tuple[Path, Optional[str]]:
-    """Fine-tune the flavour's weights (QAT); the new FP32 graph if it lowers the logit error on
-    the calibration images, else the original one. Also the line for the methods list."""
+def _finetuned(job: Int8Job, flavour: str, destination: Path, keep_fp32: List[str],
+               scored: Tuple[float, ...]) -> Tuple[Optional[Path], Tuple[float, ...], str]:
+    """Fine-tune the weights of the Q/DQ graph at `destination` (QAT; `keep_fp32` are the nodes
+    it leaves unquantized). (The fine-tuned FP32 graph, or None when it does not lower the logit
+    error on the calibration images; its score; the line for the methods list.)"""
     from pipeline.stages.qat import finetune, write_weights
 
     images = job.finetune_images if job.finetune_images is not None else job.scorer.images
@@ -108,39 +110,54 @@ def _finetuned(job: Int8Job, flavour: str, destination: Path, scored: Tuple[floa
     tuned = destination.with_name(destination.stem + ".finetuned-fp32.onnx")
     write_weights(job.fp32_path, weights, tuned)
     probe = destination.with_name(destination.stem + ".finetuned.onnx")
-    _writer(job, flavour, tuned)(probe, [])
+    _writer(job, flavour, tuned)(probe, keep_fp32)
     after = job.scorer.for_graph(flavour).score(probe)
-    probe.unlink()
     line = (f"quantization-aware fine-tune: {job.finetune.steps} steps on {len(images)} photos, logit error "
             f"{scored[2]:.4g} -> {after[2]:.4g}, agreement bound {scored[0]:.4f} -> {after[0]:.4f} (calibration images)")
     if after[2] >= scored[2]:
-        return job.fp32_path, line + "; not kept"
-    return tuned, line
+        probe.unlink()
+        return None, scored, line + "; not kept"
+    probe.replace(destination)
+    return tuned, after, line
+
+
+def _finetune_wanted(job: Int8Job) -> bool:
+    return job.finetune is not None and job.finetune.steps > 0
 
 
 def int8_with_fallback(job: Int8Job, flavour: str, destination: Path, budget: Optional[Budget],
                        log: Callable[[str], Any] = print) -> Int8Outcome:
     """The flavour's Q/DQ graph at `destination`: post-training quantization, then, while its
-    budget is missed on the calibration images, a fine-tune and FP32 modules."""
-    scorer = job.scorer.for_graph(flavour)
-    fp32_path, methods = job.fp32_path, base_methods(job, flavour)
-    if job.finetune is not None and job.finetune.steps > 0:
-        _writer(job, flavour, fp32_path)(destination, [])
-        scored = scorer.score(destination)
-        if not budget_met(budget, scored[0], scored[1]):
-            log(f"  {flavour}: missed its budget on the calibration images; fine-tuning ({job.finetune.steps} steps)")
-            fp32_path, line = _finetuned(job, flavour, destination, scored)
-            methods.append(line)
-    groups = quantizable_groups(fp32_path, job.export_nodes, quantize.FALLBACK_OPS[flavour])
+    budget is missed on the calibration images, a fine-tune of the whole graph; if that is not
+    enough, FP32 modules (chosen on the post-training weights, which a fine-tune has not bent
+    around the quantization of the rest) and a fine-tune of the graph they leave."""
+    scorer, methods = job.scorer.for_graph(flavour), base_methods(job, flavour)
+    _writer(job, flavour, job.fp32_path)(destination, [])
+    scored = scorer.score(destination)
+    outcome = Int8Outcome(flavour, scored[0], scored[1], logit_error=scored[2], methods=methods)
+    if budget_met(budget, scored[0], scored[1]):
+        return outcome
+    if _finetune_wanted(job):
+        log(f"  {flavour}: missed its budget on the calibration images; fine-tuning ({job.finetune.steps} steps)")
+        tuned, after, line = _finetuned(job, flavour, destination, [], scored)
+        methods.append(line)
+        if tuned is not None and budget_met(budget, after[0], after[1]):
+            outcome.agreement, outcome.top1_drop, outcome.logit_error = after
+            return outcome
+    groups = quantizable_groups(job.fp32_path, job.export_nodes, quantize.fallback_ops(flavour))
     policy = FallbackPolicy(budget, job.max_fp32_layers)
-    outcome = keep_costliest_in_fp32(flavour, destination, groups, (_writer(job, flavour, fp32_path), scorer.score), policy)
-    if outcome.fp32_layers:
-        methods.append(f"FP32 fallback: {len(outcome.fp32_layers)} module(s) ordered by the logit error they remove")
+    outcome = keep_costliest_in_fp32(flavour, destination, groups, (_writer(job, flavour, job.fp32_path), scorer.score), policy)
     outcome.methods = methods
-    if outcome.sensitivity:
+    if outcome.fp32_layers:
         nodes = sum(len(names) for names in groups.values())
-        log(f"  {flavour}: missed its budget on the calibration images; kept {len(outcome.fp32_layers)} module(s) "
-            f"in FP32 of {len(groups)} ({nodes} quantizable nodes)")
+        log(f"  {flavour}: still over budget; kept {len(outcome.fp32_layers)} module(s) in FP32 of {len(groups)} ({nodes} quantizable nodes)")
+        methods.append(f"FP32 fallback: {len(outcome.fp32_layers)} module(s) ordered by the logit error they remove")
+        if _finetune_wanted(job):
+            kept = [n for module in outcome.fp32_layers for n in groups[module]]
+            tuned, after, line = _finetuned(job, flavour, destination, kept, (outcome.agreement, outcome.top1_drop, outcome.logit_error or 0.0))
+            methods.append(line.replace("quantization-aware fine-tune", "quantization-aware fine-tune with those modules in FP32"))
+            if tuned is not None:
+                outcome.agreement, outcome.top1_drop, outcome.logit_error = after
     return outcome
 
 

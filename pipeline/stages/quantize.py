@@ -26,8 +26,11 @@ from pipeline.graph import topological_sort
 from pipeline.names import INT8, INT8_TRT
 
 QUANTIZED_OPS_TRT = ("Conv", "Gemm", "MatMul")
-# The ops whose nodes the fallback may keep in FP32, per flavour.
-FALLBACK_OPS = {INT8: ("Conv", "Gemm", "MatMul"), INT8_TRT: QUANTIZED_OPS_TRT}
+def fallback_ops(flavour: str) -> list[str]:
+    """The ops whose nodes the fallback keeps in FP32 with their module: every op the flavour
+    quantizes. (The `int8` graph quantizes Add, Mul, Softmax... too: keeping only a module's
+    convolutions in FP32 would leave the residual Add that reads them quantized.)"""
+    return _flavour_settings(flavour)[1]
 
 
 # 7-bit weights for the ONNX Runtime CPU graph (see the module docstring); TensorRT accumulates in

@@ -25,7 +25,7 @@ from pipeline.host import host_info
 from pipeline.metrics import AccuracyMetrics, LatencyMetrics, accuracy_metrics, image_predictions, latency_metrics
 from pipeline.names import FP32, FP32_TORCH
 
-STAGE_VERSION = "2"  # 2: per-image predictions in results.json
+STAGE_VERSION = "3"  # 2: per-image predictions in results.json; 3: TensorRT graphs run with exact Q/DQ on the CPU proxy
 
 
 @dataclass
