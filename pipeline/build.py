@@ -8,38 +8,15 @@ passes each stage's artifacts to the next.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Optional
 
 import numpy as np
 
 from pipeline.artifacts import StageResult, read_json, sha256_file, sha256_json
 from pipeline.config import Config
-from pipeline.context import BuildContext, BuildOptions, BuildOutcome, StageEntry, StageLog
+from pipeline.context import BuildContext, BuildOptions, BuildOutcome, EngineStep, Graphs, StageEntry, StageLog, check_host_side
 from pipeline.errors import StageError
 from pipeline.names import FP32, INT8_FLAVOURS, graph_variants
-
-
-@dataclass
-class Graphs:
-    """What the host-side stages made: the data subsets, the model and every precision graph."""
-
-    data: Any
-    model: Any
-    stages: Dict[str, StageResult]  # export, simplify, precision
-    models: Dict[str, Path]  # precision -> ONNX graph
-    keys: Dict[str, str]  # precision -> content hash of its graph
-
-
-@dataclass
-class EngineStep:
-    """The engine stage's outcome: ONNX Runtime graphs here, or plans left for the device."""
-
-    stage: Optional[StageResult] = None
-    pending: List[str] = field(default_factory=list)
-    files: Dict[str, Path] = field(default_factory=dict)
-    left_reason: str = ""
 
 
 def build(config: Config, options: BuildOptions, log: Optional[StageLog] = None) -> BuildOutcome:
@@ -51,7 +28,7 @@ def build(config: Config, options: BuildOptions, log: Optional[StageLog] = None)
     """
     from pipeline.stages.bundle import bundle_lock, verify_bundle
 
-    _check_host_side()
+    check_host_side()
     ctx = BuildContext.open(config, options, log)
     with bundle_lock(ctx.bundle_dir, ctx.log.message, options.lock_timeout_s):
         outcome = _build_locked(ctx)
@@ -76,19 +53,6 @@ def _build_locked(ctx: BuildContext) -> BuildOutcome:
     else:
         outcome = _write_bundle(ctx, graphs, engine, validation, build_key)
     return _finish_or_leave(ctx, outcome)
-
-
-def _check_host_side() -> None:
-    """Making a bundle is the host's side: Python 3.10+ and the `host` extra. One line, not a traceback."""
-    import importlib.util
-    import sys
-
-    device = "on a device, finish a bundle the host made with --bundle DIR"
-    if sys.version_info < (3, 10):
-        raise StageError(f"making a bundle needs Python 3.10+ (this is {sys.version_info[0]}.{sys.version_info[1]}); {device}")
-    missing = [name for name in ("torch", "onnx", "onnxruntime") if importlib.util.find_spec(name) is None]
-    if missing:
-        raise StageError(f"making a bundle needs the host packages ({', '.join(missing)} not installed: pip install -e '.[host]'); {device}")
 
 
 def make_graphs(ctx: BuildContext) -> Graphs:

@@ -9,8 +9,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
-from pipeline.artifacts import StageCache
+from pipeline.artifacts import StageCache, StageResult
 from pipeline.config import Config, TargetConfig
+from pipeline.errors import StageError
 
 
 @dataclass
@@ -108,3 +109,37 @@ class BuildOutcome:
     stages: List[Dict[str, Any]] = field(default_factory=list)
     finish_command: str = ""
     left_reason: str = ""  # why the engines were left for the device
+
+
+@dataclass
+class Graphs:
+    """What the host-side stages made: the data subsets, the model and every precision graph."""
+
+    data: Any
+    model: Any
+    stages: Dict[str, StageResult]  # export, simplify, precision
+    models: Dict[str, Path]  # precision -> ONNX graph
+    keys: Dict[str, str]  # precision -> content hash of its graph
+
+
+@dataclass
+class EngineStep:
+    """The engine stage's outcome: ONNX Runtime graphs here, or plans left for the device."""
+
+    stage: Optional[StageResult] = None
+    pending: List[str] = field(default_factory=list)
+    files: Dict[str, Path] = field(default_factory=dict)
+    left_reason: str = ""
+
+
+def check_host_side() -> None:
+    """Making a bundle is the host's side: Python 3.10+ and the `host` extra. One line, not a traceback."""
+    import importlib.util
+    import sys
+
+    device = "on a device, finish a bundle the host made with --bundle DIR"
+    if sys.version_info < (3, 10):
+        raise StageError(f"making a bundle needs Python 3.10+ (this is {sys.version_info[0]}.{sys.version_info[1]}); {device}")
+    missing = [name for name in ("torch", "onnx", "onnxruntime") if importlib.util.find_spec(name) is None]
+    if missing:
+        raise StageError(f"making a bundle needs the host packages ({', '.join(missing)} not installed: pip install -e '.[host]'); {device}")

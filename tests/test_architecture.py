@@ -105,3 +105,21 @@ def test_importing_every_module_changes_no_process_state():
     )
     result = subprocess.run([sys.executable, "-c", code], cwd=PACKAGE.parent, capture_output=True, text=True)
     assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr
+
+
+def test_functions_stay_small():
+    """No function over 60 lines or with more than 6 parameters (the CLI's commands excepted:
+    their parameters are the command's options)."""
+    offenders = []
+    for path in PACKAGE.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                continue
+            command = path.name == "cli.py" and any("command" in ast.unparse(d) for d in node.decorator_list)
+            args = node.args
+            params = len(args.posonlyargs) + len(args.args) + len(args.kwonlyargs) - (1 if args.args and args.args[0].arg in ("self", "cls") else 0)
+            lines = node.end_lineno - node.lineno + 1
+            if lines > 60 or (params > 6 and not command):
+                offenders.append(f"{module_name(path)}.{node.name}: {lines} lines, {params} parameters")
+    assert not offenders, "; ".join(sorted(offenders))
+    assert sum(1 for _ in (PACKAGE / "build.py").open()) < 150
