@@ -148,6 +148,7 @@ class SessionInfo(_Strict):
     intra_op_threads: int
     execution_mode: str
     provider: str
+    qdq_fusion: bool = True  # False: Q/DQ run as float ops (exact arithmetic of TensorRT graphs)
 
 
 class Manifest(_Strict):
