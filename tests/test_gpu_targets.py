@@ -63,7 +63,7 @@ def test_report_is_labelled_cpu_proxy(jetson_project):
     folder, _ = jetson_project
     report = json.loads((folder / BUNDLE / "report/report.json").read_text())
     assert report["cpu_proxy"] is True
-    assert [r["precision"] for r in report["results"]] == ["fp32-torch", "fp32", "fp16", "int8-trt"]
+    assert [r["precision"] for r in report["results"]] == ["fp32-torch", "fp32", "fp16", "int8-trt", "int8-trt-fp16"]
     assert "CPU proxy" in (folder / BUNDLE / "report/report.md").read_text()
 
 
@@ -152,7 +152,7 @@ def test_use_dla_puts_fp16_and_int8_on_dla_and_keeps_fp32_on_gpu(tiny_project):
     # fp16 + int8-trt on DLA with 8.5.2, 8.6.2, 10.3.0 and 11.4.1; 11.4.0 has no DLA: the GPU builds them there
     assert result.stdout.count("--useDLACore=0 --allowGPUFallback") == 8
     on_11_4_0 = result.stdout.split("== with TensorRT 11.4.0")[1].split("== with")[0]
-    assert "--useDLACore" not in on_11_4_0 and "model.int8-trt.onnx" in on_11_4_0 and ".trt11.4.0.sm87.engine" in on_11_4_0
+    assert "--useDLACore" not in on_11_4_0 and "model.int8-trt-fp16.onnx" in on_11_4_0 and ".trt11.4.0.sm87.engine" in on_11_4_0
     assert "model.fp32.onnx" in result.stdout
 
 

@@ -132,7 +132,7 @@ def test_fallback_wiring_on_the_tiny_vt(calibration_inputs, tmp_path):
     scorer.score = lambda path: (0.5, 50.0)
     job = Int8Job(fp32, calibrate(fp32, images, config, progress=False), scorer, export_nodes, 2)
     outcome = int8_with_fallback(job, "int8", tmp_path / "int8.onnx", Budget(max_top1_drop=0.0, min_agreement=1.0), log=lambda m: None)
-    assert len(outcome.sensitivity) == len(groups) and len(outcome.fp32_layers) == 2
+    assert outcome.sensitivity and len(outcome.fp32_layers) == 2
     graph = onnx.load(str(tmp_path / "int8.onnx")).graph
     dq_inputs = {i for n in graph.node if n.op_type != "DequantizeLinear" for i in n.input}
     kept_nodes = [n for n in graph.node if n.name in set(groups[outcome.fp32_layers[0]])]

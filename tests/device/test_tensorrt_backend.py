@@ -352,7 +352,8 @@ def test_trtexec_line_makes_its_folders_and_names_the_engine_as_the_finish():
     resolved = resolve_plan(plan, found, GpuInfo("Orin", "8.7", 1, "pycuda"))
     assert pin_plan(plan, "10.3.0") == resolved
     line = trtexec_line(resolved, "my bundles/b")
-    assert line.startswith("mkdir -p 'my bundles/b/engines' && trtexec '--onnx=my bundles/b/models/model.int8-trt.onnx' ")
+    # strongly typed 10.x builds the graph that is FP16 outside its Q/DQ
+    assert line.startswith("mkdir -p 'my bundles/b/engines' && trtexec '--onnx=my bundles/b/models/model.int8-trt-fp16.onnx' ")
     assert f"'--saveEngine=my bundles/b/{resolved.engine}'" in line and resolved.engine.endswith(".trt10.3.0.sm87.engine")
     unpinned = format_plan(plan_for("desktop", "fp16", "10.x"))  # the name needs the release and GPU found
     assert "trtexec --onnx" not in unpinned and "run --dry-run where TensorRT and the GPU are" in unpinned
