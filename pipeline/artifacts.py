@@ -115,6 +115,18 @@ def read_json(path: Path) -> Any:
     return json.loads(path.read_text(encoding="utf-8"))
 
 
+def read_json_file(path: Path, missing: str) -> Any:
+    """`path`'s JSON, or BundleError as one line: `missing` when there is no file, or why it is not JSON."""
+    from pipeline.errors import BundleError
+
+    if not path.is_file():
+        raise BundleError(f"{path}: {missing}")
+    try:
+        return read_json(path)
+    except ValueError as exc:
+        raise BundleError(f"{path}: not valid JSON ({exc})") from None
+
+
 def safe_relative(root: Path, relative: str) -> Path:
     """`root / relative`, refusing any path that would leave `root` (absolute, `..`, symlinks)."""
     pure = PurePosixPath(relative)

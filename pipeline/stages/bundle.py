@@ -20,7 +20,7 @@ from typing import Any, Dict, Optional
 
 from pydantic import ValidationError
 
-from pipeline.artifacts import exclusive_lock, path_for_user, process_umask, read_json, refuse_symlinks, safe_relative, sha256_file, write_json_atomic
+from pipeline.artifacts import exclusive_lock, path_for_user, read_json_file, process_umask, read_json, refuse_symlinks, safe_relative, sha256_file, write_json_atomic
 from pipeline.errors import BundleError, PathEscapeError, first_validation_error
 from pipeline.host import tool_versions
 from pipeline.names import INPUT_NAME, OUTPUT_NAME, onnx_file
@@ -120,12 +120,7 @@ def checked_manifest(manifest: Any, path: Path) -> Manifest:
 def read_manifest(bundle: Path) -> dict[str, Any]:
     """The bundle's manifest.json, checked against the Manifest contract (as a plain dict)."""
     path = bundle / MANIFEST
-    if not path.is_file():
-        raise BundleError(f"{path}: not found (is {bundle} a bundle folder?)")
-    try:
-        manifest = read_json(path)
-    except ValueError as exc:
-        raise BundleError(f"{path}: not valid JSON ({exc})") from None
+    manifest = read_json_file(path, f"not found (is {bundle} a bundle folder?)")
     if not isinstance(manifest, dict):
         raise BundleError(f"{path}: must be a JSON object")
     checked_manifest(manifest, path)

@@ -63,23 +63,27 @@ def _to_fp16(values):
     return np.clip(values, -finite, finite).astype(np.float16)
 
 
+def _rename_tensor(graph, name: str) -> str:
+    """Every node that reads or writes graph I/O tensor `name` uses `<name>_fp16` instead; returns it.
+
+    (No node writes a graph input, so one rule serves inputs and outputs.)"""
+    inner = f"{name}_fp16"
+    for node in graph.node:
+        node.input[:] = [inner if n == name else n for n in node.input]
+        node.output[:] = [inner if n == name else n for n in node.output]
+    return inner
+
+
 def _cast_edges(graph, helper, TensorProto) -> None:
     """FP32 graph inputs cast to FP16 on entry, FP16 results cast to FP32 on exit."""
     from pipeline.graph import topological_sort
 
     for graph_input in graph.input:
-        if graph_input.type.tensor_type.elem_type != TensorProto.FLOAT:
-            continue
-        inner = f"{graph_input.name}_fp16"
-        for node in graph.node:
-            node.input[:] = [inner if name == graph_input.name else name for name in node.input]
-        graph.node.insert(0, helper.make_node("Cast", [graph_input.name], [inner], name=f"{graph_input.name}_CastToFp16", to=TensorProto.FLOAT16))
+        if graph_input.type.tensor_type.elem_type == TensorProto.FLOAT:
+            inner = _rename_tensor(graph, graph_input.name)
+            graph.node.insert(0, helper.make_node("Cast", [graph_input.name], [inner], name=f"{graph_input.name}_CastToFp16", to=TensorProto.FLOAT16))
     for graph_output in graph.output:
-        if graph_output.type.tensor_type.elem_type != TensorProto.FLOAT:
-            continue
-        inner = f"{graph_output.name}_fp16"
-        for node in graph.node:
-            node.output[:] = [inner if name == graph_output.name else name for name in node.output]
-            node.input[:] = [inner if name == graph_output.name else name for name in node.input]
-        graph.node.append(helper.make_node("Cast", [inner], [graph_output.name], name=f"{graph_output.name}_CastToFp32", to=TensorProto.FLOAT))
+        if graph_output.type.tensor_type.elem_type == TensorProto.FLOAT:
+            inner = _rename_tensor(graph, graph_output.name)
+            graph.node.append(helper.make_node("Cast", [inner], [graph_output.name], name=f"{graph_output.name}_CastToFp32", to=TensorProto.FLOAT))
     topological_sort(graph)

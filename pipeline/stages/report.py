@@ -16,7 +16,7 @@ from typing import Any, Dict, List, Optional
 
 import numpy as np
 
-from pipeline.artifacts import read_json, refuse_symlinks, sha256_file, write_bytes_atomic, write_json_atomic, write_text_atomic
+from pipeline.artifacts import read_json, read_json_file, refuse_symlinks, sha256_file, write_bytes_atomic, write_json_atomic, write_text_atomic
 from pipeline.errors import BundleError
 from pipeline.host import host_info, utc_now
 from pipeline.names import FP16, FP32, INT8, INT8_FLAVOURS, REFERENCE
@@ -100,12 +100,7 @@ def render_report(report: Dict[str, Any], folder: Path, crops_file: Optional[Pat
 
 def read_report(source: Path) -> Dict[str, Any]:
     """A report.json, checked to be one."""
-    if not source.is_file():
-        raise BundleError(f"{source}: no report.json here")
-    try:
-        report = read_json(source)
-    except ValueError as exc:
-        raise BundleError(f"{source}: not valid JSON ({exc})") from None
+    report = read_json_file(source, "no report.json here")
     missing = [key for key in REPORT_KEYS if not isinstance(report, dict) or key not in report]
     if missing:
         raise BundleError(f"{source}: not a vt-edge report (missing {', '.join(missing)})")
