@@ -252,3 +252,20 @@ def test_expected_agreement_follows_the_error_not_the_luck_of_the_flips():
     # On many images the expectation and the count agree; the bound sits below both.
     assert abs(expected_agreement(large, reference) - agreement(large, reference)) < 0.02
     assert agreement_lower_bound(large, reference) < min(expected_agreement(large, reference), agreement(large, reference))
+
+
+def test_twin_with_every_qdq_left_float_is_the_fp32_graph(tiny):
+    """The twin's hook for error budgets: unquantized tensors give back the FP32 graph exactly
+    (in the `int8` graph a range that starts at zero stands for the ReLU the quantizer removed)."""
+    import torch
+
+    from pipeline.backends.onnxruntime import onnx_logits
+    from pipeline.stages.twin import QUANTIZE, load_twin
+
+    images = tiny[3][:4]
+    reference = onnx_logits(tiny[1], images)
+    for flavour in ("int8", "int8-trt"):
+        twin = load_twin(tiny[2] / f"model.{flavour}.onnx", tiny[1])
+        twin.float_tensors = {n.input[0] for n in twin.graph.node if n.op_type == QUANTIZE} | {b for b, _, _ in twin.weights.values()}
+        with torch.no_grad():
+            np.testing.assert_allclose(twin(torch.from_numpy(images)).numpy(), reference, rtol=1e-4, atol=1e-4)
