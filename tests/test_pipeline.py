@@ -47,7 +47,7 @@ def test_cpu_bundle_is_complete_and_hashes_match(tiny_cpu_bundle):
 def test_report_has_every_precision_and_metric(tiny_cpu_bundle):
     report = json.loads((bundle_of(tiny_cpu_bundle) / "report/report.json").read_text())
     precisions = [r["precision"] for r in report["results"]]
-    assert precisions == ["fp32-torch", "fp32", "fp16", "int8", "int8-trt"]
+    assert precisions == ["fp32-torch", "fp32", "fp16", "int8", "int8-trt", "int8-trt-fp16"]
     fp32 = next(r for r in report["results"] if r["precision"] == "fp32")
     assert fp32["accuracy"]["agreement"] == 1.0 and fp32["accuracy"]["max_abs_error"] == 0.0
     for result in report["results"]:
