@@ -43,6 +43,12 @@ def graph_variants(precisions) -> list:
     return [STRONGLY_TYPED_GRAPHS[p] for p in precisions if p in STRONGLY_TYPED_GRAPHS]
 
 
+def with_variants(budget_by_precision: dict) -> dict:
+    """Budgets per graph: a graph variant is judged by its precision's budget."""
+    variants = {STRONGLY_TYPED_GRAPHS[p]: b for p, b in budget_by_precision.items() if p in STRONGLY_TYPED_GRAPHS}
+    return {**budget_by_precision, **variants}
+
+
 def tensorrt_graph(precision: str, strongly_typed: bool) -> str:
     """The graph a TensorRT build of `precision` reads: the FP16-outside variant when strongly typed."""
     return STRONGLY_TYPED_GRAPHS.get(precision, precision) if strongly_typed else precision

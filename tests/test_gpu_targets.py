@@ -31,7 +31,7 @@ def test_off_target_build_writes_a_complete_bundle_and_exits_0(jetson_project):
     bundle = folder / BUNDLE
     manifest = verify_bundle(bundle)
     assert manifest["target"] == {"name": "jetson-agx-orin", "backend": "tensorrt", "compute_capability": "8.7", "tensorrt_majors": [8, 10, 11]}
-    for precision in ("fp32", "fp16", "int8-trt"):
+    for precision in ("fp32", "fp16", "int8-trt", "int8-trt-fp16"):  # both int8-trt graphs
         assert (bundle / f"models/model.{precision}.onnx").is_file()
     assert not (bundle / "models/model.int8.onnx").exists()  # the ONNX Runtime flavour is not for this target
     for rel in ("reference/fp32_logits.npy", "reference/eval_crops.npy", "reference/eval_labels.npy", "reference/eval_set.json", "build_plan.json", "report/report.md"):
@@ -54,6 +54,10 @@ def test_bundle_build_plans_cover_every_shipped_tensorrt(jetson_project):
     }
     by_version = {p["tensorrt_version"]: p for p in plans if p["precision"] == "int8-trt"}
     assert by_version["10.3"]["strongly_typed"] and not by_version["8.6"]["strongly_typed"]
+    # Strongly typed TensorRT builds the FP16-outside graph; 8.x the FP32-outside one with flags.
+    assert by_version["8.6"]["onnx"] == "models/model.int8-trt.onnx"
+    assert by_version["10.3"]["onnx"] == by_version["11.4"]["onnx"] == "models/model.int8-trt-fp16.onnx"
+    assert all((folder / BUNDLE / p["onnx"]).is_file() for p in plans)
     assert set(by_version["8.6"]["builder_flags"]) >= {"INT8"}
     assert all(p["profile"] == {"min": 1, "opt": 2, "max": 4} and p["input_chw"] == [3, 64, 64] for p in plans)
     assert len({p["engine"] for p in plans}) == len(plans)  # unique engine names

@@ -42,7 +42,8 @@ def _initializers(graph):
 
 def test_cpu_isa_avx2_only_has_no_int8_dot_product():
     info = cpu_isa("processor : 0\nflags : fpu sse4_2 avx f16c fma avx2\n", "x86_64")
-    assert info == {"features": ["avx2", "fma", "f16c"], "int8_dot": None, "int8_faster_than_fp32": False}
+    assert info["features"] == ["avx2", "fma", "f16c"] and info["int8_dot"] is None
+    assert "vpmaddubsw" in info["int8_kernel"]
 
 
 def test_cpu_isa_names_vnni_amx_and_arm_dot_products():
@@ -60,7 +61,9 @@ def test_int8_note_says_why_int8_is_not_faster_without_vnni():
 
     results = [{"precision": p, "latency": [{"batch": 1, "p50_ms": ms}]} for p, ms in (("fp32", 1.0), ("int8", 0.9))]
     plain = _int8_cpu_note(results, cpu_isa("flags : avx2 fma\n", "x86_64"))
-    assert len(plain) == 1 and "not faster than FP32" in plain[0] and "1.11x" in plain[0]
+    assert len(plain) == 1 and "no 8-bit dot-product" in plain[0] and "gains only 1.11x" in plain[0]
+    same = [{"precision": p, "latency": [{"batch": 1, "p50_ms": 1.0}]} for p in ("fp32", "int8")]
+    assert "not faster than FP32" in _int8_cpu_note(same, cpu_isa("flags : avx2 fma\n", "x86_64"))[0]
     vnni = _int8_cpu_note(results, cpu_isa("flags : avx2 avx512_vnni\n", "x86_64"))
     assert "AVX-512 VNNI" in vnni[0] and "not faster" not in vnni[0]
     assert _int8_cpu_note(results[:1], {}) == []
@@ -249,3 +252,20 @@ def test_expected_agreement_follows_the_error_not_the_luck_of_the_flips():
     # On many images the expectation and the count agree; the bound sits below both.
     assert abs(expected_agreement(large, reference) - agreement(large, reference)) < 0.02
     assert agreement_lower_bound(large, reference) < min(expected_agreement(large, reference), agreement(large, reference))
+
+
+def test_twin_with_every_qdq_left_float_is_the_fp32_graph(tiny):
+    """The twin's hook for error budgets: unquantized tensors give back the FP32 graph exactly
+    (in the `int8` graph a range that starts at zero stands for the ReLU the quantizer removed)."""
+    import torch
+
+    from pipeline.backends.onnxruntime import onnx_logits
+    from pipeline.stages.twin import QUANTIZE, load_twin
+
+    images = tiny[3][:4]
+    reference = onnx_logits(tiny[1], images)
+    for flavour in ("int8", "int8-trt"):
+        twin = load_twin(tiny[2] / f"model.{flavour}.onnx", tiny[1])
+        twin.float_tensors = {n.input[0] for n in twin.graph.node if n.op_type == QUANTIZE} | {b for b, _, _ in twin.weights.values()}
+        with torch.no_grad():
+            np.testing.assert_allclose(twin(torch.from_numpy(images)).numpy(), reference, rtol=1e-4, atol=1e-4)

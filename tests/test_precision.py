@@ -118,18 +118,20 @@ def test_fallback_with_zero_layers_allowed_only_reports(tmp_path):
     assert outcome.fp32_layers == [] and graphs.writes == [[]]
 
 
-def test_fallback_wiring_on_the_tiny_vt(calibration_inputs, tmp_path):
+def test_fallback_wiring_on_the_tiny_vt(calibration_inputs, tmp_path, monkeypatch):
     """The real writer and scorer: module paths survive simplification, and the kept modules are
     excluded from quantization (shape checks only, no assertion on which answers flip)."""
     import onnx
 
     config, fp32, images, labels = calibration_inputs
     export_nodes = json.loads(next((fp32.parents[2] / "export").glob("*/nodes.json")).read_text())
-    groups = quantizable_groups(fp32, export_nodes, ("Conv", "Gemm", "MatMul"))
+    from pipeline.stages.quantize import fallback_ops
+
+    groups = quantizable_groups(fp32, export_nodes, fallback_ops("int8"))
     assert any(module.startswith("/vt.") for module in groups)
     scorer = CalibrationScorer(images, labels, np.zeros((len(labels), 10), dtype=np.float32))
     # A scorer that says every graph misses the budget: the fallback keeps exactly 2 modules.
-    scorer.score = lambda path: (0.5, 50.0)
+    monkeypatch.setattr(CalibrationScorer, "score", lambda self, path: (0.5, 50.0))
     job = Int8Job(fp32, calibrate(fp32, images, config, progress=False), scorer, export_nodes, 2)
     outcome = int8_with_fallback(job, "int8", tmp_path / "int8.onnx", Budget(max_top1_drop=0.0, min_agreement=1.0), log=lambda m: None)
     assert outcome.sensitivity and len(outcome.fp32_layers) == 2

@@ -242,3 +242,17 @@ def test_device_finish_records_the_same_per_image_answers(tiny_cpu_bundle, tmp_p
         assert len(result["predictions"]["top1"]) == report["evaluation_images"]
     page, _ = render(report, tmp_path / "report", bundle / "reference/eval_crops.npy")
     assert "<th>fp16</th>" in page and "<th>int8-trt</th>" in page and 'id="verdict"' in page  # per-class columns
+
+
+def test_the_fp16_outside_tensorrt_graph_is_judged_by_the_int8_trt_budget(tiny_cpu_bundle):
+    from pipeline.names import with_variants
+    from pipeline.stages.report_gate import check_gate
+
+    report = built_report(tiny_cpu_bundle)
+    assert "int8-trt-fp16" in {r["precision"] for r in report["results"]}
+    budget = {"max_top1_drop": 100.0, "min_agreement": 0.99}
+    report["budgets"] = with_variants({"int8-trt": budget})
+    assert report["budgets"] == {"int8-trt": budget, "int8-trt-fp16": budget}
+    variant = next(r for r in report["results"] if r["precision"] == "int8-trt-fp16")
+    variant["accuracy"]["agreement"] = 0.5
+    assert "int8-trt-fp16" in {f.precision for f in check_gate(report)}

@@ -131,7 +131,8 @@ class CpuIsa(_Strict):
 
     features: List[str]  # e.g. avx2, avx512_vnni, amx_int8; asimddp, i8mm on Arm
     int8_dot: Optional[str]  # the 8-bit dot-product instruction found, if any
-    int8_faster_than_fp32: bool
+    int8_kernel: Optional[str] = None  # the kernel ONNX Runtime's INT8 ops run on here
+    int8_faster_than_fp32: Optional[bool] = None  # written by older bundles; read, no longer written
 
 
 class HostInfo(_Strict):

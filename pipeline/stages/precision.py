@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
@@ -112,13 +112,18 @@ def _finetuned(job: Int8Job, flavour: str, destination: Path, keep_fp32: List[st
     probe = destination.with_name(destination.stem + ".finetuned.onnx")
     _writer(job, flavour, tuned)(probe, keep_fp32)
     after = job.scorer.for_graph(flavour).score(probe)
+    before_error, after_error = _error(scored) or 0.0, _error(after) or 0.0
     line = (f"quantization-aware fine-tune: {job.finetune.steps} steps on {len(images)} photos, logit error "
-            f"{scored[2]:.4g} -> {after[2]:.4g}, agreement bound {scored[0]:.4f} -> {after[0]:.4f} (calibration images)")
-    if after[2] >= scored[2]:
+            f"{before_error:.4g} -> {after_error:.4g}, agreement bound {scored[0]:.4f} -> {after[0]:.4f} (calibration images)")
+    if after_error >= before_error:
         probe.unlink()
         return None, scored, line + "; not kept"
     probe.replace(destination)
     return tuned, after, line
+
+
+def _error(scored: Tuple[float, ...]) -> Optional[float]:
+    return float(scored[2]) if len(scored) > 2 else None
 
 
 def _finetune_wanted(job: Int8Job) -> bool:
@@ -134,7 +139,7 @@ def int8_with_fallback(job: Int8Job, flavour: str, destination: Path, budget: Op
     scorer, methods = job.scorer.for_graph(flavour), base_methods(job, flavour)
     _writer(job, flavour, job.fp32_path)(destination, [])
     scored = scorer.score(destination)
-    outcome = Int8Outcome(flavour, scored[0], scored[1], logit_error=scored[2], methods=methods)
+    outcome = Int8Outcome(flavour, scored[0], scored[1], logit_error=_error(scored), methods=methods)
     if budget_met(budget, scored[0], scored[1]):
         return outcome
     if _finetune_wanted(job):
@@ -142,7 +147,7 @@ def int8_with_fallback(job: Int8Job, flavour: str, destination: Path, budget: Op
         tuned, after, line = _finetuned(job, flavour, destination, [], scored)
         methods.append(line)
         if tuned is not None and budget_met(budget, after[0], after[1]):
-            outcome.agreement, outcome.top1_drop, outcome.logit_error = after
+            outcome.agreement, outcome.top1_drop, outcome.logit_error = after[0], after[1], _error(after)
             return outcome
     groups = quantizable_groups(job.fp32_path, job.export_nodes, quantize.fallback_ops(flavour))
     policy = FallbackPolicy(budget, job.max_fp32_layers)
@@ -157,7 +162,7 @@ def int8_with_fallback(job: Int8Job, flavour: str, destination: Path, budget: Op
             tuned, after, line = _finetuned(job, flavour, destination, kept, (outcome.agreement, outcome.top1_drop, outcome.logit_error or 0.0))
             methods.append(line.replace("quantization-aware fine-tune", "quantization-aware fine-tune with those modules in FP32"))
             if tuned is not None:
-                outcome.agreement, outcome.top1_drop, outcome.logit_error = after
+                outcome.agreement, outcome.top1_drop, outcome.logit_error = after[0], after[1], _error(after)
     return outcome
 
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict
+from typing import Dict
 
 import numpy as np
 
@@ -82,20 +82,3 @@ def write_weights(fp32_path: Path, weights: Dict[str, np.ndarray], destination: 
             shape = tuple(tensor.dims)
             tensor.CopyFrom(numpy_helper.from_array(weights[tensor.name].reshape(shape).astype(np.float32), tensor.name))
     onnx.save(model, str(destination))
-
-
-def logit_error(graph_path: Path, fp32_logits: np.ndarray, images: np.ndarray) -> float:
-    """Mean squared logit error of a graph's twin against the FP32 logits (no kernel dependence)."""
-    import torch
-
-    from pipeline.stages.twin import load_twin
-
-    twin = load_twin(graph_path, graph_path)
-    with torch.no_grad():
-        out = torch.cat([twin(torch.from_numpy(images[i : i + 100])) for i in range(0, len(images), 100)]).numpy()
-    return float(np.mean((out - fp32_logits) ** 2))
-
-
-def summary(settings: FinetuneSettings, images: int) -> Dict[str, Any]:
-    return {"steps": settings.steps, "batch": settings.batch, "learning_rate": settings.learning_rate,
-            "temperature": settings.temperature, "images": images}

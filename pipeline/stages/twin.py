@@ -46,14 +46,6 @@ def _per_axis(values: Any, axis: int, rank: int) -> Any:
     return values.reshape(shape)
 
 
-def fake_quantize(x: Any, scale: Any, zero_point: Any, bounds: Tuple[float, float], axis: int = 1) -> Any:
-    """QuantizeLinear then DequantizeLinear, as float ops, differentiable (STE)."""
-    torch = _torch()
-    scale, zero_point = _per_axis(scale, axis, x.dim()), _per_axis(zero_point, axis, x.dim())
-    q = torch.clamp(_round_ste(x / scale) + zero_point, bounds[0], bounds[1])
-    return (q - zero_point) * scale
-
-
 def quantize_weight(weight: Any, qmax: float, axis: int) -> Any:
     """Symmetric per-channel fake quantization of a weight: scale = max |w| / qmax per channel."""
     torch = _torch()
