@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Dict, Literal, Optional, Tuple
+from typing import Any, Dict, Literal, Optional, Tuple
 
 from pydantic import BaseModel, ConfigDict, Field, Strict, ValidationError, model_validator
 
@@ -49,7 +49,16 @@ class ModelConfig(_Section):
     # `module:factory` that returns an nn.Module from the checkpoint's spec. The built-in VT is
     # the default; any torch classifier can go through the pipeline the same way.
     factory: str = Field("pipeline.models.vt:build_model", pattern=r"^[\w.]+:\w+$")
+    # The model file: a vt-edge checkpoint (state_dict + spec + classes, made by `train`), a
+    # plain torch state_dict (.pt/.pth: bare, or under "state_dict" or "model"), a .safetensors
+    # file, or an ONNX classifier (.onnx: export is skipped). `build --model PATH` overrides it.
     checkpoint: TomlPath = Path("models/vt_demo.pt")
+    # Keyword arguments for `factory` when the file holds weights only (plain state_dict or
+    # safetensors), e.g. {img_size = 32, patch_size = 4, num_classes = 10}.
+    factory_kwargs: Dict[str, Any] = {}
+    # Class names, one a line, in the order of the model's outputs (`build --labels FILE`).
+    # Default: the checkpoint's own (vt-edge checkpoints), else the image set's class folders.
+    labels: Optional[TomlPath] = None
     # Checkpoints are untrusted input: full unpickling only when the user opts in.
     trusted_checkpoint: bool = False
 
@@ -110,6 +119,12 @@ class TrainConfig(_Section):
     #                 train/<class>/<n>.jpg), decoded in memory; per class `holdout_per_class`
     #                 photos are held out by a rule seeded with `split_seed`, never trained on.
     source: Literal["generated", "cifar10-zip"] = "generated"
+    # Train another architecture instead of `arch`: `module:function` called with
+    # `factory_kwargs` and num_classes. The result is saved as weights only (a plain state_dict,
+    # or safetensors when the output ends in .safetensors) with a labels file beside it, the
+    # way a model trained elsewhere arrives; e.g. "pipeline.models.vit:vit".
+    factory: Optional[str] = Field(None, pattern=r"^[\w.]+:\w+$")
+    factory_kwargs: Dict[str, Any] = {}
     train_root: TomlPath = Path("data/demo/train")
     train_per_class: int = Field(120, ge=1)
     zip: Optional[TomlPath] = None

@@ -18,7 +18,7 @@ import numpy as np
 
 from pipeline.config import Config, TrainConfig
 from pipeline.data import GENERATED_TRAIN_SEED, GENERATED_VAL_SEED, LabelledSet, PreprocessSpec, ensure_generated, load_crops, normalize
-from pipeline.models.checkpoint import CheckpointInfo, save_checkpoint
+from pipeline.models.checkpoint import CheckpointInfo, save_checkpoint, save_weights_only
 
 
 @dataclass(frozen=True)
@@ -225,8 +225,6 @@ def train_model(config: Config, output: Path, progress: bool = True) -> TrainRes
         os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     import torch
 
-    from pipeline.models import build_model
-
     tc = config.train
     torch.manual_seed(tc.seed)
     torch.set_num_threads(tc.threads)
@@ -239,9 +237,9 @@ def train_model(config: Config, output: Path, progress: bool = True) -> TrainRes
     data = load_training_data(config, progress=progress)
     loaded_s = time.perf_counter() - started
 
-    spec = model_spec_from(tc, num_classes=len(data.classes))
+    model, spec = _training_model(tc, len(data.classes))
     # channels_last: oneDNN's convolutions train several times faster in NHWC on CPU.
-    model = build_model(spec).to(memory_format=torch.channels_last)
+    model = model.to(memory_format=torch.channels_last)
     fit(model, data, tc, eval_spec, rng, log=None if progress else (lambda m: print(m, flush=True)))
     train_s = time.perf_counter() - started - loaded_s
     model = model.to(memory_format=torch.contiguous_format)
@@ -266,8 +264,23 @@ def train_model(config: Config, output: Path, progress: bool = True) -> TrainRes
         "recipe": _recipe(tc),
         **data.details,
     }
-    save_checkpoint(output, model, CheckpointInfo(spec.to_dict(), data.classes, data.class_names, eval_spec.to_dict(), metrics))
+    if spec is None:  # a factory's model: weights only, with its labels and metrics beside them
+        save_weights_only(output, model, data.class_names, metrics)
+    else:
+        save_checkpoint(output, model, CheckpointInfo(spec.to_dict(), data.classes, data.class_names, eval_spec.to_dict(), metrics))
     return TrainResult(output, train_acc, holdout_acc, len(data.holdout_labels), tc.epochs, wall_s)
+
+
+def _training_model(tc: TrainConfig, num_classes: int):
+    """The module to train and, for the built-in VT, its spec (None for a factory's model)."""
+    if tc.factory is None:
+        from pipeline.models import build_model
+
+        spec = model_spec_from(tc, num_classes=num_classes)
+        return build_model(spec), spec
+    from pipeline.stages.export import resolve_factory
+
+    return resolve_factory(tc.factory)(**{**tc.factory_kwargs, "num_classes": num_classes}), None
 
 
 def _recipe(tc: TrainConfig) -> dict:
@@ -276,6 +289,7 @@ def _recipe(tc: TrainConfig) -> dict:
         "optimizer": tc.optimizer, "lr": tc.lr, "momentum": tc.momentum if tc.optimizer == "sgd" else None,
         "warmup": tc.warmup, "weight_decay": tc.weight_decay, "label_smoothing": tc.label_smoothing,
         "batch_size": tc.batch_size, "pad": tc.pad, "seed": tc.seed,
+        **({"factory": tc.factory, "factory_kwargs": dict(tc.factory_kwargs)} if tc.factory else {}),
     }
 
 

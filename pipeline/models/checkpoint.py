@@ -48,6 +48,31 @@ def save_checkpoint(output: Path, model: Any, info: CheckpointInfo) -> None:
         torch.save(checkpoint, tmp)
 
 
+def labels_path(weights: Path) -> Path:
+    """Where a weights-only file's class names go: `<stem>.labels.txt` beside it."""
+    return weights.with_suffix(".labels.txt")
+
+
+def save_weights_only(output: Path, model: Any, class_names: List[str], metrics: Dict[str, Any]) -> None:
+    """Weights as models arrive from elsewhere: a plain state_dict (`torch.save`), or safetensors
+    when `output` ends in .safetensors; class names one a line and the training metrics beside it."""
+    import json
+
+    import torch
+
+    from pipeline.artifacts import atomic_path, write_text_atomic
+
+    state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
+    with atomic_path(output) as tmp:
+        if output.suffix == ".safetensors":
+            from safetensors.torch import save_file
+
+            save_file(state, str(tmp))
+        else:
+            torch.save(state, tmp)
+    write_text_atomic(labels_path(output), "".join(f"{name}\n" for name in class_names))
+    write_text_atomic(output.with_suffix(".train.json"), json.dumps(metrics, indent=1) + "\n")
+
 
 def load_checkpoint(path: Path, trusted: bool = False) -> dict[str, Any]:
     """Read a checkpoint; untrusted by default (weights_only), with one-line errors."""
