@@ -22,7 +22,7 @@ from pipeline.backends.onnxruntime import OrtRunner, SessionSettings, TorchRunne
 from pipeline.stages.bundle import verify_bundle  # noqa: E402
 from pipeline.config import load_config  # noqa: E402
 from pipeline.data import PreprocessSpec, normalize  # noqa: E402
-from pipeline.stages.export import load_model  # noqa: E402
+from pipeline.stages.model_input import load_model  # noqa: E402
 from pipeline.stages.validate import latency_metrics  # noqa: E402
 
 INT8_SPEEDUP_TARGET = 3.0

@@ -60,13 +60,14 @@ def make_graphs(ctx: BuildContext) -> Graphs:
     from pipeline.data import normalize
     from pipeline.stages.calibrate import run_calibrate
     from pipeline.stages.dataset import prepare_data_cached
-    from pipeline.stages.export import load_model, run_export
+    from pipeline.stages.export import run_export
+    from pipeline.stages.model_input import load_model
     from pipeline.stages.precision import PrecisionInputs, run_precision
     from pipeline.stages.simplify import run_simplify
 
     config, cache, log, progress = ctx.config, ctx.cache, ctx.log, ctx.options.progress
     model = load_model(config)  # a bad checkpoint fails before any data work
-    data = log.run("data", lambda: prepare_data_cached(config, cache, progress, model.classes))
+    data = log.run("data", lambda: prepare_data_cached(config, cache, progress, model.classes, model.classes_from == "labels"))
     opset = ctx.target.opset or config.export.opset
     check = data.evaluation.crops[: config.export.check_images]
     exported = log.run("export", lambda: run_export(config, cache, model, check, data.content_hash, opset))

@@ -64,13 +64,15 @@ def build(
     dla_core: Annotated[Optional[int], typer.Option("--dla-core", min=0, help="Plan the FP16/INT8 engines for this DLA core (GPU fallback on); a TensorRT target with DLA only.")] = None,
     no_progress: Annotated[bool, typer.Option("--no-progress", help="No progress bars (logs, CI).")] = False,
     lock_timeout: LockTimeoutOption = None,
+    model: Annotated[Optional[Path], typer.Option("--model", "-m", help="Model file instead of [model] checkpoint: .onnx, .pt/.pth (vt-edge checkpoint or state_dict) or .safetensors.")] = None,
+    labels: Annotated[Optional[Path], typer.Option("--labels", help="Class names, one a line, in the model's output order (instead of [model] labels).")] = None,
 ) -> None:
     """Run every stage for a target and write its bundle to engines/<model>-<target>/."""
     from pipeline.context import BuildOptions, StageLog
 
-    cfg = _config(config)
+    cfg = with_model_file(_config(config), model, labels)
     options = BuildOptions(target=target, config_path=config, gate=not no_gate, progress=not no_progress, require_engine=require_engine,
-                           dla_core=dla_core, lock_timeout_s=lock_timeout)
+                           dla_core=dla_core, lock_timeout_s=lock_timeout, model_args=_model_args(model, labels))
     with _user_errors():
         target_name, target_config = cfg.target(target)
         if dla_core is not None and (target_config.backend != "tensorrt" or bundle is not None):
@@ -90,6 +92,28 @@ def build(
             outcome = run_build(cfg, options, log)
         _print_summary(outcome.report, log)
     _gate_and_pending(outcome, options)
+
+
+def _model_args(model: Optional[Path], labels: Optional[Path]) -> tuple:
+    from pipeline.artifacts import path_for_user
+
+    pairs = (("--model", model), ("--labels", labels))
+    return tuple(part for flag, value in pairs if value is not None for part in (flag, path_for_user(value.resolve())))
+
+
+def with_model_file(cfg, model: Optional[Path], labels: Optional[Path]):
+    """The config with `--model` / `--labels` in [model] (paths as typed, from this folder).
+    A model given on the command line names the bundle after its file unless [model] name is set."""
+    import re
+
+    update = {}
+    if model is not None:
+        update["checkpoint"] = model.resolve()
+        if "name" not in cfg.model.model_fields_set:
+            update["name"] = re.sub(r"[^A-Za-z0-9_.-]", "_", model.stem).lstrip("._-") or "model"
+    if labels is not None:
+        update["labels"] = labels.resolve()
+    return cfg.model_copy(update={"model": cfg.model.model_copy(update=update)}) if update else cfg
 
 
 def _gate_and_pending(outcome, options) -> None:
@@ -139,7 +163,8 @@ def _describe_stage(name: str, result) -> str:
     details = getattr(getattr(result, "record", None), "details", {})
     describe = {
         "data": lambda: f"{len(result.calib.labels)} calibration / {len(result.evaluation.labels)} evaluation images, {len(result.skipped)} skipped",
-        "export": lambda: f"opset {details['opset']}, max |torch - onnx| {details['max_abs_diff_vs_torch']:.2e}",
+        "export": lambda: (f"imported ONNX, opset {details['opset']}{''.join('; ' + n for n in details.get('notes', []))}"
+                           if details.get("imported") else f"opset {details['opset']}, max |torch - onnx| {details['max_abs_diff_vs_torch']:.2e}"),
         "simplify": lambda: f"nodes {details['nodes_before']} -> {details['nodes_after']}, max |diff| {details['max_abs_diff_vs_export']:.2e}",
         "calibrate": lambda: f"{details['method']} on {details['images']} images, {details['tensors']} tensors",
         "precision": lambda: ", ".join([f"calibration {details.get('calibration')}"] + [

@@ -7,7 +7,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 from pipeline.artifacts import StageCache, StageResult
 from pipeline.config import Config, TargetConfig
@@ -24,6 +24,9 @@ class BuildOptions:
     dla_core: Optional[int] = None
     # How long to wait for another build of the same bundle: None waits until it is done, 0 fails at once.
     lock_timeout_s: Optional[float] = None
+    # The model given on the command line (`--model PATH --labels FILE`), repeated by the
+    # bundle's rebuild command.
+    model_args: Tuple[str, ...] = ()
 
 
 @dataclass

@@ -14,6 +14,11 @@ class ConfigError(VtEdgeError):
     """A configuration problem; the message names the file and the key (exit code 2)."""
 
 
+class ModelInputError(ConfigError):
+    """A model file, labels file or factory setting that does not fit (exit code 2): the message
+    names the file or key and what to change."""
+
+
 class BundleError(VtEdgeError):
     """A bundle that cannot be used as it is; the message says which file and why."""
 

@@ -278,7 +278,7 @@ def _training_model(tc: TrainConfig, num_classes: int):
 
         spec = model_spec_from(tc, num_classes=num_classes)
         return build_model(spec), spec
-    from pipeline.stages.export import resolve_factory
+    from pipeline.stages.model_input import resolve_factory
 
     return resolve_factory(tc.factory)(**{**tc.factory_kwargs, "num_classes": num_classes}), None
 

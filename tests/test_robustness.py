@@ -312,7 +312,7 @@ def test_weights_of_the_wrong_shape_are_one_line_naming_key_and_shapes(tiny_proj
 
     from pipeline.config import load_config
     from pipeline.errors import ModelError
-    from pipeline.stages.export import load_model
+    from pipeline.stages.model_input import load_model
 
     _edit_checkpoint(tiny_project, lambda d: d["state_dict"].update({"fc.weight": torch.zeros(5, d["state_dict"]["fc.weight"].shape[1])}))
     with pytest.raises(ModelError) as info:
@@ -330,7 +330,7 @@ def test_weights_of_the_wrong_shape_are_one_line_naming_key_and_shapes(tiny_proj
 def test_a_factory_that_fails_is_one_line(tiny_project, factory, expected):
     from pipeline.config import load_config
     from pipeline.errors import ModelError
-    from pipeline.stages.export import load_model
+    from pipeline.stages.model_input import load_model
 
     config = tiny_project / "pipeline.toml"
     config.write_text(config.read_text().replace('checkpoint = "tiny.pt"', f'checkpoint = "tiny.pt"\nfactory = "{factory}"'))

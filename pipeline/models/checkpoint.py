@@ -74,8 +74,8 @@ def save_weights_only(output: Path, model: Any, class_names: List[str], metrics:
     write_text_atomic(output.with_suffix(".train.json"), json.dumps(metrics, indent=1) + "\n")
 
 
-def load_checkpoint(path: Path, trusted: bool = False) -> dict[str, Any]:
-    """Read a checkpoint; untrusted by default (weights_only), with one-line errors."""
+def read_torch_file(path: Path, trusted: bool = False) -> Any:
+    """Whatever `torch.save` wrote; untrusted by default (weights_only), with one-line errors."""
     import pickle
     import warnings
 
@@ -88,7 +88,7 @@ def load_checkpoint(path: Path, trusted: bool = False) -> dict[str, Any]:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # torch's notes on pickle protocols: the outcome is reported below
-            data = torch.load(path, map_location="cpu", weights_only=not trusted)
+            return torch.load(path, map_location="cpu", weights_only=not trusted)
     except pickle.UnpicklingError as exc:
         # weights_only names the class it refused as an "Unsupported global"; any other
         # unpickling failure means the bytes are not a pickle at all.
@@ -100,6 +100,18 @@ def load_checkpoint(path: Path, trusted: bool = False) -> dict[str, Any]:
         raise CheckpointError(f"{path}: not a readable torch checkpoint (corrupt, truncated or not written by torch.save)") from None
     except Exception as exc:  # corrupt zip, truncated file, not a torch file
         raise CheckpointError(f"{path}: not a readable torch checkpoint (corrupt or truncated: {type(exc).__name__}: {_first_sentence(exc)})") from None
+
+
+def is_vt_edge_checkpoint(data: Any) -> bool:
+    """A vt-edge checkpoint carries an architecture spec beside its weights (a plain
+    state_dict, however wrapped, does not)."""
+    return isinstance(data, dict) and ("spec" in data or str(data.get("format", "")).startswith("vt-edge-checkpoint"))
+
+
+def load_checkpoint(path: Path, trusted: bool = False, data: Any = None) -> dict[str, Any]:
+    """Read (or take the already read `data` of) a vt-edge checkpoint and check its contents."""
+    if data is None:
+        data = read_torch_file(path, trusted)
     _check_contents(path, data)
     return data
 

@@ -209,6 +209,8 @@ def rebuild_command(ctx: Any, pending: bool) -> str:
     command = f"python -m pipeline build --target {ctx.target_name} --config {config_arg}"
     if pending:
         command += f" --bundle {shlex.quote(path_for_user(ctx.bundle_dir))}"
+    elif ctx.options.model_args:
+        command += " " + " ".join(shlex.quote(a) for a in ctx.options.model_args)
     return command
 
 

@@ -77,9 +77,12 @@ def write_lists(config: Config, dataset: LabelledSet) -> tuple[Path, Path, list,
     return calib_list, eval_list, calib, evaluation
 
 
-def check_classes(config: Config, dataset: LabelledSet, model_classes: List[str]) -> None:
+def check_classes(config: Config, dataset: LabelledSet, model_classes: List[str], by_position: bool = False) -> None:
     """The image set's classes are the checkpoint's, in the same order: label i must mean the
-    class the model's output i was trained for, or every accuracy number is meaningless."""
+    class the model's output i was trained for, or every accuracy number is meaningless.
+
+    `by_position`: the names come from a labels file; when they are not the folders' names
+    (e.g. human names for synset folders), the sorted folders are the outputs in order."""
     checkpoint = config.path(config.model.checkpoint)
     if dataset.num_classes == 0:
         raise DataError(f"{dataset.root}: no classes (a classifier is evaluated on at least one)")
@@ -88,6 +91,8 @@ def check_classes(config: Config, dataset: LabelledSet, model_classes: List[str]
             f"{dataset.root} has {dataset.num_classes} classes but the checkpoint {checkpoint} has "
             f"{len(model_classes)}: the image set must hold the checkpoint's classes"
         )
+    if by_position and set(dataset.classes) != set(model_classes):
+        return
     for index, (found, expected) in enumerate(zip(dataset.classes, model_classes)):
         if found != expected:
             raise DataError(
@@ -104,15 +109,15 @@ def _usable(loaded: Any, root: Path, role: str) -> None:
 
 
 def prepare_data_cached(config: Config, cache: StageCache, progress: bool = True,
-                        model_classes: Optional[List[str]] = None) -> DataSplit:
+                        model_classes: Optional[List[str]] = None, by_position: bool = False) -> DataSplit:
     """Choose and record the subsets; decode their crops unless the cache has them.
 
-    `model_classes` (the checkpoint's) are checked against the image set's before anything
-    is decoded.
+    `model_classes` (the model's) are checked against the image set's before anything is
+    decoded (`by_position`: see check_classes).
     """
     dataset = open_dataset(config)
     if model_classes is not None:
-        check_classes(config, dataset, model_classes)
+        check_classes(config, dataset, model_classes, by_position)
     calib_list, eval_list, calib, evaluation = write_lists(config, dataset)
     spec = config.preprocessing.spec()
     max_pixels = config.data.max_image_pixels

@@ -1,16 +1,16 @@
 """export: torch checkpoint -> ONNX (dynamic batch, input `images`, output `logits`), checked.
 
+An ONNX file given as the model is not exported: it is imported (checked and normalised to the
+same contract by `pipeline.stages.onnx_import`) and compared with itself as given.
+
 The TorchScript exporter is used because it writes opset 17, which TensorRT 8.5/8.6
 (JetPack 5) parse; torch's dynamo exporter cannot down-convert VT-ResNet to 17.
 """
 
 from __future__ import annotations
 
-import importlib
 import json
 import warnings
-from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,100 +20,17 @@ from pipeline.artifacts import StageCache, StageResult, sha256_file
 from pipeline.backends.onnxruntime import onnx_logits
 from pipeline.config import Config
 from pipeline.data import normalize
-from pipeline.errors import ModelError, StageError
+from pipeline.errors import StageError
 from pipeline.graph import onnx_node_table
 from pipeline.names import INPUT_NAME, OUTPUT_NAME
+from pipeline.stages.model_input import LoadedModel
+from pipeline.stages.onnx_import import default_opset, normalise_onnx
 
-STAGE_VERSION = "1"
+STAGE_VERSION = "2"
 
 
 class ExportError(StageError):
     """Export failed; the message names the module and op where known."""
-
-
-@dataclass
-class LoadedModel:
-    """The checkpoint's module in eval mode, with what the manifest needs to know about it."""
-
-    module: Any
-    spec: dict[str, Any]
-    classes: list[str]
-    class_names: list[str]
-    checkpoint_sha256: str
-
-
-def resolve_factory(reference: str) -> Callable[..., Any]:
-    module_name, _, attr = reference.partition(":")
-    try:
-        factory = getattr(importlib.import_module(module_name), attr)
-    except Exception as exc:  # importing runs the module's code: whatever it raises is the factory's problem
-        raise ModelError(f"model.factory {reference!r} cannot be imported: {_first_line(exc)}") from None
-    if not callable(factory):
-        raise ModelError(f"model.factory {reference!r} is a {type(factory).__name__}, not a function")
-    return factory
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return f"{type(exc).__name__}: {text.splitlines()[0]}" if text else type(exc).__name__
-
-
-def build_module(reference: str, spec: dict[str, Any], checkpoint: Path) -> Any:
-    """The factory's module for the checkpoint's spec; any failure is one line naming the factory."""
-    import torch
-
-    factory = resolve_factory(reference)
-    try:
-        if reference == "pipeline.models.vt:build_model":
-            from pipeline.models import ModelSpec
-
-            module = factory(ModelSpec.from_dict(spec))
-        else:
-            module = factory(**spec)
-    except Exception as exc:  # a factory is the user's code: its error is theirs to fix, in one line
-        raise ModelError(f"model.factory {reference!r} failed on the spec of {checkpoint}: {_first_line(exc)}") from None
-    if not isinstance(module, torch.nn.Module):
-        raise ModelError(f"model.factory {reference!r} returned a {type(module).__name__}, not a torch.nn.Module")
-    return module
-
-
-def load_weights(module: Any, state_dict: dict[str, Any], checkpoint: Path, reference: str) -> None:
-    """Load the checkpoint's weights; a mismatch names the first differing key and both shapes."""
-    own = module.state_dict()
-    for key, value in state_dict.items():
-        shape = tuple(getattr(value, "shape", ()))
-        if key in own and tuple(own[key].shape) != shape:
-            raise ModelError(
-                f"{checkpoint}: weight '{key}' has shape {list(shape)} in the checkpoint but "
-                f"{list(own[key].shape)} in the model that {reference} builds from its spec"
-            )
-    try:
-        missing, unexpected = module.load_state_dict(state_dict, strict=False)
-    except Exception as exc:  # e.g. a value that is not a tensor
-        raise ModelError(f"{checkpoint}: weights cannot be loaded into {reference}: {_first_line(exc)}") from None
-    if missing or unexpected:
-        raise ModelError(
-            f"{checkpoint}: weights do not match {reference} "
-            f"(missing {list(missing)[:3]}, unexpected {list(unexpected)[:3]})"
-        )
-
-
-def load_model(config: Config) -> LoadedModel:
-    """Build the configured factory's module and load the checkpoint's weights into it."""
-    from pipeline.models.checkpoint import load_checkpoint
-
-    path = config.path(config.model.checkpoint)
-    data = load_checkpoint(path, trusted=config.model.trusted_checkpoint)
-    module = build_module(config.model.factory, data["spec"], path)
-    load_weights(module, data["state_dict"], path, config.model.factory)
-    classes = list(data["classes"])
-    return LoadedModel(
-        module=module.eval(),
-        spec=dict(data["spec"]),
-        classes=classes,
-        class_names=list(data.get("class_names", classes)),
-        checkpoint_sha256=sha256_file(path),
-    )
 
 
 class _ModuleTrail:
@@ -184,17 +101,21 @@ def run_export(config: Config, cache: StageCache, model: LoadedModel, check_crop
     import onnx
     import torch
 
-    settings = {"opset": opset, "tolerance": config.export.tolerance, "factory": config.model.factory}
+    settings = {"opset": opset, "tolerance": config.export.tolerance, "factory": config.model.factory,
+                "factory_kwargs": dict(config.model.factory_kwargs), "crop": config.preprocessing.crop}
     inputs = {"checkpoint": model.checkpoint_sha256, "check_images": check_hash}
     versions = {"torch": torch.__version__, "onnx": onnx.__version__}
 
     def body(workdir: Path) -> tuple[dict[str, str], dict[str, Any]]:
         images = normalize(check_crops, config.preprocessing.spec())
         onnx_path = workdir / "model.fp32.export.onnx"
-        export_onnx(model.module, images[:1], opset, onnx_path)
-        onnx.checker.check_model(str(onnx_path), full_check=True)
-        reference = torch_logits(model.module, images)
-        diff = float(np.max(np.abs(onnx_logits(onnx_path, images) - reference)))
+        if model.onnx is not None:
+            notes, diff = normalise_onnx(model.onnx, onnx_path, images)
+        else:
+            notes = []
+            export_onnx(model.module, images[:1], opset, onnx_path)
+            onnx.checker.check_model(str(onnx_path), full_check=True)
+            diff = float(np.max(np.abs(onnx_logits(onnx_path, images) - torch_logits(model.module, images))))
         if diff > config.export.tolerance:
             raise ExportError(
                 f"exported ONNX differs from torch by {diff:.2e} (> export.tolerance {config.export.tolerance:g})"
@@ -203,7 +124,9 @@ def run_export(config: Config, cache: StageCache, model: LoadedModel, check_crop
         # table is kept for choosing layers to keep in higher precision later.
         nodes = onnx_node_table(onnx_path)
         (workdir / "nodes.json").write_text(json.dumps(nodes, indent=1))
-        details = {"max_abs_diff_vs_torch": diff, "nodes": len(nodes), "check_images": len(images), "opset": opset}
+        details = {"max_abs_diff_vs_torch": diff, "nodes": len(nodes), "check_images": len(images),
+                   "opset": default_opset(onnx_path),
+                   "imported": model.onnx is not None, "notes": notes}
         return {"onnx": onnx_path.name, "nodes": "nodes.json"}, details
 
     return cache.run("export", inputs, settings, versions, body, STAGE_VERSION)

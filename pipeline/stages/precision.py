@@ -34,7 +34,7 @@ from pipeline.stages.calibrate import load_tensors_data
 from pipeline.stages.fallback import FallbackPolicy, Int8Outcome, keep_costliest_in_fp32, quantizable_groups
 from pipeline.stages.fp16 import convert_fp16, qdq_to_fp16
 
-STAGE_VERSION = "3"
+STAGE_VERSION = "4"
 
 
 @dataclass
@@ -149,7 +149,7 @@ def int8_with_fallback(job: Int8Job, flavour: str, destination: Path, budget: Op
         if tuned is not None and budget_met(budget, after[0], after[1]):
             outcome.agreement, outcome.top1_drop, outcome.logit_error = after[0], after[1], _error(after)
             return outcome
-    groups = quantizable_groups(job.fp32_path, job.export_nodes, quantize.fallback_ops(flavour))
+    groups = quantizable_groups(job.fp32_path, job.export_nodes, quantize.fallback_ops(flavour, quantize.is_transformer(job.fp32_path)))
     policy = FallbackPolicy(budget, job.max_fp32_layers)
     outcome = keep_costliest_in_fp32(flavour, destination, groups, (_writer(job, flavour, job.fp32_path), scorer.score), policy)
     outcome.methods = methods

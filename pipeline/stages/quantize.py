@@ -26,11 +26,28 @@ from pipeline.graph import topological_sort
 from pipeline.names import INT8, INT8_TRT
 
 QUANTIZED_OPS_TRT = ("Conv", "Gemm", "MatMul")
-def fallback_ops(flavour: str) -> list[str]:
+# Transformers (graphs with LayerNorm): both flavours quantize only the inputs of the matrix
+# products (patch embedding, QKV/projection/MLP Linear layers, and the two attention MatMuls
+# between activations); LayerNorm, Softmax, GELU and the residual Adds stay in float. Their
+# activations carry the outliers that one 8-bit scale per tensor cannot cover (LayerNorm
+# inputs, GELU outputs), and ONNX Runtime has no integer LayerNorm or GELU to gain from.
+QUANTIZED_OPS_TRANSFORMER = ("Conv", "Gemm", "MatMul")
+LAYERNORM_OPS = ("LayerNormalization",)
+
+
+def is_transformer(model_path: Path) -> bool:
+    """A graph with LayerNorm, fused or decomposed (ReduceMean ... Sqrt)."""
+    import onnx
+
+    ops = {node.op_type for node in onnx.load(str(model_path), load_external_data=False).graph.node}
+    return bool(ops & set(LAYERNORM_OPS)) or {"ReduceMean", "Sqrt"} <= ops
+
+
+def fallback_ops(flavour: str, transformer: bool = False) -> list[str]:
     """The ops whose nodes the fallback keeps in FP32 with their module: every op the flavour
-    quantizes. (The `int8` graph quantizes Add, Mul, Softmax... too: keeping only a module's
-    convolutions in FP32 would leave the residual Add that reads them quantized.)"""
-    return _flavour_settings(flavour)[1]
+    quantizes. (The `int8` graph of a CNN quantizes Add, Mul, Softmax... too: keeping only a
+    module's convolutions in FP32 would leave the residual Add that reads them quantized.)"""
+    return _flavour_settings(flavour, transformer)[1]
 
 
 # 7-bit weights for the ONNX Runtime CPU graph (see the module docstring); TensorRT accumulates in
@@ -38,12 +55,13 @@ def fallback_ops(flavour: str) -> list[str]:
 REDUCE_RANGE = {INT8: True, INT8_TRT: False}
 
 
-def _flavour_settings(flavour: str) -> tuple[Any, list[str], dict[str, Any]]:
+def _flavour_settings(flavour: str, transformer: bool = False) -> tuple[Any, list[str], dict[str, Any]]:
     """(activation type, op types to quantize, extra options) of an INT8 flavour."""
     from onnxruntime.quantization import QuantType
 
     if flavour == INT8:
-        return QuantType.QUInt8, _default_ops(), {"WeightSymmetric": True, "QDQOpTypePerChannelSupportToAxis": {"MatMul": 1}}
+        ops = list(QUANTIZED_OPS_TRANSFORMER) if transformer else _default_ops()
+        return QuantType.QUInt8, ops, {"WeightSymmetric": True, "QDQOpTypePerChannelSupportToAxis": {"MatMul": 1}}
     return QuantType.QInt8, list(QUANTIZED_OPS_TRT), {
         "ActivationSymmetric": True,
         "WeightSymmetric": True,
@@ -64,7 +82,7 @@ def quantize_graph(fp32_path: Path, destination: Path, tensors_data: Any, flavou
     from onnxruntime.quantization.qdq_quantizer import QDQQuantizer
     from onnxruntime.quantization.quant_utils import load_model_with_shape_infer
 
-    activation, ops, extra = _flavour_settings(flavour)
+    activation, ops, extra = _flavour_settings(flavour, is_transformer(fp32_path))
     quantizer = QDQQuantizer(
         load_model_with_shape_infer(fp32_path),
         True,  # per-channel weights

@@ -133,7 +133,7 @@ def run_validation(config: Config, cache: StageCache, inputs: ValidationInputs, 
         with OrtRunner(FP32, inputs.models[FP32], session) as fp32:  # the reference, then measured like the rest
             evaluation = EvaluationSet(images, inputs.eval_labels, infer_all(fp32, images))
             runners: Dict[str, Callable[[], Runner]] = {}
-            if vc.torch_baseline:
+            if vc.torch_baseline and inputs.model.module is not None:  # an ONNX file given has no torch module
                 runners[FP32_TORCH] = lambda: TorchRunner(inputs.model.module, vc.threads)
             for precision, path in inputs.models.items():
                 runners[precision] = (lambda: fp32) if precision == FP32 else (lambda p=precision, f=path: OrtRunner(p, f, session))

@@ -1,0 +1,216 @@
+"""An ONNX classifier exported elsewhere, checked and brought to the pipeline's I/O contract.
+
+The contract every later stage, engine plan and the C++ loader rely on: one float input
+`images` in NCHW with a dynamic batch, one float output `logits` of shape [batch, classes].
+Read from the graph: the input's name, layout (NCHW, or NHWC: a Transpose is put in front) and
+size (it must be `[preprocessing] crop`); the output's width. A fixed batch is made dynamic
+when the graph allows it (Reshape targets that copy the fixed batch are made to copy the
+input's); whether it did is checked by running the graph at two batch sizes against the file
+as given, and the build says what was changed. Anything else is refused in one line.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, List, Optional, Tuple
+
+import numpy as np
+
+from pipeline.artifacts import write_bytes_atomic
+from pipeline.errors import ModelInputError
+from pipeline.names import INPUT_NAME, OUTPUT_NAME
+
+MIN_OPSET = 13  # per-axis QuantizeLinear (per-channel INT8 weights) needs opset 13
+UPGRADE_OPSET = 17
+# Graph outputs may differ from the file as given by float noise only.
+IMPORT_TOLERANCE = 1e-4
+
+
+@dataclass(frozen=True)
+class GraphIO:
+    """What the graph's single input and output look like."""
+
+    input_name: str
+    output_name: str
+    layout: str  # "NCHW" or "NHWC"
+    size: Tuple[Any, Any]  # (H, W): ints, or names of dynamic dimensions
+    batch: Any  # an int (fixed) or a dimension name / None (dynamic)
+    classes: int
+
+
+def _dims(value_info: Any) -> List[Any]:
+    shape = value_info.type.tensor_type.shape
+    return [d.dim_value if d.HasField("dim_value") else (d.dim_param or None) for d in shape.dim]
+
+
+def _load(path: Path) -> Any:
+    import onnx
+
+    try:
+        return onnx.load(str(path))
+    except Exception as exc:  # a protobuf that does not parse: not an ONNX model
+        raise ModelInputError(f"{path}: not a readable ONNX model ({type(exc).__name__})") from None
+
+
+def read_io(model: Any, path: Path) -> GraphIO:
+    """The single image input and single [batch, classes] output, or a one-line refusal."""
+    graph = model.graph
+    initializers = {i.name for i in graph.initializer}
+    inputs = [i for i in graph.input if i.name not in initializers]
+    if len(inputs) != 1 or len(graph.output) != 1:
+        raise ModelInputError(
+            f"{path}: not a classifier graph: {len(inputs)} inputs and {len(graph.output)} outputs "
+            "(vt-edge takes one image input and one [batch, classes] output)"
+        )
+    source, result = inputs[0], graph.output[0]
+    in_dims, out_dims = _dims(source), _dims(result)
+    if len(out_dims) != 2 or not isinstance(out_dims[1], int) or out_dims[1] < 1:
+        raise ModelInputError(f"{path}: not a classifier: output '{result.name}' has shape {out_dims}, not [batch, classes]")
+    if len(in_dims) != 4 or 3 not in (in_dims[1], in_dims[3]):
+        raise ModelInputError(f"{path}: input '{source.name}' has shape {in_dims}; vt-edge takes images as NCHW or NHWC with 3 channels")
+    layout = "NCHW" if in_dims[1] == 3 else "NHWC"
+    size = (in_dims[2], in_dims[3]) if layout == "NCHW" else (in_dims[1], in_dims[2])
+    return GraphIO(source.name, result.name, layout, size, in_dims[0], out_dims[1])
+
+
+def inspect_onnx(path: Path, crop: int) -> GraphIO:
+    """The ONNX file's I/O, checked against the configured crop before any work is done."""
+    io = read_io(_load(path), path)
+    if any(isinstance(d, int) and d != crop for d in io.size):
+        raise ModelInputError(
+            f"{path}: the model takes {io.size[0]}x{io.size[1]} images but [preprocessing] crop is {crop}: "
+            f"set crop = {io.size[0]} (and resize) in the config"
+        )
+    return io
+
+
+def normalise_onnx(source: Path, destination: Path, images: np.ndarray) -> Tuple[List[str], float]:
+    """Write `source` under the pipeline's contract at `destination`; returns what was changed
+    and the largest logit difference from the file as given on `images` (preprocessed NCHW)."""
+    import onnx
+
+    model = _load(source)
+    io = read_io(model, source)
+    notes = _upgrade_opset(model, source)
+    if io.layout == "NHWC":
+        _transpose_input(model, io)
+        notes.append("NHWC input: a Transpose from NCHW `images` put in front")
+    _rename_io(model, io)
+    fixed = io.batch if isinstance(io.batch, int) else None
+    if fixed is not None:
+        _make_batch_dynamic(model, fixed)
+        notes.append(f"fixed batch {fixed} made dynamic")
+    if (io.input_name, io.output_name) != (INPUT_NAME, OUTPUT_NAME):
+        notes.append(f"input '{io.input_name}' and output '{io.output_name}' renamed to '{INPUT_NAME}' and '{OUTPUT_NAME}'")
+    write_bytes_atomic(destination, model.SerializeToString())
+    onnx.checker.check_model(str(destination), full_check=True)
+    return notes, _check_same_answers(source, destination, io, images, fixed)
+
+
+def default_opset(path: Path) -> int:
+    """The graph's ai.onnx opset."""
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
+
+
+def _upgrade_opset(model: Any, path: Path) -> List[str]:
+    from onnx import version_converter
+
+    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
+    if opset is None or opset >= MIN_OPSET:
+        return []
+    try:
+        upgraded = version_converter.convert_version(model, UPGRADE_OPSET)
+    except Exception as exc:
+        raise ModelInputError(f"{path}: opset {opset} is below {MIN_OPSET} and cannot be converted ({type(exc).__name__}); re-export with opset 17") from None
+    model.CopyFrom(upgraded)
+    return [f"opset {opset} converted to {UPGRADE_OPSET}"]
+
+
+def _transpose_input(model: Any, io: GraphIO) -> None:
+    """A new NCHW input feeding a Transpose to the graph's NHWC one."""
+    from onnx import helper
+
+    graph = model.graph
+    old = next(i for i in graph.input if i.name == io.input_name)
+    dims = _dims(old)
+    nhwc_name = f"{io.input_name}_nhwc"
+    for node in graph.node:
+        node.input[:] = [nhwc_name if n == io.input_name else n for n in node.input]
+    graph.node.insert(0, helper.make_node("Transpose", [io.input_name], [nhwc_name], name="images_to_nhwc", perm=[0, 2, 3, 1]))
+    nchw = [dims[0], dims[3], dims[1], dims[2]]
+    old.type.tensor_type.shape.Clear()
+    for d in nchw:
+        entry = old.type.tensor_type.shape.dim.add()
+        if isinstance(d, int):
+            entry.dim_value = d
+        elif d:
+            entry.dim_param = d
+
+
+def _rename_io(model: Any, io: GraphIO) -> None:
+    graph = model.graph
+    for old, new in ((io.input_name, INPUT_NAME), (io.output_name, OUTPUT_NAME)):
+        if old == new:
+            continue
+        for node in graph.node:
+            node.input[:] = [new if n == old else n for n in node.input]
+            node.output[:] = [new if n == old else n for n in node.output]
+    graph.input[[i.name for i in graph.input].index(io.input_name)].name = INPUT_NAME
+    graph.output[0].name = OUTPUT_NAME
+
+
+def _make_batch_dynamic(model: Any, fixed: int) -> None:
+    """Batch dimension named on the I/O, intermediate shapes dropped (inference redoes them), and
+    constant Reshape targets whose first entry is the fixed batch made to copy the input's (0)."""
+    from onnx import numpy_helper
+
+    graph = model.graph
+    for value in (graph.input[[i.name for i in graph.input].index(INPUT_NAME)], graph.output[0]):
+        dim = value.type.tensor_type.shape.dim[0]
+        dim.Clear()
+        dim.dim_param = "batch"
+    del graph.value_info[:]
+    reshape_targets = {n.input[1] for n in graph.node if n.op_type == "Reshape" and len(n.input) > 1}
+    other_uses = {name for n in graph.node if n.op_type != "Reshape" for name in n.input}
+    for init in graph.initializer:
+        if init.name in reshape_targets and init.name not in other_uses:
+            target = numpy_helper.to_array(init)
+            if target.ndim == 1 and len(target) > 1 and target[0] == fixed:
+                target = target.copy()
+                target[0] = 0
+                init.CopyFrom(numpy_helper.from_array(target, init.name))
+
+
+def _check_same_answers(source: Path, normalised: Path, io: GraphIO, images: np.ndarray, fixed: Optional[int]) -> float:
+    """The normalised graph, run on a whole batch, gives the file's own answers (in the file's
+    batch size when it is fixed); a graph whose fixed batch is baked in deeper fails here.
+    Returns the largest difference in logits."""
+    from pipeline.backends.onnxruntime import cpu_session, run_batched
+
+    if len(images) < 2:  # a batch of one proves nothing about a dynamic batch
+        images = np.concatenate([images, images])
+    usable = images[: len(images) // fixed * fixed] if fixed else images
+    given = usable.transpose(0, 2, 3, 1).copy() if io.layout == "NHWC" else usable
+    reference = run_batched(cpu_session(source), given, batch=fixed or len(usable)) if len(usable) else None
+    try:
+        produced = run_batched(cpu_session(normalised), images, batch=len(images))
+    except Exception as exc:
+        if fixed is None:
+            raise
+        raise ModelInputError(
+            f"{source}: the batch size {fixed} is fixed inside the graph ({type(exc).__name__} at batch {len(images)}); "
+            "re-export it with a dynamic batch axis (torch.onnx.export(..., dynamic_axes={'<input>': {0: 'batch'}, '<output>': {0: 'batch'}}))"
+        ) from None
+    if reference is None:
+        return 0.0
+    diff = float(np.max(np.abs(produced[: len(reference)] - reference)))
+    if diff > IMPORT_TOLERANCE:
+        raise ModelInputError(
+            f"{source}: with a dynamic batch the graph no longer gives its own answers (max |diff| {diff:.2e}); "
+            "re-export it with a dynamic batch axis"
+        )
+    return diff
