@@ -61,6 +61,7 @@ def make_graphs(ctx: BuildContext) -> Graphs:
     from pipeline.stages.calibrate import run_calibrate
     from pipeline.stages.dataset import prepare_data_cached
     from pipeline.stages.export import run_export
+    from pipeline.stages.layernorm import needs_decomposed_layernorm
     from pipeline.stages.model_input import load_model
     from pipeline.stages.precision import PrecisionInputs, run_precision
     from pipeline.stages.simplify import run_simplify
@@ -71,7 +72,8 @@ def make_graphs(ctx: BuildContext) -> Graphs:
     opset = ctx.target.opset or config.export.opset
     check = data.evaluation.crops[: config.export.check_images]
     exported = log.run("export", lambda: run_export(config, cache, model, check, data.content_hash, opset))
-    simplified = log.run("simplify", lambda: run_simplify(config, cache, exported, check, data.content_hash))
+    decompose = ctx.target.backend == "tensorrt" and needs_decomposed_layernorm(ctx.target.tensorrt_versions)
+    simplified = log.run("simplify", lambda: run_simplify(config, cache, exported, check, data.content_hash, decompose))
     calib_images = np.ascontiguousarray(normalize(data.calib.crops, config.preprocessing.spec()))
     calibration = None
     if any(p in INT8_FLAVOURS for p in ctx.target.precisions):

@@ -165,7 +165,9 @@ def _describe_stage(name: str, result) -> str:
         "data": lambda: f"{len(result.calib.labels)} calibration / {len(result.evaluation.labels)} evaluation images, {len(result.skipped)} skipped",
         "export": lambda: (f"imported ONNX, opset {details['opset']}{''.join('; ' + n for n in details.get('notes', []))}"
                            if details.get("imported") else f"opset {details['opset']}, max |torch - onnx| {details['max_abs_diff_vs_torch']:.2e}"),
-        "simplify": lambda: f"nodes {details['nodes_before']} -> {details['nodes_after']}, max |diff| {details['max_abs_diff_vs_export']:.2e}",
+        "simplify": lambda: f"nodes {details['nodes_before']} -> {details['nodes_after']}, max |diff| {details['max_abs_diff_vs_export']:.2e}"
+                            + (f"; {details['layernorm_decomposed']} LayerNorm decomposed (TensorRT 8.5 has no LayerNormalization)"
+                               if details.get("layernorm_decomposed") else ""),
         "calibrate": lambda: f"{details['method']} on {details['images']} images, {details['tensors']} tensors",
         "precision": lambda: ", ".join([f"calibration {details.get('calibration')}"] + [
             f"{f}: {len(details[f]['fp32_layers'])} layer(s) kept FP32" for f in ("int8", "int8-trt") if f in details]),

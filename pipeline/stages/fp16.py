@@ -7,16 +7,8 @@ from pathlib import Path
 
 
 # LayerNorm stays in FP32 in every FP16 graph: its mean of squares overflows FP16 (65504) as soon
-# as a token's activations pass ~256, which transformers' residual streams do. The decomposed
-# form (TensorRT 8.5's) keeps its reductions, square and square root in FP32 for the same reason.
-FP32_IN_FP16_OPS = ("LayerNormalization",)
-FP32_IN_FP16_OPS_DECOMPOSED = ("ReduceMean", "Pow", "Sqrt")
-
-
-def _fp32_ops(model) -> list:
-    ops = {node.op_type for node in model.graph.node}
-    decomposed = list(FP32_IN_FP16_OPS_DECOMPOSED) if {"ReduceMean", "Sqrt"} <= ops else []
-    return [op for op in (*FP32_IN_FP16_OPS, *decomposed) if op in ops]
+# as a token's activations pass ~256, which transformers' residual streams do (which nodes:
+# pipeline.stages.layernorm.fp32_nodes).
 
 
 def convert_fp16(fp32_path: Path, destination: Path) -> None:
@@ -24,13 +16,16 @@ def convert_fp16(fp32_path: Path, destination: Path) -> None:
     import onnx
     from onnxconverter_common import float16
 
+    from pipeline.stages.layernorm import fp32_nodes
+
     model = onnx.load(str(fp32_path))
-    blocked = list(float16.DEFAULT_OP_BLOCK_LIST) + _fp32_ops(model)
-    _unshare_initializers(model.graph, blocked)
+    kept = fp32_nodes(model.graph)
+    _unshare_initializers(model.graph, kept)
     with warnings.catch_warnings():
         # One warning per tiny weight clipped to FP16's range: expected, and reported by accuracy.
         warnings.simplefilter("ignore", UserWarning)
-        converted = float16.convert_float_to_float16(model, keep_io_types=True, disable_shape_infer=False, op_block_list=blocked)
+        converted = float16.convert_float_to_float16(model, keep_io_types=True, disable_shape_infer=False,
+                                                     node_block_list=[n.name for n in kept])
     onnx.checker.check_model(converted)
     onnx.save(converted, str(destination))
 
@@ -54,14 +49,18 @@ def qdq_to_fp16(qdq_path: Path, destination: Path) -> None:
     model = onnx.load(str(qdq_path))
     if model.opset_import[0].version < FP16_QDQ_OPSET:
         model = version_converter.convert_version(model, FP16_QDQ_OPSET)
+    from pipeline.stages.layernorm import fp32_nodes
+
     graph = model.graph
-    kept_fp32 = _keep_in_fp32(graph, _fp32_ops(model), helper, TensorProto)
+    kept_fp32 = _keep_in_fp32(model, fp32_nodes(graph), helper, TensorProto)
     for tensor in graph.initializer:
         if tensor.data_type == TensorProto.FLOAT and tensor.name not in kept_fp32:
             tensor.CopyFrom(numpy_helper.from_array(_to_fp16(numpy_helper.to_array(tensor)), tensor.name))
     for node in graph.node:
         if node.op_type == "Cast" and node.name.endswith(KEEP_FP32_SUFFIX):
             continue  # the casts into the FP32 islands
+        if node.op_type == "Constant" and set(node.output) <= kept_fp32:
+            continue  # a constant only FP32 nodes read (e.g. LayerNorm's epsilon)
         for attribute in node.attribute:
             if attribute.type == onnx.AttributeProto.TENSOR and attribute.t.data_type == TensorProto.FLOAT:
                 attribute.t.CopyFrom(numpy_helper.from_array(_to_fp16(numpy_helper.to_array(attribute.t)), attribute.t.name))
@@ -77,15 +76,14 @@ def qdq_to_fp16(qdq_path: Path, destination: Path) -> None:
 KEEP_FP32_SUFFIX = "_KeepFp32"
 
 
-def _unshare_initializers(graph, op_types) -> None:
+def _unshare_initializers(graph, kept_nodes) -> None:
     """Nodes kept in FP32 get their own copy of an initializer that other nodes read too (the
     simplifier merges equal constants, e.g. zero biases), so converting the others' copy to
     FP16 leaves theirs FP32."""
     initializers = {i.name: i for i in graph.initializer}
-    blocked = [n for n in graph.node if n.op_type in op_types]
-    blocked_ids = {id(n) for n in blocked}
-    shared = {name for n in graph.node if id(n) not in blocked_ids for name in n.input if name in initializers}
-    for node in blocked:
+    kept_ids = {id(n) for n in kept_nodes}
+    shared = {name for n in graph.node if id(n) not in kept_ids for name in n.input if name in initializers}
+    for node in kept_nodes:
         for index, name in enumerate(node.input):
             if name in shared:
                 copy = graph.initializer.add()
@@ -94,32 +92,63 @@ def _unshare_initializers(graph, op_types) -> None:
                 node.input[index] = copy.name
 
 
-def _keep_in_fp32(graph, op_types, helper, TensorProto) -> set:
-    """Nodes of `op_types` read FP32 (a Cast in front of each activation input) and hand FP16 on
-    (a Cast behind each output); returns the initializers they alone read, to stay FP32."""
-    if not op_types:
+def _float_tensors(model, TensorProto) -> set:
+    """Names of the FP32 tensors of a (still FP32) graph: inputs, initializers, constants, values."""
+    import onnx
+
+    inferred = onnx.shape_inference.infer_shapes(model)
+    graph = inferred.graph
+    values = [*graph.input, *graph.value_info, *graph.output]
+    names = {v.name for v in values if v.type.tensor_type.elem_type == TensorProto.FLOAT}
+    names |= {i.name for i in graph.initializer if i.data_type == TensorProto.FLOAT}
+    for node in graph.node:
+        if node.op_type == "Constant" and any(a.name == "value" and a.t.data_type == TensorProto.FLOAT for a in node.attribute):
+            names.update(node.output)
+    return names
+
+
+def _keep_in_fp32(model, kept_nodes, helper, TensorProto) -> set:
+    """`kept_nodes` compute in FP32 while the rest of the graph becomes FP16: a Cast to FP32 in
+    front of each float input coming from outside them, a Cast to FP16 behind each output read
+    outside them; values passed between kept nodes stay FP32. Returns the initializers only
+    kept nodes read (they stay FP32)."""
+    graph = model.graph
+    if not kept_nodes:
         return set()
-    nodes = [n for n in graph.node if n.op_type in op_types]
-    initializers = {i.name for i in graph.initializer}
+    _unshare_initializers(graph, kept_nodes)
+    floats = _float_tensors(model, TensorProto)
+    kept_ids = {id(n) for n in kept_nodes}
+    inner = {name: f"{name}_fp32" for n in kept_nodes for name in n.output}
     readers: dict = {}
     for node in graph.node:
         for name in node.input:
             readers.setdefault(name, set()).add(id(node))
-    kept = {name for n in nodes for name in n.input if name in initializers and readers[name] <= {id(m) for m in nodes}}
-    casts = []
-    for node in nodes:
+    constants = {name for n in graph.node if n.op_type == "Constant" for name in n.output}
+    # Initializers and constants only kept nodes read stay FP32 themselves (no cast needed).
+    initializers = {i.name for i in graph.initializer} | {c for c in constants if readers.get(c, set()) <= kept_ids}
+    outputs = {o.name for o in graph.output}
+    casts, cast_in = [], {}
+    for node in graph.node:
+        kept = id(node) in kept_ids
         for index, name in enumerate(node.input):
-            if name and name not in kept:
-                node.input[index] = f"{name}_{node.name}_fp32"
-                casts.append(helper.make_node("Cast", [name], [node.input[index]], name=f"{node.input[index]}{KEEP_FP32_SUFFIX}", to=TensorProto.FLOAT))
+            if kept and name in inner:
+                node.input[index] = inner[name]
+            elif kept and name in floats and name not in initializers:
+                if name not in cast_in:
+                    cast_in[name] = f"{name}_to_fp32"
+                    casts.append(helper.make_node("Cast", [name], [cast_in[name]], name=f"{name}{KEEP_FP32_SUFFIX}", to=TensorProto.FLOAT))
+                node.input[index] = cast_in[name]
+    read_outside = {name for n in graph.node if id(n) not in kept_ids for name in n.input} | outputs
+    for node in kept_nodes:
         for index, name in enumerate(node.output):
-            node.output[index] = f"{name}_fp32"
-            casts.append(helper.make_node("Cast", [node.output[index]], [name], name=f"{name}_fp16{KEEP_FP32_SUFFIX}", to=TensorProto.FLOAT16))
+            node.output[index] = inner[name]
+            if name in read_outside:
+                casts.append(helper.make_node("Cast", [inner[name]], [name], name=f"{name}_fp16{KEEP_FP32_SUFFIX}", to=TensorProto.FLOAT16))
     graph.node.extend(casts)
     from pipeline.graph import topological_sort
 
     topological_sort(graph)
-    return kept
+    return {name for n in kept_nodes for name in n.input if name in initializers}
 
 
 def _to_fp16(values):

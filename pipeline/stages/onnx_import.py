@@ -174,15 +174,21 @@ def _make_batch_dynamic(model: Any, fixed: int) -> None:
         dim.Clear()
         dim.dim_param = "batch"
     del graph.value_info[:]
-    reshape_targets = {n.input[1] for n in graph.node if n.op_type == "Reshape" and len(n.input) > 1}
+    for tensor in _reshape_shapes(graph):
+        target = numpy_helper.to_array(tensor)
+        if target.ndim == 1 and len(target) > 1 and target[0] == fixed:
+            target = target.copy()
+            target[0] = 0
+            tensor.CopyFrom(numpy_helper.from_array(target, tensor.name))
+
+
+def _reshape_shapes(graph: Any) -> List[Any]:
+    """The constant shape tensors (initializers or Constant values) only Reshape nodes read."""
+    targets = {n.input[1] for n in graph.node if n.op_type == "Reshape" and len(n.input) > 1}
     other_uses = {name for n in graph.node if n.op_type != "Reshape" for name in n.input}
-    for init in graph.initializer:
-        if init.name in reshape_targets and init.name not in other_uses:
-            target = numpy_helper.to_array(init)
-            if target.ndim == 1 and len(target) > 1 and target[0] == fixed:
-                target = target.copy()
-                target[0] = 0
-                init.CopyFrom(numpy_helper.from_array(target, init.name))
+    found = [(init, init.name) for init in graph.initializer]
+    found += [(a.t, n.output[0]) for n in graph.node if n.op_type == "Constant" for a in n.attribute if a.name == "value"]
+    return [tensor for tensor, name in found if name in targets and name not in other_uses]
 
 
 def _check_same_answers(source: Path, normalised: Path, io: GraphIO, images: np.ndarray, fixed: Optional[int]) -> float:

@@ -173,7 +173,7 @@ def _make_int8(config: Config, job: Int8Job, flavours: List[str], workdir: Path,
         outcome = int8_with_fallback(job, flavour, destination, config.budget(flavour), log)
         if flavour == INT8_TRT:
             outputs[INT8_TRT_FP16] = (_fp16_outside(job, destination, outcome), None)
-        outputs[flavour] = (destination.name, asdict(outcome))
+        outputs[flavour] = (destination.name, {**asdict(outcome), "ops": quantize.op_precisions(destination)})
     return outputs
 
 

@@ -35,6 +35,36 @@ QUANTIZED_OPS_TRANSFORMER = ("Conv", "Gemm", "MatMul")
 LAYERNORM_OPS = ("LayerNormalization",)
 
 
+# Ops that move or reshape data: left out of the per-precision op counts.
+LAYOUT_OPS = {"QuantizeLinear", "DequantizeLinear", "Constant", "Reshape", "Transpose", "Shape", "Gather", "Concat",
+              "Unsqueeze", "Squeeze", "Flatten", "Slice", "Cast", "Identity", "Split", "Expand"}
+
+
+def op_precisions(model_path: Path) -> dict[str, dict[str, int]]:
+    """Compute ops of a Q/DQ graph by the precision they read: `int8` when an input arrives through a
+    DequantizeLinear of an activation or weight, `float` otherwise (what stays FP32/FP16)."""
+    import onnx
+
+    graph = onnx.load(str(model_path), load_external_data=False).graph
+    dequantized = {out for node in graph.node if node.op_type == "DequantizeLinear" for out in node.output}
+    readers: dict[str, list[str]] = {}
+    for node in graph.node:
+        for name in node.input:
+            readers.setdefault(name, []).append(node.op_type)
+    counts: dict[str, dict[str, int]] = {"int8": {}, "float": {}}
+    for node in graph.node:
+        if node.op_type in LAYOUT_OPS:
+            continue
+        reads_int8 = any(name in dequantized for name in node.input[:2])
+        # A matrix product with a quantized input runs as an INT8 GEMM; any other op does only
+        # when its result is quantized again (ONNX Runtime's QLinear* fusions), else it
+        # computes in float on dequantized values.
+        to_int8 = all(r == "QuantizeLinear" for out in node.output for r in readers.get(out, [None]))
+        side = "int8" if reads_int8 and (node.op_type in QUANTIZED_OPS_TRT or to_int8) else "float"
+        counts[side][node.op_type] = counts[side].get(node.op_type, 0) + 1
+    return {side: dict(sorted(ops.items())) for side, ops in counts.items()}
+
+
 def is_transformer(model_path: Path) -> bool:
     """A graph with LayerNorm, fused or decomposed (ReduceMean ... Sqrt)."""
     import onnx

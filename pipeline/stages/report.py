@@ -145,6 +145,7 @@ def assemble_report(ctx: Any, sources: ReportSources) -> Dict[str, Any]:
     if ctx.cpu_proxy:
         notes.append(f"- CPU proxy: the {ctx.target_name} precision graphs were run with ONNX Runtime on this host's CPU; accuracy carries over to the device, latency does not. The device finish measures the engines.")
     details = sources.stage_details
+    notes += _model_notes(model, details)
     return {
         "bundle": ctx.bundle_name, "target": ctx.target_name, "backend": target.backend, "cpu_proxy": ctx.cpu_proxy,
         "created_utc": utc_now(),
@@ -168,6 +169,21 @@ def assemble_report(ctx: Any, sources: ReportSources) -> Dict[str, Any]:
         # On the host the FP32 ONNX Runtime graph is the reference every precision is compared against.
         "per_image": per_image_record(data.evaluation.labels, result_of({"results": sources.results}, REFERENCE)["predictions"]),
     }
+
+
+def _model_notes(model: Any, details: Dict[str, Dict[str, Any]]) -> List[str]:
+    """What was done to the model the user brought: an imported ONNX file's changes, LayerNorms
+    decomposed for TensorRT 8.5, where the class names came from."""
+    notes = []
+    changes = details["export"].get("notes", [])
+    if details["export"].get("imported"):
+        notes.append(f"- Model imported from ONNX ({model.spec.get('source', 'file')})" + (f": {'; '.join(changes)}." if changes else ", unchanged."))
+    decomposed = details["simplify"].get("layernorm_decomposed", 0)
+    if decomposed:
+        notes.append(f"- {decomposed} LayerNormalization nodes decomposed into primitive ops: the target lists TensorRT 8.5, whose ONNX parser lacks LayerNormalization; FP16 graphs keep the variance (Pow, ReduceMean, Add, Sqrt) in FP32.")
+    if getattr(model, "classes_from", "checkpoint") == "dataset":
+        notes.append("- Class names: the image set's class folders (give a labels file with `--labels` or `[model] labels` to name the outputs).")
+    return notes
 
 
 def per_image_record(labels: Any, reference: Dict[str, List[Any]]) -> Dict[str, Any]:

@@ -1,5 +1,9 @@
 """simplify: onnx-simplifier (onnxsim), then our own equivalence check.
 
+For targets that list a TensorRT release without the parser's LayerNormalization (8.5), the
+simplified graph has its LayerNorms decomposed into primitive ops (pipeline.stages.layernorm),
+inside the same equivalence check.
+
 onnxsim's built-in check compares with a very tight tolerance and flags ordinary FP32 noise
 (1.7e-5 on VT-ResNet) as a failure, so it is disabled and the simplified graph is compared
 against the exported one on real evaluation images with `simplify.tolerance` instead.
@@ -20,7 +24,7 @@ from pipeline.data import normalize
 from pipeline.errors import StageError
 from pipeline.graph import op_histogram
 
-STAGE_VERSION = "1"
+STAGE_VERSION = "2"
 
 
 class SimplifyError(StageError):
@@ -40,11 +44,26 @@ def simplify_onnx(source: Path, destination: Path) -> None:
     onnx.save(simplified, str(destination))
 
 
-def run_simplify(config: Config, cache: StageCache, exported: StageResult, check_crops: np.ndarray, check_hash: str) -> StageResult:
+def _decompose(path: Path) -> int:
+    """LayerNorms of the graph at `path` decomposed in place (for TensorRT 8.5); how many."""
+    import onnx
+
+    from pipeline.stages.layernorm import decompose_layernorm
+
+    model = onnx.load(str(path))
+    count = decompose_layernorm(model)
+    if count:
+        onnx.checker.check_model(model)
+        onnx.save(model, str(path))
+    return count
+
+
+def run_simplify(config: Config, cache: StageCache, exported: StageResult, check_crops: np.ndarray, check_hash: str,
+                 decompose_layernorm: bool = False) -> StageResult:
     import onnx
     import onnxsim
 
-    settings = {"enabled": config.simplify.enabled, "tolerance": config.simplify.tolerance}
+    settings = {"enabled": config.simplify.enabled, "tolerance": config.simplify.tolerance, "decompose_layernorm": decompose_layernorm}
     inputs = {"onnx": sha256_file(exported.output("onnx")), "check_images": check_hash}
     versions = {"onnxsim": str(onnxsim.__version__), "onnx": onnx.__version__}
 
@@ -55,6 +74,7 @@ def run_simplify(config: Config, cache: StageCache, exported: StageResult, check
             simplify_onnx(source, destination)
         else:
             shutil.copyfile(source, destination)
+        decomposed = _decompose(destination) if decompose_layernorm else 0
         images = normalize(check_crops, config.preprocessing.spec())
         before, after = onnx_logits(source, images), onnx_logits(destination, images)
         diff = float(np.max(np.abs(before - after)))
@@ -69,6 +89,7 @@ def run_simplify(config: Config, cache: StageCache, exported: StageResult, check
             "ops_before": ops_before,
             "ops_after": ops_after,
             "max_abs_diff_vs_export": diff,
+            "layernorm_decomposed": decomposed,
         }
         return {"onnx": destination.name}, details
 
