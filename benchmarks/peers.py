@@ -2,9 +2,10 @@
 the same calibration photos and the same evaluation photos.
 
     python benchmarks/peers.py --config configs/cifar10.toml      # the shipped VT (accuracy + speed)
+    python benchmarks/peers.py --config configs/vit_cifar10.toml  # the shipped ViT (a user's own model)
     python benchmarks/peers.py --paper-size                        # VT-ResNet-18 at 224 (speed)
 
-Rows: torch eager FP32; FP32 (ONNX Runtime); the project's `int8` and `int8-trt` (and
+Rows: torch eager FP32 (when the model is a torch checkpoint); FP32 (ONNX Runtime); the project's `int8` and `int8-trt` (and
 `int8-trt-fp16`) as the pipeline makes them; ONNX Runtime `quantize_static` with its defaults
 and per-channel; OpenVINO + NNCF `nncf.quantize` with its defaults and `model_type=TRANSFORMER`.
 Each: top-1, drop against FP32 (ONNX Runtime), top-1 agreement with FP32, and batch-1 p50 from
@@ -196,7 +197,8 @@ def main() -> int:
         folder = Path(tmp)
         made = paper_size(folder, args.calibration_images) if args.paper_size else from_pipeline(args.config.resolve())
         module, fp32, ours, calib, evaluation, labels = made
-        rows: Dict[str, Infer] = {"fp32-torch (eager)": torch_infer(module, args.threads), "fp32 (ORT)": ort_infer(fp32, args.threads)}
+        rows: Dict[str, Infer] = {"fp32-torch (eager)": torch_infer(module, args.threads)} if module is not None else {}
+        rows["fp32 (ORT)"] = ort_infer(fp32, args.threads)
         for name, path in ours.items():
             # TensorRT graphs run as exact Q/DQ (what TensorRT computes); `int8` through ORT's kernels.
             rows[f"{name} (project)"] = ort_infer(path, args.threads, qdq_fusion=not name.startswith("int8-trt"))

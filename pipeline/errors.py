@@ -14,11 +14,6 @@ class ConfigError(VtEdgeError):
     """A configuration problem; the message names the file and the key (exit code 2)."""
 
 
-class ModelInputError(ConfigError):
-    """A model file, labels file or factory setting that does not fit (exit code 2): the message
-    names the file or key and what to change."""
-
-
 class BundleError(VtEdgeError):
     """A bundle that cannot be used as it is; the message says which file and why."""
 
@@ -33,6 +28,11 @@ class DataError(VtEdgeError, ValueError):
 
 class ModelError(VtEdgeError, ValueError):
     """A model spec or checkpoint that cannot build the model."""
+
+
+class ModelInputError(ConfigError, ModelError):
+    """A model file, labels file or factory setting that does not fit (exit code 2): the message
+    names the file or key and what to change."""
 
 
 class PlanError(VtEdgeError, ValueError):

@@ -89,6 +89,17 @@ def test_a_plain_state_dict_and_labels_build_for_cpu(tiny_project):
     assert set(ops["int8"]) <= {"Conv", "Gemm", "MatMul"} and {"MatMul", "Gemm"} <= set(ops["int8"])
     assert {"LayerNormalization", "Erf", "Softmax"} <= set(ops["float"])
     assert set(report["precision_details"]["int8"]["ops"]["float"]) >= {"LayerNormalization", "Erf"}
+    # The quantization-aware fine-tune's torch twin computes what ONNX Runtime does on ViT graphs.
+    from pipeline.backends.onnxruntime import onnx_logits
+    from pipeline.stages.twin import load_twin
+
+    models = tiny_project / "engines/tiny-cpu/models"
+    images = np.random.default_rng(0).standard_normal((3, 3, 64, 64)).astype(np.float32)
+    for graph in ("fp32", "int8-trt"):
+        with torch.no_grad():
+            twin = load_twin(models / f"model.{graph}.onnx", models / "model.fp32.onnx")(torch.from_numpy(images)).numpy()
+        expected = onnx_logits(models / f"model.{graph}.onnx", images, qdq_fusion=False)
+        assert np.max(np.abs(twin - expected)) < 1e-4, graph
 
 
 @pytest.mark.parametrize("wrap", ["model", "state_dict", "ddp"])
@@ -235,7 +246,7 @@ def test_a_timm_factory_without_timm_names_the_extra(tiny_project):
     text = (tiny_project / "pipeline.toml").read_text()
     text = text.replace('checkpoint = "tiny.pt"\n', 'checkpoint = "vit.pth"\nfactory = "timm:create_model"\nfactory_kwargs = { model_name = "deit_tiny_patch16_224", num_classes = 10 }\n')
     (tiny_project / "pipeline.toml").write_text(text)
-    assert "module 'timm' is not installed (pip install -e '.[timm]')" in _bad(tiny_project)
+    assert "cannot be imported: ModuleNotFoundError: No module named 'timm' (pip install -e '.[timm]')" in _bad(tiny_project)
 
 
 def _layernorm_graph(path: Path, opset: int = 17) -> Path:

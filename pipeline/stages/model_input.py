@@ -56,7 +56,7 @@ def resolve_factory(reference: str) -> Callable[..., Any]:
         factory = getattr(importlib.import_module(module_name), attr)
     except ModuleNotFoundError as exc:
         extra = " (pip install -e '.[timm]')" if exc.name == "timm" else ""
-        raise ModelInputError(f"model.factory {reference!r}: module {exc.name!r} is not installed{extra}") from None
+        raise ModelInputError(f"model.factory {reference!r} cannot be imported: {first_line(exc)}{extra}") from None
     except Exception as exc:  # importing runs the module's code: whatever it raises is the factory's problem
         raise ModelError(f"model.factory {reference!r} cannot be imported: {first_line(exc)}") from None
     if not callable(factory):

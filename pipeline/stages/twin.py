@@ -97,6 +97,27 @@ def _reduce_mean(x: Any, node: Any, axes_input: Any) -> Any:
     return x.mean(dim=list(axes), keepdim=keep) if axes else x.mean()
 
 
+def _layer_norm(args: List[Any], node: Any) -> Any:
+    x, scale = args[0], args[1]
+    bias = args[2] if len(args) > 2 else None
+    axis = _attr(node, "axis", -1)
+    axis = axis if axis >= 0 else x.dim() + axis
+    return _torch().nn.functional.layer_norm(x, tuple(x.shape[axis:]), scale, bias, _attr(node, "epsilon", 1e-5))
+
+
+def _slice(args: List[Any]) -> Any:
+    """ONNX Slice with starts, ends and optional axes and steps as tensors."""
+    x = args[0]
+    starts, ends = args[1].tolist(), args[2].tolist()
+    axes = args[3].tolist() if len(args) > 3 and args[3] is not None else list(range(len(starts)))
+    steps = args[4].tolist() if len(args) > 4 and args[4] is not None else [1] * len(starts)
+    index = [slice(None)] * x.dim()
+    for start, end, axis, step in zip(starts, ends, axes, steps):
+        size = x.shape[axis]
+        index[axis] = slice(max(min(start, size), -size), max(min(end, size), -size - 1), step)
+    return x[tuple(index)]
+
+
 def _unsqueeze(x: Any, axes: Any) -> Any:
     for axis in sorted(int(a) for a in axes.tolist()):
         x = x.unsqueeze(axis)
@@ -128,6 +149,15 @@ def _plain_op(node: Any, args: List[Any]) -> Any:
         "MaxPool": lambda: _max_pool(args[0], node),
         "Identity": lambda: args[0],
         "Cast": lambda: args[0],
+        # Transformers (ViT/DeiT): LayerNorm, GELU's Erf, the class token's Expand.
+        "LayerNormalization": lambda: _layer_norm(args, node),
+        "Erf": lambda: torch.erf(args[0]),
+        "Sqrt": lambda: torch.sqrt(args[0]),
+        "Pow": lambda: torch.pow(args[0], args[1]),
+        "Equal": lambda: torch.eq(args[0], args[1]),
+        "Where": lambda: torch.where(args[0], args[1], args[2]),
+        "Expand": lambda: torch.broadcast_to(args[0], torch.broadcast_shapes(tuple(args[0].shape), tuple(int(s) for s in args[1].tolist()))),
+        "Slice": lambda: _slice(args),
     }
     if op not in table:
         from pipeline.errors import StageError
