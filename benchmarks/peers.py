@@ -1,7 +1,7 @@
 """The project's INT8 graphs beside other INT8 tools, in one process, on the same FP32 graph,
 the same calibration photos and the same evaluation photos.
 
-    python benchmarks/peers.py --config configs/cifar10.toml      # the shipped VT (accuracy + speed)
+    python benchmarks/peers.py                                    # the shipped VT (pipeline.toml: accuracy + speed)
     python benchmarks/peers.py --config configs/vit_cifar10.toml  # the shipped ViT (a user's own model)
     python benchmarks/peers.py --paper-size                        # VT-ResNet-18 at 224 (speed)
 

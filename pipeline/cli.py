@@ -7,6 +7,7 @@ Errors the user can fix are printed as one line starting with `error:` and exit 
 from __future__ import annotations
 
 import json
+import os
 import sys
 from collections.abc import Sequence
 from contextlib import contextmanager
@@ -260,7 +261,7 @@ def train(
     with _user_errors():
         result = train_model(cfg, destination, progress=not no_progress)
     out.print(
-        f"saved {result.checkpoint}: train top-1 {100 * result.train_accuracy:.2f}%, held-out top-1 "
+        f"saved {os.path.normpath(result.checkpoint)}: train top-1 {100 * result.train_accuracy:.2f}%, held-out top-1 "
         f"{100 * result.holdout_accuracy:.2f}% on {result.holdout_images} images, {result.epochs} epochs in {result.wall_s:.0f} s"
     )
 
