@@ -9,6 +9,7 @@ file and the key.
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import Any, Dict, Literal, Optional, Tuple
@@ -248,6 +249,7 @@ class Config(_Section):
     aliases: Dict[str, str] = {}
     cache_dir: TomlPath = Path(".cache")
     engines_dir: TomlPath = Path("engines")
+    lists_dir: TomlPath = Path("calib")  # the calibration and evaluation lists
     # Paths in the file are relative to the file's folder; this records that folder.
     base_dir: TomlPath = Path(".")
 
@@ -270,7 +272,8 @@ class Config(_Section):
 
     def path(self, p: Path) -> Path:
         """A configured path, resolved against the config file's folder."""
-        return p if p.is_absolute() else self.base_dir / p
+        # Lexically normalised, so "../engines" reads as the folder it names in messages.
+        return p if p.is_absolute() else Path(os.path.normpath(self.base_dir / p))
 
     def budget(self, precision: str) -> Budget | None:
         return self.budgets.get(precision)  # type: ignore[call-overload]

@@ -69,7 +69,7 @@ def open_dataset(config: Config) -> LabelledSet:
 def write_lists(config: Config, dataset: LabelledSet) -> tuple[Path, Path, list, list]:
     data = config.data
     calib, evaluation = stratified_subsets(dataset, data.calib_per_class, data.eval_per_class, data.seed)
-    lists_dir = config.path(Path("calib"))
+    lists_dir = config.path(config.lists_dir)
     calib_list = lists_dir / f"{config.model.name}.calibration.json"
     eval_list = lists_dir / f"{config.model.name}.evaluation.json"
     for samples, path, role in ((calib, calib_list, "calibration"), (evaluation, eval_list, "evaluation")):

@@ -34,7 +34,7 @@ from pipeline.stages.calibrate import load_tensors_data
 from pipeline.stages.fallback import FallbackPolicy, Int8Outcome, keep_costliest_in_fp32, quantizable_groups
 from pipeline.stages.fp16 import convert_fp16, qdq_to_fp16
 
-STAGE_VERSION = "4"
+STAGE_VERSION = "6"
 
 
 @dataclass
@@ -149,7 +149,7 @@ def int8_with_fallback(job: Int8Job, flavour: str, destination: Path, budget: Op
         if tuned is not None and budget_met(budget, after[0], after[1]):
             outcome.agreement, outcome.top1_drop, outcome.logit_error = after[0], after[1], _error(after)
             return outcome
-    groups = quantizable_groups(job.fp32_path, job.export_nodes, quantize.fallback_ops(flavour, quantize.is_transformer(job.fp32_path)))
+    groups = _fallback_groups(job, flavour)
     policy = FallbackPolicy(budget, job.max_fp32_layers)
     outcome = keep_costliest_in_fp32(flavour, destination, groups, (_writer(job, flavour, job.fp32_path), scorer.score), policy)
     outcome.methods = methods
@@ -164,6 +164,16 @@ def int8_with_fallback(job: Int8Job, flavour: str, destination: Path, budget: Op
             if tuned is not None:
                 outcome.agreement, outcome.top1_drop, outcome.logit_error = after[0], after[1], _error(after)
     return outcome
+
+
+def _fallback_groups(job: Int8Job, flavour: str) -> Dict[str, List[str]]:
+    """The modules the fallback may keep in FP32, with their quantized nodes (a transformer's
+    attention MatMuls are never quantized, so they are no candidates)."""
+    transformer = quantize.is_transformer(job.fp32_path)
+    float_already = set(quantize.activation_matmuls(job.fp32_path)) if transformer else set()
+    groups = quantizable_groups(job.fp32_path, job.export_nodes, quantize.fallback_ops(flavour, transformer))
+    kept = {module: [n for n in names if n not in float_already] for module, names in groups.items()}
+    return {module: names for module, names in kept.items() if names}
 
 
 def _make_int8(config: Config, job: Int8Job, flavours: List[str], workdir: Path, log: Callable[[str], Any]) -> Dict[str, Any]:

@@ -26,11 +26,14 @@ from pipeline.graph import topological_sort
 from pipeline.names import INT8, INT8_TRT
 
 QUANTIZED_OPS_TRT = ("Conv", "Gemm", "MatMul")
-# Transformers (graphs with LayerNorm): both flavours quantize only the inputs of the matrix
-# products (patch embedding, QKV/projection/MLP Linear layers, and the two attention MatMuls
-# between activations); LayerNorm, Softmax, GELU and the residual Adds stay in float. Their
-# activations carry the outliers that one 8-bit scale per tensor cannot cover (LayerNorm
-# inputs, GELU outputs), and ONNX Runtime has no integer LayerNorm or GELU to gain from.
+# Transformers (graphs with LayerNorm): both flavours quantize only the matrix products with a
+# weight (patch embedding, QKV/projection/MLP Linear layers); LayerNorm, Softmax, GELU, the
+# residual Adds and the two attention MatMuls between activations (Q x K^T, attention x V)
+# stay in float. LayerNorm inputs and GELU outputs carry outliers one 8-bit scale per tensor
+# cannot cover, and neither runtime has an integer LayerNorm or GELU to gain from. The
+# attention MatMuls were the graph's most sensitive ops (measured on the shipped ViT: with them
+# quantized, the accuracy fallback kept every block's attention in FP32), and TensorRT runs
+# them in its FP16 attention kernels.
 QUANTIZED_OPS_TRANSFORMER = ("Conv", "Gemm", "MatMul")
 LAYERNORM_OPS = ("LayerNormalization",)
 
@@ -63,6 +66,15 @@ def op_precisions(model_path: Path) -> dict[str, dict[str, int]]:
         side = "int8" if reads_int8 and (node.op_type in QUANTIZED_OPS_TRT or to_int8) else "float"
         counts[side][node.op_type] = counts[side].get(node.op_type, 0) + 1
     return {side: dict(sorted(ops.items())) for side, ops in counts.items()}
+
+
+def activation_matmuls(model_path: Path) -> list[str]:
+    """MatMul nodes between two activations (attention's Q x K^T and attention x V)."""
+    import onnx
+
+    graph = onnx.load(str(model_path), load_external_data=False).graph
+    constants = {i.name for i in graph.initializer} | {o for n in graph.node if n.op_type == "Constant" for o in n.output}
+    return [n.name for n in graph.node if n.op_type == "MatMul" and not any(name in constants for name in n.input)]
 
 
 def is_transformer(model_path: Path) -> bool:
@@ -112,7 +124,10 @@ def quantize_graph(fp32_path: Path, destination: Path, tensors_data: Any, flavou
     from onnxruntime.quantization.qdq_quantizer import QDQQuantizer
     from onnxruntime.quantization.quant_utils import load_model_with_shape_infer
 
-    activation, ops, extra = _flavour_settings(flavour, is_transformer(fp32_path))
+    transformer = is_transformer(fp32_path)
+    activation, ops, extra = _flavour_settings(flavour, transformer)
+    if transformer:  # ONNX Runtime's QDQ MatMul ignores MatMulConstBOnly: name them instead
+        exclude = [*exclude, *activation_matmuls(fp32_path)]
     quantizer = QDQQuantizer(
         load_model_with_shape_infer(fp32_path),
         True,  # per-channel weights
