@@ -309,14 +309,21 @@ def test_fp16_graphs_keep_layernorm_in_fp32_where_fp16_would_overflow(tmp_path, 
     assert np.max(np.abs(produced - reference)) < 0.05 * np.max(np.abs(reference))
 
 
-def test_a_jetson_bundle_of_a_vit_decomposes_layernorm_for_tensorrt_8_5(tiny_project):
+@pytest.mark.parametrize("kind", ["state_dict", "safetensors", "onnx"])
+def test_a_jetson_bundle_of_a_vit_decomposes_layernorm_for_tensorrt_8_5(tiny_project, kind):
     import onnx
     import torch
+    from safetensors.torch import save_file
 
-    torch.save(tiny_vit().state_dict(), tiny_project / "vit.pth")
+    state = tiny_vit().state_dict()
+    model = {"state_dict": "vit.pth", "safetensors": "vit.safetensors", "onnx": "vit.onnx"}[kind]
+    torch.save(state, tiny_project / "vit.pth")
+    save_file({k: v.contiguous() for k, v in state.items()}, str(tiny_project / "vit.safetensors"))
+    export(tiny_vit(), tiny_project / "vit.onnx")
     use_vit_factory(tiny_project)
-    result = run_cli(tiny_project, "build", "--model", "vit.pth", "--target", "jetson", "--no-progress")
+    result = run_cli(tiny_project, "build", "--model", model, "--target", "jetson", "--no-progress")
     assert result.returncode == 0, result.stderr
+    assert "finish on the device with: python -m pipeline build --target jetson-agx-orin" in result.stderr
     assert "LayerNorm decomposed (TensorRT 8.5 has no LayerNormalization)" in result.stderr
     models = tiny_project / "engines/tiny-jetson-agx-orin/models"
     for name in ("fp32", "fp16", "int8-trt", "int8-trt-fp16"):

@@ -55,8 +55,9 @@ def resolve_factory(reference: str) -> Callable[..., Any]:
     try:
         factory = getattr(importlib.import_module(module_name), attr)
     except ModuleNotFoundError as exc:
-        extra = " (pip install -e '.[timm]')" if exc.name == "timm" else ""
-        raise ModelInputError(f"model.factory {reference!r} cannot be imported: {first_line(exc)}{extra}") from None
+        if exc.name == "timm":  # the optional extra, not a broken factory
+            raise ModelInputError(f"model.factory {reference!r} cannot be imported: {first_line(exc)} (pip install -e '.[timm]')") from None
+        raise ModelError(f"model.factory {reference!r} cannot be imported: {first_line(exc)}") from None
     except Exception as exc:  # importing runs the module's code: whatever it raises is the factory's problem
         raise ModelError(f"model.factory {reference!r} cannot be imported: {first_line(exc)}") from None
     if not callable(factory):
@@ -178,7 +179,7 @@ def load_model(config: Config) -> LoadedModel:
     """The configured model, from whichever form its file has, with its classes resolved."""
     path = config.path(config.model.checkpoint)
     if not path.is_file():
-        raise ModelInputError(f"{path}: model file not found (model.checkpoint / --model; train one with `python -m pipeline train`)")
+        raise ModelError(f"{path}: checkpoint not found (train one with `python -m pipeline train`, or give the model with --model PATH)")
     if path.suffix.lower() == ".onnx":
         model = _onnx_file(config, path)
     elif path.suffix.lower() == ".safetensors":
