@@ -25,6 +25,14 @@ def op_histogram(path: Path) -> dict[str, int]:
     return dict(sorted(counts.items()))
 
 
+def rename_tensor(graph: Any, old: str, new: str) -> None:
+    """Every node that reads or writes tensor `old` uses `new` instead (graph I/O entries are
+    the caller's to rename)."""
+    for node in graph.node:
+        node.input[:] = [new if n == old else n for n in node.input]
+        node.output[:] = [new if n == old else n for n in node.output]
+
+
 def topological_sort(graph: Any) -> None:
     """Reorder `graph.node` (an onnx GraphProto) so every node follows its inputs' producers."""
     available = {i.name for i in graph.input} | {t.name for t in graph.initializer} | {""}

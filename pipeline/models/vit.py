@@ -13,7 +13,7 @@ it exports to ONNX and where the INT8 recipe places its Q/DQ pairs.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -133,6 +133,3 @@ def vit(**shape) -> VisionTransformer:
     `[model] factory_kwargs` gives them; unknown keywords fail with their name."""
     return VisionTransformer(ViTShape(**shape))
 
-
-def vit_shape_of(module: VisionTransformer) -> dict:
-    return asdict(module.shape)

@@ -162,10 +162,10 @@ def _rename_tensor(graph, name: str) -> str:
     """Every node that reads or writes graph I/O tensor `name` uses `<name>_fp16` instead; returns it.
 
     (No node writes a graph input, so one rule serves inputs and outputs.)"""
+    from pipeline.graph import rename_tensor
+
     inner = f"{name}_fp16"
-    for node in graph.node:
-        node.input[:] = [inner if n == name else n for n in node.input]
-        node.output[:] = [inner if n == name else n for n in node.output]
+    rename_tensor(graph, name, inner)
     return inner
 
 

@@ -12,8 +12,6 @@ from __future__ import annotations
 
 from typing import Any, List, Tuple
 
-import numpy as np
-
 from pipeline.errors import StageError
 
 FIRST_RELEASE_WITH_LAYERNORM = (8, 6)
@@ -133,10 +131,3 @@ def layernorm_count(path: Any) -> int:
     import onnx
 
     return sum(n.op_type == "LayerNormalization" for n in onnx.load(str(path), load_external_data=False).graph.node)
-
-
-def check_equivalent(before: np.ndarray, after: np.ndarray, tolerance: float) -> float:
-    diff = float(np.max(np.abs(before - after)))
-    if diff > tolerance:
-        raise StageError(f"decomposed LayerNorm differs from the fused one by {diff:.2e} (> {tolerance:g})")
-    return diff

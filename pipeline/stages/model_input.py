@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
@@ -47,7 +47,6 @@ class LoadedModel:
     kind: str  # "vt-edge", "state_dict", "safetensors" or "onnx"
     onnx: Optional[Path] = None
     classes_from: str = "checkpoint"  # "checkpoint", "labels" (a labels file) or "dataset" (class folders)
-    notes: List[str] = field(default_factory=list)
 
 
 def resolve_factory(reference: str) -> Callable[..., Any]:

@@ -134,12 +134,13 @@ def _transpose_input(model: Any, io: GraphIO) -> None:
     """A new NCHW input feeding a Transpose to the graph's NHWC one."""
     from onnx import helper
 
+    from pipeline.graph import rename_tensor
+
     graph = model.graph
     old = next(i for i in graph.input if i.name == io.input_name)
     dims = _dims(old)
     nhwc_name = f"{io.input_name}_nhwc"
-    for node in graph.node:
-        node.input[:] = [nhwc_name if n == io.input_name else n for n in node.input]
+    rename_tensor(graph, io.input_name, nhwc_name)
     graph.node.insert(0, helper.make_node("Transpose", [io.input_name], [nhwc_name], name="images_to_nhwc", perm=[0, 2, 3, 1]))
     nchw = [dims[0], dims[3], dims[1], dims[2]]
     old.type.tensor_type.shape.Clear()
@@ -152,13 +153,12 @@ def _transpose_input(model: Any, io: GraphIO) -> None:
 
 
 def _rename_io(model: Any, io: GraphIO) -> None:
+    from pipeline.graph import rename_tensor
+
     graph = model.graph
     for old, new in ((io.input_name, INPUT_NAME), (io.output_name, OUTPUT_NAME)):
-        if old == new:
-            continue
-        for node in graph.node:
-            node.input[:] = [new if n == old else n for n in node.input]
-            node.output[:] = [new if n == old else n for n in node.output]
+        if old != new:
+            rename_tensor(graph, old, new)
     graph.input[[i.name for i in graph.input].index(io.input_name)].name = INPUT_NAME
     graph.output[0].name = OUTPUT_NAME
 
