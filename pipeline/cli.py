@@ -81,7 +81,8 @@ def build(
         if dry_run:
             _print_plans(cfg, options, bundle)
             return
-        log = StageLog(on_stage=_print_stage, on_message=_say)
+        bars = ProgressLines(live=not no_progress and err.is_terminal)
+        log = StageLog(on_stage=bars.stage_done(_print_stage), on_message=_say, on_progress=bars.step)
         if bundle is not None:
             from pipeline.finish import finish_bundle
 
@@ -139,6 +140,40 @@ def _user_errors():
         fail(_first_line(exc))
     except OSError as exc:
         fail(_os_error(exc))
+
+
+class ProgressLines:
+    """Renders a stage's progress steps: a rich bar with the time left on a terminal, else one
+    line a step (`--no-progress`, logs, CI). The bar goes when its stage's line is printed."""
+
+    def __init__(self, live: bool) -> None:
+        self.live = live
+        self.bar = None
+        self.tasks: dict = {}
+
+    def step(self, step) -> None:
+        if not self.live:
+            detail = f" ({step.detail})" if step.detail else ""
+            err.print(f"    {step.task}: {step.done}/{step.total}{detail}", markup=False, soft_wrap=True, highlight=False)
+            return
+        if self.bar is None:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+            self.bar = Progress(TextColumn("    {task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                                TextColumn("left"), TimeRemainingColumn(), console=err, transient=True)
+            self.bar.start()
+        if step.task not in self.tasks:
+            self.tasks[step.task] = self.bar.add_task(escape(step.task), total=step.total)
+        self.bar.update(self.tasks[step.task], completed=step.done, total=step.total)
+
+    def stage_done(self, then):
+        def done(entry) -> None:
+            if self.bar is not None:
+                self.bar.stop()
+                self.bar, self.tasks = None, {}
+            then(entry)
+
+        return done
 
 
 def _say(text: str) -> None:

@@ -181,10 +181,17 @@ class PrecisionConfig(_Section):
     # below the maximum (128, its default, cannot, which makes entropy equal minmax).
     entropy_bins: int = Field(512, ge=256)
     percentile_bins: int = Field(2048, ge=128)
-    # When INT8 misses its budget on the calibration images: first a quantization-aware fine-tune
-    # of this many steps (0: none), then up to this many of the costliest layers kept in FP32.
+    # When INT8 misses its budget on the calibration images: first the fallback search keeps as
+    # few of the costliest modules in FP32 as meet it (at most max_fp32_layers), ranking them on
+    # rank_images calibration photos (0: all) and confirming on all; when even the most allowed
+    # miss it, a quantization-aware fine-tune of at most finetune_steps steps (0: none) that
+    # stops when its logit error stops falling.
     finetune_steps: int = Field(300, ge=0)
     max_fp32_layers: int = Field(8, ge=0)
+    rank_images: int = Field(128, ge=0)
+    # A bound on the search and fine-tune of the whole stage, in seconds (0: none); when reached,
+    # the best graph found so far is kept and its methods say so.
+    max_search_s: float = Field(0.0, ge=0)
 
 
 class ValidateConfig(_Section):

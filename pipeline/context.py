@@ -12,6 +12,7 @@ from typing import Any, Dict, List, Optional, Tuple
 from pipeline.artifacts import StageCache, StageResult
 from pipeline.config import Config, TargetConfig
 from pipeline.errors import StageError
+from pipeline.progress import ProgressFn, or_silent
 
 
 @dataclass
@@ -47,10 +48,12 @@ class StageLog:
     nothing, so library callers and tests stay quiet.
     """
 
-    def __init__(self, on_stage: Optional[Callable[[StageEntry], None]] = None, on_message: Optional[Callable[[str], None]] = None) -> None:
+    def __init__(self, on_stage: Optional[Callable[[StageEntry], None]] = None, on_message: Optional[Callable[[str], None]] = None,
+                 on_progress: Optional[ProgressFn] = None) -> None:
         self.entries: List[StageEntry] = []
         self.on_stage = on_stage or (lambda entry: None)
         self.message = on_message or (lambda text: None)
+        self.progress: ProgressFn = or_silent(on_progress)  # long work inside a stage (calibration, search, fine-tune)
 
     def run(self, name: str, work: Callable[[], Any]) -> Any:
         started = time.perf_counter()

@@ -12,7 +12,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "pipeline"
 
 # Lowest room first. A module may import modules of its own room or of lower rooms only.
 ROOMS = [
-    ("errors", "names", "metrics", "artifacts", "host", "graph"),
+    ("errors", "names", "metrics", "artifacts", "host", "graph", "progress"),
     ("data", "models"),
     ("config",),
     ("backends",),

@@ -182,8 +182,9 @@ def test_finetune_exports_the_same_qdq_graph_with_new_weights(tiny, tmp_path):
 
     config, fp32, precision, images = tiny
     tensors = load_tensors_data(next((fp32.parents[2] / "calibrate").glob("*/tensors.npz")))
-    weights = finetune(precision / "model.int8-trt.onnx", fp32, images, FinetuneSettings(steps=2, batch=4, learning_rate=1e-3))
-    write_weights(fp32, weights, tmp_path / "tuned.onnx")
+    tuned = finetune(precision / "model.int8-trt.onnx", fp32, images, FinetuneSettings(steps=2, batch=4, learning_rate=1e-3, check_every=0))
+    assert tuned.steps_run == 2 and tuned.stopped == "steps"
+    write_weights(fp32, tuned.weights, tmp_path / "tuned.onnx")
     quantize_graph(tmp_path / "tuned.onnx", tmp_path / "qat.onnx", tensors, "int8-trt")
     before, after = onnx.load(str(precision / "model.int8-trt.onnx")).graph, onnx.load(str(tmp_path / "qat.onnx")).graph
     assert [(n.op_type, list(n.input)) for n in before.node] == [(n.op_type, list(n.input)) for n in after.node]
@@ -215,26 +216,42 @@ def test_fallback_orders_modules_by_the_logit_error_they_remove(tmp_path):
     assert outcome.fp32_layers == ["/vt.1/tokenizer"] and outcome.logit_error == pytest.approx(0.021)
 
 
-def test_missed_budget_fine_tunes_before_keeping_layers_in_fp32(tiny, tmp_path, monkeypatch):
+def _escalation(tiny, tmp_path, monkeypatch, scores):
+    """int8_with_fallback on the tiny VT with a scripted scorer and a recorded (no-op) fine-tune."""
     from pipeline.stages import qat
     from pipeline.stages.calibrate import load_tensors_data
     from pipeline.stages.precision import CalibrationScorer, Int8Job, int8_with_fallback
 
     config, fp32, precision, images = tiny
     calls = []
-    monkeypatch.setattr(qat, "finetune", lambda *a, **k: calls.append(a) or {})  # the FP32 weights unchanged
-    scores = iter([(0.5, 9.0, 0.2), (0.9, 1.0, 0.1)] + [(0.95, 0.5, 0.05)] * 100)
+
+    def no_op_finetune(*args, **kwargs):  # the FP32 weights unchanged
+        calls.append(args)
+        return qat.FinetuneResult({}, 5, "steps", "cpu", 0.1, 0.1)
+
+    monkeypatch.setattr(qat, "finetune", no_op_finetune)
     scorer = CalibrationScorer(images, np.zeros(len(images), dtype=np.int64), np.zeros((len(images), 10), np.float32))
     monkeypatch.setattr(CalibrationScorer, "score", lambda self, path: next(scores))
     export_nodes = json.loads(next((fp32.parents[2] / "export").glob("*/nodes.json")).read_text())
     tensors = load_tensors_data(next((fp32.parents[2] / "calibrate").glob("*/tensors.npz")))
     job = Int8Job(fp32, tensors, scorer, export_nodes, 1, qat.FinetuneSettings(steps=5), calibration="minmax")
-    outcome = int8_with_fallback(job, "int8", tmp_path / "model.int8.onnx", Budget(min_agreement=0.99), log=lambda m: None)
-    assert len(calls) == 2  # the whole graph, then the graph the FP32 module leaves
+    return int8_with_fallback(job, "int8", tmp_path / "model.int8.onnx", Budget(min_agreement=0.99), log=lambda m: None), calls
+
+
+def test_the_search_comes_first_and_no_fine_tune_runs_when_it_meets_the_budget(tiny, tmp_path, monkeypatch):
+    scores = iter([(0.5, 9.0, 0.2)] + [(0.995, 0.1, 0.01)] * 200)
+    outcome, calls = _escalation(tiny, tmp_path, monkeypatch, scores)
+    assert calls == [] and len(outcome.fp32_layers) == 1
     assert outcome.methods[0] == "calibration: minmax" and "7-bit" in outcome.methods[1]
-    assert outcome.methods[2].startswith("quantization-aware fine-tune: 5 steps") and "0.2 -> 0.1" in outcome.methods[2]
-    assert outcome.methods[3].startswith("FP32 fallback: 1 module") and len(outcome.fp32_layers) == 1
-    assert outcome.methods[4].startswith("quantization-aware fine-tune with those modules in FP32") and outcome.methods[4].endswith("not kept")
+    assert outcome.methods[3].startswith("FP32 fallback: 1 module(s)") and "confirm probes" in outcome.methods[3]
+
+
+def test_a_fine_tune_runs_once_when_the_most_fp32_modules_allowed_miss_the_budget(tiny, tmp_path, monkeypatch):
+    scores = iter([(0.5, 9.0, 0.2)] + [(0.9, 1.0, 0.1)] * 200)
+    outcome, calls = _escalation(tiny, tmp_path, monkeypatch, scores)
+    assert len(calls) == 1 and len(outcome.fp32_layers) == 1  # the graph the FP32 module leaves
+    assert any(m.startswith("budget not reached with the 1 costliest module(s)") for m in outcome.methods)
+    assert outcome.methods[-1].startswith("quantization-aware fine-tune: 5 of 5 steps") and outcome.methods[-1].endswith("not kept")
 
 
 # --- the budget check on a few hundred images -----------------------------------------------------

@@ -113,6 +113,32 @@ def test_fallback_stops_at_max_fp32_layers(tmp_path):
     assert outcome.agreement < 1.0
 
 
+def test_the_search_probes_each_module_once_then_bisects(tmp_path):
+    """The search's cost in probes, not seconds: one ranking probe per module, then the longest
+    prefix allowed and a bisection (so a change that multiplies the probes fails here)."""
+    outcome, graphs = run_policy(tmp_path, Budget(max_top1_drop=5.0, min_agreement=0.99), 8)
+    assert outcome.probes == {"rank": len(GROUPS), "confirm": 3}  # 4 modules, then 2, then 1
+    assert len(graphs.writes) == 1 + len(GROUPS) + 3
+    many = {f"/block.{i}": [f"/block.{i}/Conv"] for i in range(40)}
+    costs = {module: 0.001 * (i + 1) for i, module in enumerate(many)}
+
+    def score(path: Path) -> tuple:
+        kept = {node.rsplit("/", 1)[0] for node in json.loads(path.read_text())}
+        lost = sum(cost for module, cost in costs.items() if module not in kept)
+        return 1.0 - lost, 0.0, lost
+
+    write = lambda path, keep: path.write_text(json.dumps(keep))  # noqa: E731
+    outcome = keep_costliest_in_fp32("int8", tmp_path / "g.onnx", many, (write, score), FallbackPolicy(Budget(min_agreement=0.6), 12))
+    assert outcome.probes["rank"] == 40 and outcome.probes["confirm"] <= 1 + 4  # 12 allowed: log2(12) rounds up to 4
+    assert outcome.fp32_layers == [f"/block.{i}" for i in range(39, 39 - len(outcome.fp32_layers), -1)]
+
+
+def test_the_search_stops_where_the_budget_cannot_be_reached_and_says_so(tmp_path):
+    outcome, graphs = run_policy(tmp_path, Budget(max_top1_drop=0.0, min_agreement=1.0), 2)
+    assert outcome.probes == {"rank": len(GROUPS), "confirm": 1}
+    assert outcome.notes == ["budget not reached with the 2 costliest module(s) in FP32 (the most allowed)"]
+
+
 def test_fallback_with_zero_layers_allowed_only_reports(tmp_path):
     outcome, graphs = run_policy(tmp_path, Budget(max_top1_drop=0.0, min_agreement=1.0), 0)
     assert outcome.fp32_layers == [] and graphs.writes == [[]]

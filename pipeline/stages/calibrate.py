@@ -20,32 +20,32 @@ import numpy as np
 from pipeline.artifacts import StageCache, StageResult, sha256_file
 from pipeline.config import Config
 from pipeline.names import INPUT_NAME
+from pipeline.progress import ProgressFn, Step, or_silent
 
-STAGE_VERSION = "1"
+STAGE_VERSION = "2"  # 2: streamed in chunks (merged histograms)
 CALIBRATION_BATCH = 16
+CALIBRATION_CHUNK = 64  # photos whose activations are held at once (see calibrate)
 TENSORS_FILE = "tensors.npz"
 SUMMARY_FILE = "calibration.json"
 
 
-def _reader(images: np.ndarray, bar: Any):
-    """Calibration batches for ONNX Runtime, advancing `bar` (a rich Progress) as they are read."""
+def _reader(images: np.ndarray):
+    """Calibration batches of one chunk for ONNX Runtime."""
     from onnxruntime.quantization import CalibrationDataReader
 
     class Reader(CalibrationDataReader):
         def __init__(self) -> None:
-            # ONNX Runtime's histogram collector stacks per-batch arrays, so every batch must
-            # have the same size: use the largest divisor of the image count up to the limit.
+            # ONNX Runtime's histogram collector stacks the per-batch arrays of one collection, so
+            # every batch of a chunk must have the same size: the largest divisor up to the limit.
             size = max(d for d in range(1, min(CALIBRATION_BATCH, len(images)) + 1) if len(images) % d == 0)
             self.batches = [images[i : i + size] for i in range(0, len(images), size)]
             self.position = 0
-            self.task = bar.add_task("calibrating", total=len(self.batches))
 
         def get_next(self) -> Optional[Dict[str, np.ndarray]]:
             if self.position == len(self.batches):
                 return None
             batch = self.batches[self.position]
             self.position += 1
-            bar.update(self.task, advance=1)
             return {INPUT_NAME: batch}
 
         def __len__(self) -> int:
@@ -71,23 +71,30 @@ def _calibrator_options(config: Config) -> tuple[Any, dict[str, Any]]:
     return method, extra
 
 
-def calibrate(fp32_path: Path, images: np.ndarray, config: Config, progress: bool = True):
-    """One pass over the calibration images; returns ONNX Runtime TensorsData (ranges per tensor)."""
-    from onnxruntime.quantization.calibrate import create_calibrator
-    from rich.console import Console
-    from rich.progress import Progress
+def calibrate(fp32_path: Path, images: np.ndarray, config: Config, progress: Optional[ProgressFn] = None):
+    """One pass over the calibration images; returns ONNX Runtime TensorsData (ranges per tensor).
 
+    The images go through in chunks of CALIBRATION_CHUNK: ONNX Runtime's calibrators keep every
+    activation of one collection until they fold it into their histograms (about 21 MB a photo
+    at 224x224), and merge the histograms of successive collections, so memory stays that of
+    one chunk whatever the number of photos.
+    """
+    from onnxruntime.quantization.calibrate import create_calibrator
+
+    report = or_silent(progress)
     method, extra = _calibrator_options(config)
     with tempfile.TemporaryDirectory(prefix="vt-edge-calib.") as tmp:
         calibrator = create_calibrator(
             fp32_path, None, augmented_model_path=str(Path(tmp) / "augmented.onnx"),
             calibrate_method=method, extra_options=extra,
         )
-        # ONNX Runtime's calibrators print their progress on stdout; our bar (on stderr) says it.
-        with Progress(console=Console(stderr=True), disable=not progress, transient=True) as bar:
-            with contextlib.redirect_stdout(io.StringIO()):
-                calibrator.collect_data(_reader(images, bar))
-                tensors_data = calibrator.compute_data()
+        # ONNX Runtime's calibrators print their progress on stdout; the progress callback says it.
+        with contextlib.redirect_stdout(io.StringIO()):
+            for start in range(0, len(images), CALIBRATION_CHUNK):
+                chunk = images[start : start + CALIBRATION_CHUNK]
+                calibrator.collect_data(_reader(chunk))
+                report(Step("calibrating", start + len(chunk), len(images), "photos"))
+            tensors_data = calibrator.compute_data()
     _exact_input_range(tensors_data, images)
     return tensors_data
 
@@ -142,7 +149,7 @@ def load_tensors_data(path: Path):
 
 
 def run_calibrate(config: Config, cache: StageCache, simplified: StageResult, calib_images: np.ndarray, calib_hash: str,
-                  progress: bool = True) -> StageResult:
+                  progress: Optional[ProgressFn] = None) -> StageResult:
     """The calibration stage, cached by the FP32 graph, the calibration images and the method."""
     import onnxruntime
 

@@ -1,31 +1,67 @@
 """The mixed-precision fallback: when an INT8 graph misses its budget, keep the modules whose
-quantization costs the most in FP32, one at a time, until the budget is met.
+quantization costs the most in FP32, as few as meet the budget.
 
 The search knows nothing of ONNX Runtime or calibration: it is given a graph writer (which
-nodes to leave unquantized -> a graph file) and a scorer (a graph file -> agreement with FP32,
-top-1 drop and, optionally, the mean squared logit error against FP32), so its policy (order,
-stop rule, `max_fp32_layers`) is testable on its own.
+nodes to leave unquantized -> a graph file) and scorers (a graph file -> a `Score`), so its
+policy (order, stop rule, `max_fp32_layers`, probe count) is testable on its own.
 
-Cost order: the logit error a module's FP32 copy removes (when the scorer measures it), then
-the agreement it wins back. On a few hundred calibration images most modules win back zero or
-one answer, so agreement alone orders them by chance; the logit error is continuous and is what
-the answers that flip on unseen images follow.
+Two phases, so that its cost grows with the modules once, not with modules x photos x steps:
+- rank: one probe per module (only it in FP32), scored on a seeded subset of the calibration
+  photos (`rank`): the logit error a module's FP32 copy removes orders them, then the agreement
+  it wins back. On a few hundred photos most modules win back zero or one answer, so agreement
+  alone orders them by chance; the logit error is continuous, stable on a subset, and is what
+  the answers that flip on unseen photos follow.
+- confirm, on every calibration photo (`score`): first the longest prefix allowed
+  (`max_fp32_layers`): when even that misses the budget, the search stops there and says so;
+  else a bisection finds the shortest prefix of the ranking that meets it (about log2 of
+  `max_fp32_layers` probes instead of one per module).
+A deadline (`FallbackPolicy.deadline`) stops either phase early; the search then keeps the best
+graph found and says so.
 """
 
 from __future__ import annotations
 
+import math
 import tempfile
-from collections.abc import Callable, Iterable
+import time
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple, Union
 
 from pipeline.metrics import Budget, budget_met
+from pipeline.progress import ProgressFn, Step, silent
 
 # (destination, node names to keep in FP32) -> writes the graph at destination
 GraphWriter = Callable[[Path, List[str]], None]
-# graph file -> (top-1 agreement with FP32, top-1 drop in points[, mean squared logit error])
-Scorer = Callable[[Path], Tuple[float, ...]]
+
+
+@dataclass(frozen=True)
+class Score:
+    """A graph against FP32 on calibration photos: top-1 agreement, top-1 drop in points and,
+    when measured, the mean squared logit error."""
+
+    agreement: float
+    top1_drop: float
+    logit_error: Optional[float] = None
+
+    @classmethod
+    def of(cls, value: Union["Score", Sequence[float]]) -> "Score":
+        """A Score from a Score or an (agreement, drop[, logit error]) tuple."""
+        if isinstance(value, Score):
+            return value
+        return cls(float(value[0]), float(value[1]), float(value[2]) if len(value) > 2 and value[2] is not None else None)
+
+    @property
+    def error(self) -> float:
+        return self.logit_error if self.logit_error is not None else 0.0
+
+    def meets(self, budget: Optional[Budget]) -> bool:
+        return budget_met(budget, self.agreement, self.top1_drop)
+
+
+# graph file -> its Score (or an (agreement, drop[, logit error]) tuple)
+Scorer = Callable[[Path], Union[Score, Tuple[float, ...]]]
 
 
 @dataclass
@@ -43,6 +79,14 @@ class Int8Outcome:
     sensitivity: List[Dict[str, Any]] = field(default_factory=list)
     methods: List[str] = field(default_factory=list)  # the means that made the graph, in order
     logit_error: Optional[float] = None  # mean squared logit error against FP32 (calibration images)
+    probes: Dict[str, int] = field(default_factory=dict)  # graphs written and scored, per phase
+    notes: List[str] = field(default_factory=list)  # why the search stopped where it did
+
+    def take(self, score: Score) -> None:
+        self.agreement, self.top1_drop, self.logit_error = score.agreement, score.top1_drop, score.logit_error
+
+    def count(self, phase: str) -> None:
+        self.probes[phase] = self.probes.get(phase, 0) + 1
 
 
 def module_of(node_name: str) -> str:
@@ -70,23 +114,44 @@ def quantizable_groups(fp32_path: Path, export_nodes: List[Dict[str, Any]], ops:
     return groups
 
 
-def _error(scored: Tuple[float, ...]) -> float:
-    return float(scored[2]) if len(scored) > 2 and scored[2] is not None else 0.0
-
-
-def measure_sensitivity(groups: Dict[str, List[str]], write: GraphWriter, score: Scorer, baseline: Tuple[float, ...]) -> List[Dict[str, Any]]:
+def measure_sensitivity(groups: Dict[str, List[str]], write: GraphWriter, score: Scorer, baseline: Score,
+                        watch: Optional["SearchWatch"] = None) -> List[Dict[str, Any]]:
     """Per module, the agreement gained (and logit error removed) by keeping only it in FP32;
-    costliest first."""
+    costliest first. With `watch`, each probe is counted and reported, and past its deadline
+    the modules not yet probed are left out of the ranking."""
+    watch = watch or SearchWatch()
     sensitivity = []
     with tempfile.TemporaryDirectory(prefix="vt-edge-sens.") as tmp:
         probe = Path(tmp) / "probe.onnx"
-        for module, names in groups.items():
+        for index, (module, names) in enumerate(groups.items()):
+            if watch.past_deadline():
+                watch.notes.append(f"time bound reached while ranking: {index} of {len(groups)} modules ranked")
+                break
             write(probe, list(names))
-            scored = score(probe)
-            sensitivity.append({"module": module, "nodes": len(names), "agreement_without": scored[0],
-                                "gain": scored[0] - baseline[0], "error_gain": _error(baseline) - _error(scored)})
+            scored = Score.of(score(probe))
+            watch.probed("rank", index + 1, len(groups), module)
+            sensitivity.append({"module": module, "nodes": len(names), "agreement_without": scored.agreement,
+                                "gain": scored.agreement - baseline.agreement, "error_gain": baseline.error - scored.error})
     sensitivity.sort(key=lambda item: (item["error_gain"], item["gain"]), reverse=True)
     return sensitivity
+
+
+@dataclass
+class SearchWatch:
+    """What the search reports while it runs: probes per phase, progress, the deadline."""
+
+    progress: ProgressFn = silent
+    task: str = "fallback"
+    deadline: Optional[float] = None  # time.monotonic() after which the search keeps the best graph found
+    probes: Dict[str, int] = field(default_factory=dict)
+    notes: List[str] = field(default_factory=list)
+
+    def past_deadline(self) -> bool:
+        return self.deadline is not None and time.monotonic() > self.deadline
+
+    def probed(self, phase: str, done: int, total: int, detail: str = "") -> None:
+        self.probes[phase] = self.probes.get(phase, 0) + 1
+        self.progress(Step(f"{self.task}: {phase}", done, total, detail))
 
 
 @dataclass
@@ -97,28 +162,70 @@ class FallbackPolicy:
     max_fp32_layers: int
 
 
+@dataclass
+class SearchProbe:
+    """How the search makes and judges graphs: `score` decides (every calibration photo);
+    `rank` orders the modules (a seeded subset; `score` when not given)."""
+
+    write: GraphWriter
+    score: Scorer
+    rank: Optional[Scorer] = None
+
+
 def keep_costliest_in_fp32(
     flavour: str,
     destination: Path,
     groups: Dict[str, List[str]],
-    probe: Tuple[GraphWriter, Scorer],
+    probe: Union[SearchProbe, Tuple[GraphWriter, Scorer]],
     policy: FallbackPolicy,
+    watch: Optional[SearchWatch] = None,
 ) -> Int8Outcome:
-    """The fully quantized graph if it meets `budget`; else the costliest modules kept in FP32,
-    added one at a time until the budget is met or `max_fp32_layers` are kept."""
-    (write, score), budget, max_fp32_layers = probe, policy.budget, policy.max_fp32_layers
-    write(destination, [])
-    scored = score(destination)
-    outcome = Int8Outcome(flavour, scored[0], scored[1], logit_error=scored[2] if len(scored) > 2 else None)
-    if budget_met(budget, outcome.agreement, outcome.top1_drop) or max_fp32_layers == 0 or not groups:
+    """The fully quantized graph if it meets the budget; else the shortest prefix of the
+    costliest modules that does, kept in FP32 (at most `max_fp32_layers`; when even those miss
+    the budget, all of them, and a note says so). The graph at `destination` is the outcome's."""
+    probe = probe if isinstance(probe, SearchProbe) else SearchProbe(*probe)
+    watch = watch or SearchWatch(task=flavour)
+    probe.write(destination, [])
+    scored = Score.of(probe.score(destination))
+    outcome = Int8Outcome(flavour, scored.agreement, scored.top1_drop, logit_error=scored.logit_error)
+    if scored.meets(policy.budget) or policy.max_fp32_layers == 0 or not groups:
         return outcome
-    outcome.sensitivity = measure_sensitivity(groups, write, score, scored)
-    for item in outcome.sensitivity[:max_fp32_layers]:
-        outcome.fp32_layers.append(item["module"])
-        write(destination, [n for module in outcome.fp32_layers for n in groups[module]])
-        scored = score(destination)
-        outcome.agreement, outcome.top1_drop = scored[0], scored[1]
-        outcome.logit_error = scored[2] if len(scored) > 2 else None
-        if budget_met(budget, outcome.agreement, outcome.top1_drop):
-            break
+    baseline = scored if probe.rank is None else Score.of(probe.rank(destination))
+    outcome.sensitivity = measure_sensitivity(groups, probe.write, probe.rank or probe.score, baseline, watch)
+    ranked = [item["module"] for item in outcome.sensitivity]
+    _shortest_prefix(outcome, ranked[: policy.max_fp32_layers], (probe, destination, groups), policy.budget, watch)
+    outcome.probes, outcome.notes = dict(watch.probes), list(watch.notes)
     return outcome
+
+
+def _shortest_prefix(outcome: Int8Outcome, ranked: List[str], where: Tuple[SearchProbe, Path, Dict[str, List[str]]],
+                     budget: Optional[Budget], watch: SearchWatch) -> None:
+    """Bisect for the shortest prefix of `ranked` that meets the budget (the longest first)."""
+    probe, destination, groups = where
+    written: Dict[int, Score] = {}
+
+    def graph(count: int) -> Path:
+        return destination.with_name(f"{destination.stem}.fp32-{count}{destination.suffix}")
+
+    def attempt(count: int) -> Score:
+        probe.write(graph(count), [n for module in ranked[:count] for n in groups[module]])
+        written[count] = Score.of(probe.score(graph(count)))
+        watch.probed("confirm", len(written), max(len(written), 1 + math.ceil(math.log2(max(len(ranked), 1)))))
+        return written[count]
+
+    if not ranked:
+        return
+    longest = attempt(len(ranked))
+    low, high = 0, len(ranked)  # the shortest prefix that meets the budget lies in (low, high]
+    if not longest.meets(budget):
+        watch.notes.append(f"budget not reached with the {len(ranked)} costliest module(s) in FP32 (the most allowed)")
+    while longest.meets(budget) and high - low > 1 and not watch.past_deadline():
+        middle = (low + high) // 2
+        low, high = (low, middle) if attempt(middle).meets(budget) else (middle, high)
+    if high - low > 1 and longest.meets(budget):
+        watch.notes.append(f"time bound reached while confirming: kept {high} module(s), fewer may do")
+    graph(high).replace(destination)
+    for count in written:
+        graph(count).unlink(missing_ok=True)
+    outcome.fp32_layers = ranked[:high]
+    outcome.take(written[high])

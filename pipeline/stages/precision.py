@@ -17,8 +17,9 @@ through ONNX Runtime's fused integer kernels (what the CPU target runs).
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
@@ -29,12 +30,13 @@ from pipeline.backends.onnxruntime import onnx_logits
 from pipeline.config import Config
 from pipeline.metrics import Budget, agreement_lower_bound, budget_met, top1_accuracy, top1_drop
 from pipeline.names import FP16, FP32, INT8, INT8_FLAVOURS, INT8_TRT, INT8_TRT_FP16, TENSORRT_GRAPHS
+from pipeline.progress import ProgressFn, or_silent
 from pipeline.stages import quantize
 from pipeline.stages.calibrate import load_tensors_data
-from pipeline.stages.fallback import FallbackPolicy, Int8Outcome, keep_costliest_in_fp32, quantizable_groups
+from pipeline.stages.fallback import FallbackPolicy, Int8Outcome, Score, SearchProbe, SearchWatch, keep_costliest_in_fp32, quantizable_groups
 from pipeline.stages.fp16 import convert_fp16, qdq_to_fp16
 
-STAGE_VERSION = "6"
+STAGE_VERSION = "7"  # 7: search before fine-tune, ranked on a subset, bisected
 
 
 @dataclass
@@ -46,8 +48,8 @@ class CalibrationScorer:
     fp32_logits: np.ndarray
     qdq_fusion: bool = True  # False: exact Q/DQ arithmetic (TensorRT graphs)
 
-    def score(self, onnx_path: Path) -> Tuple[float, float, float]:
-        """(agreement with FP32, top-1 drop in points, mean squared logit error) of a graph on
+    def score(self, onnx_path: Path) -> Score:
+        """Agreement with FP32, top-1 drop in points and mean squared logit error of a graph on
         the calibration images, as its budget is checked on them.
 
         A few hundred images measure agreement and drop in steps of one answer, and a budget met
@@ -61,10 +63,17 @@ class CalibrationScorer:
         drop = top1_drop(top1_accuracy(self.fp32_logits, self.labels), top1_accuracy(logits, self.labels))
         changed = int(np.sum(logits.argmax(1) != self.fp32_logits.argmax(1)))
         noise = 100.0 * float(np.sqrt(changed)) / max(len(self.labels), 1)
-        return agreement_lower_bound(logits, self.fp32_logits), drop - noise, float(np.mean((logits - self.fp32_logits) ** 2))
+        return Score(agreement_lower_bound(logits, self.fp32_logits), drop - noise, float(np.mean((logits - self.fp32_logits) ** 2)))
 
     def for_graph(self, name: str) -> "CalibrationScorer":
         return replace(self, qdq_fusion=name not in TENSORRT_GRAPHS)
+
+    def subset(self, count: int, seed: int = 0) -> "CalibrationScorer":
+        """The same scorer on a seeded choice of `count` of its photos (all of them when 0 or more)."""
+        if count <= 0 or count >= len(self.labels):
+            return self
+        chosen = np.sort(np.random.default_rng(seed).choice(len(self.labels), count, replace=False))
+        return replace(self, images=self.images[chosen], labels=self.labels[chosen], fp32_logits=self.fp32_logits[chosen])
 
 
 @dataclass
@@ -79,6 +88,14 @@ class Int8Job:
     finetune: Any = None  # pipeline.stages.qat.FinetuneSettings; None or 0 steps: no fine-tune
     finetune_images: Optional[np.ndarray] = None  # defaults to the calibration images
     calibration: str = ""  # how the ranges were made, for the methods list
+    rank_images: int = 0  # calibration photos the fallback ranks modules on (0: all)
+    search: SearchWatch = field(default_factory=SearchWatch)  # progress and the time bound
+    fp32_graph: Optional[quantize.Fp32Graph] = None  # the FP32 graph, read once (load_fp32)
+
+    def fp32(self) -> Any:
+        if self.fp32_graph is None:
+            self.fp32_graph = quantize.load_fp32(self.fp32_path)
+        return self.fp32_graph
 
 
 def base_methods(job: Int8Job, flavour: str) -> List[str]:
@@ -87,43 +104,45 @@ def base_methods(job: Int8Job, flavour: str) -> List[str]:
         INT8: "u8 asymmetric activations, 7-bit per-channel weights (saturation-free on AVX2)",
         INT8_TRT: "s8 symmetric activations and per-channel weights on Conv/Gemm/MatMul inputs and residual skips",
     }[flavour]
-    return [f"calibration: {job.calibration}" if job.calibration else "calibration", scheme]
+    return [f"calibration: {job.calibration}" if job.calibration else "calibration", scheme,
+            "MatMuls between two activations in float"]
 
 
-def _writer(job: Int8Job, flavour: str, fp32_path: Path) -> Callable[[Path, List[str]], None]:
+def _writer(job: Int8Job, flavour: str, fp32: Any = None) -> Callable[[Path, List[str]], None]:
     def write(path: Path, keep_fp32: List[str]) -> None:
         # Looked up on the module at call time, so a test can interrupt the writer.
-        quantize.quantize_graph(fp32_path, path, job.tensors_data, flavour, exclude=keep_fp32)
+        quantize.quantize_graph(fp32 if fp32 is not None else job.fp32(), path, job.tensors_data, flavour, exclude=keep_fp32)
 
     return write
 
 
-def _finetuned(job: Int8Job, flavour: str, destination: Path, keep_fp32: List[str],
-               scored: Tuple[float, ...]) -> Tuple[Optional[Path], Tuple[float, ...], str]:
+def _finetuned(job: Int8Job, flavour: str, destination: Path, keep_fp32: List[str], scored: Score) -> Tuple[Optional[Score], str]:
     """Fine-tune the weights of the Q/DQ graph at `destination` (QAT; `keep_fp32` are the nodes
-    it leaves unquantized). (The fine-tuned FP32 graph, or None when it does not lower the logit
-    error on the calibration images; its score; the line for the methods list.)"""
-    from pipeline.stages.qat import finetune, write_weights
+    it leaves unquantized) and put the re-quantized graph there when it lowers the logit error
+    on the calibration images. (Its score, or None when not kept; the line for the methods list.)"""
+    from pipeline.stages import qat
+    from pipeline.stages.twin import TwinUnsupportedOp
 
     images = job.finetune_images if job.finetune_images is not None else job.scorer.images
-    weights = finetune(destination, job.fp32_path, images, job.finetune)
+    settings = replace(job.finetune, deadline=job.search.deadline)
+    task = lambda step: job.search.progress(replace(step, task=f"{flavour}: {step.task}"))  # noqa: E731
+    try:
+        result = qat.finetune(destination, job.fp32_path, images, settings, task)
+    except TwinUnsupportedOp as exc:
+        return None, f"no quantization-aware fine-tune: {exc}"
     tuned = destination.with_name(destination.stem + ".finetuned-fp32.onnx")
-    write_weights(job.fp32_path, weights, tuned)
+    qat.write_weights(job.fp32_path, result.weights, tuned)
     probe = destination.with_name(destination.stem + ".finetuned.onnx")
     _writer(job, flavour, tuned)(probe, keep_fp32)
-    after = job.scorer.for_graph(flavour).score(probe)
-    before_error, after_error = _error(scored) or 0.0, _error(after) or 0.0
-    line = (f"quantization-aware fine-tune: {job.finetune.steps} steps on {len(images)} photos, logit error "
-            f"{before_error:.4g} -> {after_error:.4g}, agreement bound {scored[0]:.4f} -> {after[0]:.4f} (calibration images)")
-    if after_error >= before_error:
+    after = Score.of(job.scorer.for_graph(flavour).score(probe))
+    line = (f"quantization-aware fine-tune: {result.steps_run} of {settings.steps} steps ({result.stopped}, {result.device}) "
+            f"on {len(images)} photos, logit error {scored.error:.4g} -> {after.error:.4g}, agreement bound "
+            f"{scored.agreement:.4f} -> {after.agreement:.4f} (calibration images)")
+    if after.error >= scored.error:
         probe.unlink()
-        return None, scored, line + "; not kept"
+        return None, line + "; not kept"
     probe.replace(destination)
-    return tuned, after, line
-
-
-def _error(scored: Tuple[float, ...]) -> Optional[float]:
-    return float(scored[2]) if len(scored) > 2 else None
+    return after, line
 
 
 def _finetune_wanted(job: Int8Job) -> bool:
@@ -132,46 +151,45 @@ def _finetune_wanted(job: Int8Job) -> bool:
 
 def int8_with_fallback(job: Int8Job, flavour: str, destination: Path, budget: Optional[Budget],
                        log: Callable[[str], Any] = print) -> Int8Outcome:
-    """The flavour's Q/DQ graph at `destination`: post-training quantization, then, while its
-    budget is missed on the calibration images, a fine-tune of the whole graph; if that is not
-    enough, FP32 modules (chosen on the post-training weights, which a fine-tune has not bent
-    around the quantization of the rest) and a fine-tune of the graph they leave."""
+    """The flavour's Q/DQ graph at `destination`: post-training quantization; while its budget is
+    missed on the calibration images, the fallback search (as few FP32 modules as meet it); when
+    even the most FP32 modules allowed miss it, a fine-tune of the graph they leave. The search
+    comes first because it costs a few scoring passes, a fine-tune hundreds of training steps."""
     scorer, methods = job.scorer.for_graph(flavour), base_methods(job, flavour)
-    _writer(job, flavour, job.fp32_path)(destination, [])
-    scored = scorer.score(destination)
-    outcome = Int8Outcome(flavour, scored[0], scored[1], logit_error=_error(scored), methods=methods)
-    if budget_met(budget, scored[0], scored[1]):
-        return outcome
-    if _finetune_wanted(job):
-        log(f"  {flavour}: missed its budget on the calibration images; fine-tuning ({job.finetune.steps} steps)")
-        tuned, after, line = _finetuned(job, flavour, destination, [], scored)
-        methods.append(line)
-        if tuned is not None and budget_met(budget, after[0], after[1]):
-            outcome.agreement, outcome.top1_drop, outcome.logit_error = after[0], after[1], _error(after)
-            return outcome
     groups = _fallback_groups(job, flavour)
     policy = FallbackPolicy(budget, job.max_fp32_layers)
-    outcome = keep_costliest_in_fp32(flavour, destination, groups, (_writer(job, flavour, job.fp32_path), scorer.score), policy)
+    probe = SearchProbe(_writer(job, flavour), scorer.score, scorer.subset(job.rank_images).score)
+    watch = replace(job.search, task=flavour, probes={}, notes=[])
+    outcome = keep_costliest_in_fp32(flavour, destination, groups, probe, policy, watch)
     outcome.methods = methods
     if outcome.fp32_layers:
         nodes = sum(len(names) for names in groups.values())
-        log(f"  {flavour}: still over budget; kept {len(outcome.fp32_layers)} module(s) in FP32 of {len(groups)} ({nodes} quantizable nodes)")
-        methods.append(f"FP32 fallback: {len(outcome.fp32_layers)} module(s) ordered by the logit error they remove")
-        if _finetune_wanted(job):
-            kept = [n for module in outcome.fp32_layers for n in groups[module]]
-            tuned, after, line = _finetuned(job, flavour, destination, kept, (outcome.agreement, outcome.top1_drop, outcome.logit_error or 0.0))
-            methods.append(line.replace("quantization-aware fine-tune", "quantization-aware fine-tune with those modules in FP32"))
-            if tuned is not None:
-                outcome.agreement, outcome.top1_drop, outcome.logit_error = after[0], after[1], _error(after)
+        log(f"  {flavour}: missed its budget; kept {len(outcome.fp32_layers)} module(s) in FP32 of {len(groups)} ({nodes} quantizable nodes)")
+        ranked_on = len(scorer.subset(job.rank_images).labels)
+        methods.append(f"FP32 fallback: {len(outcome.fp32_layers)} module(s), ranked by the logit error they remove on "
+                       f"{ranked_on} photos, confirmed on {len(scorer.labels)} ({_probe_line(outcome)})")
+    methods.extend(outcome.notes)
+    if Score(outcome.agreement, outcome.top1_drop).meets(budget) or not _finetune_wanted(job):
+        return outcome
+    kept = [n for module in outcome.fp32_layers for n in groups[module]]
+    log(f"  {flavour}: still over budget; fine-tuning (up to {job.finetune.steps} steps)")
+    after, line = _finetuned(job, flavour, destination, kept, Score(outcome.agreement, outcome.top1_drop, outcome.logit_error))
+    methods.append(line)
+    if after is not None:
+        outcome.take(after)
     return outcome
 
 
+def _probe_line(outcome: Int8Outcome) -> str:
+    return ", ".join(f"{count} {phase} probes" for phase, count in outcome.probes.items())
+
+
 def _fallback_groups(job: Int8Job, flavour: str) -> Dict[str, List[str]]:
-    """The modules the fallback may keep in FP32, with their quantized nodes (a transformer's
-    attention MatMuls are never quantized, so they are no candidates)."""
-    transformer = quantize.is_transformer(job.fp32_path)
-    float_already = set(quantize.activation_matmuls(job.fp32_path)) if transformer else set()
-    groups = quantizable_groups(job.fp32_path, job.export_nodes, quantize.fallback_ops(flavour, transformer))
+    """The modules the fallback may keep in FP32, with their quantized nodes (MatMuls between
+    two activations are never quantized, so they are no candidates)."""
+    graph = job.fp32()
+    float_already = set(graph.activation_matmuls)
+    groups = quantizable_groups(job.fp32_path, job.export_nodes, quantize.fallback_ops(flavour, graph.transformer))
     kept = {module: [n for n in names if n not in float_already] for module, names in groups.items()}
     return {module: names for module, names in kept.items() if names}
 
@@ -191,10 +209,10 @@ def _fp16_outside(job: Int8Job, int8_trt: Path, outcome: Int8Outcome) -> str:
     """The `int8-trt-fp16` graph beside `int8-trt`, scored like it; its line joins the methods."""
     destination = int8_trt.with_name(f"model.{INT8_TRT_FP16}.onnx")
     qdq_to_fp16(int8_trt, destination)
-    scored = job.scorer.for_graph(INT8_TRT_FP16).score(destination)
+    scored = Score.of(job.scorer.for_graph(INT8_TRT_FP16).score(destination))
     outcome.methods.append(
         f"{INT8_TRT_FP16}: the same graph with FP16 outside the Q/DQ pairs (opset 19, FP16 scales) for strongly typed "
-        f"TensorRT; calibration agreement bound {scored[0]:.4f}, logit error {scored[2]:.4g}")
+        f"TensorRT; calibration agreement bound {scored.agreement:.4f}, logit error {scored.error:.4g}")
     return destination.name
 
 
@@ -202,6 +220,12 @@ def finetune_settings(config: Config) -> Any:
     from pipeline.stages.qat import FinetuneSettings
 
     return FinetuneSettings(steps=config.precision.finetune_steps)
+
+
+def _search_watch(config: Config, progress: Optional[ProgressFn]) -> SearchWatch:
+    """Progress and the stage's time bound (`[precision] max_search_s`), shared by every flavour."""
+    bound = config.precision.max_search_s
+    return SearchWatch(or_silent(progress), deadline=time.monotonic() + bound if bound > 0 else None)
 
 
 def calibration_line(config: Config) -> str:
@@ -222,7 +246,7 @@ class PrecisionInputs:
 
 
 def run_precision(config: Config, cache: StageCache, inputs: PrecisionInputs, precisions: Iterable[str],
-                  log: Callable[[str], Any] = print) -> StageResult:
+                  log: Callable[[str], Any] = print, progress: Optional[ProgressFn] = None) -> StageResult:
     import onnx
     import onnxruntime
 
@@ -246,7 +270,8 @@ def run_precision(config: Config, cache: StageCache, inputs: PrecisionInputs, pr
             scorer = CalibrationScorer(inputs.calib_images, inputs.calib_labels, onnx_logits(fp32_path, inputs.calib_images))
             job = Int8Job(fp32_path, load_tensors_data(inputs.calibration.output("tensors")), scorer,
                           json.loads(inputs.exported.output("nodes").read_text()), config.precision.max_fp32_layers,
-                          finetune_settings(config), calibration=calibration_line(config))
+                          finetune_settings(config), calibration=calibration_line(config),
+                          rank_images=config.precision.rank_images, search=_search_watch(config, progress))
             for flavour, (name, outcome) in _make_int8(config, job, flavours, workdir, log).items():
                 outputs[flavour] = name
                 if outcome is not None:

@@ -21,9 +21,15 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 
+from pipeline.errors import StageError
+
 QUANTIZE, DEQUANTIZE = "QuantizeLinear", "DequantizeLinear"
 # The integer range of each ONNX element type a Q/DQ pair may use.
 INTEGER_RANGE = {2: (0.0, 255.0), 3: (-128.0, 127.0)}  # UINT8, INT8
+
+
+class TwinUnsupportedOp(StageError):
+    """The graph has an op the twin cannot run: the fine-tune is skipped, the build goes on."""
 
 
 def _torch():
@@ -160,9 +166,7 @@ def _plain_op(node: Any, args: List[Any]) -> Any:
         "Slice": lambda: _slice(args),
     }
     if op not in table:
-        from pipeline.errors import StageError
-
-        raise StageError(f"the torch twin has no {op} (node {node.name}); extend pipeline.stages.twin")
+        raise TwinUnsupportedOp(f"the torch twin has no {op} (node {node.name}); extend pipeline.stages.twin")
     return table[op]()
 
 
@@ -304,7 +308,7 @@ class Twin:
 
     def float_initializers(self) -> Dict[str, np.ndarray]:
         """The trained float weights and biases, by their FP32 graph names."""
-        return {name: p.detach().numpy().astype(np.float32) for name, p in self.params.items()}
+        return {name: p.detach().cpu().numpy().astype(np.float32) for name, p in self.params.items()}
 
 
 def _per_tensor(weight: Any, qmax: float) -> Any:
