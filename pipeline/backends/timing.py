@@ -54,14 +54,3 @@ def time_interleaved(calls: Dict[str, TimedCall], warmup: int, runs: int) -> Dic
             timed.call()
             timings[name][i] = clocks[name].stop()
     return timings
-
-
-def time_calls(
-    call: Callable[[], Any],
-    warmup: int,
-    runs: int,
-    clock: Optional[Any] = None,
-    settle: Optional[Callable[[], Any]] = None,
-) -> np.ndarray:
-    """Milliseconds of each of `runs` calls of `call`, after `warmup` untimed calls."""
-    return time_interleaved({"call": TimedCall(call, clock, settle)}, warmup, runs)["call"]
