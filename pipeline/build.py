@@ -40,7 +40,7 @@ def _build_locked(ctx: BuildContext) -> BuildOutcome:
     options = ctx.options
     graphs = make_graphs(ctx)
     engine = engine_step(ctx, graphs)
-    validation = validate_step(ctx, graphs)
+    validation = validate_step(ctx, graphs, engine)
     build_key = sha256_json({
         "target": ctx.target_name, "settings": ctx.target.model_dump(), "gate": options.gate, "validation": validation.record.key,
         "stages": [r.record.key for r in graphs.stages.values()] + [graphs.data.content_hash],
@@ -97,11 +97,14 @@ def engine_step(ctx: BuildContext, graphs: Graphs) -> EngineStep:
     return EngineStep(pending=planned.pending, files=planned.files, left_reason=planned.reason)
 
 
-def validate_step(ctx: BuildContext, graphs: Graphs) -> StageResult:
+def validate_step(ctx: BuildContext, graphs: Graphs, engine: EngineStep) -> StageResult:
     from pipeline.stages.validate import ValidationInputs, run_validation
 
-    data = graphs.data
-    inputs = ValidationInputs(graphs.models, graphs.keys, data.evaluation.crops, data.evaluation.labels, data.content_hash, graphs.model)
+    data, models, keys = graphs.data, graphs.models, graphs.keys
+    if engine.stage:  # the cpu target ships ONNX Runtime's optimized graphs: those are what is validated
+        models = {p: engine.stage.output(p) for p in graphs.models}
+        keys = {p: sha256_file(path) for p, path in models.items()}
+    inputs = ValidationInputs(models, keys, data.evaluation.crops, data.evaluation.labels, data.content_hash, graphs.model)
     return ctx.log.run("validate", lambda: run_validation(ctx.config, ctx.cache, inputs, ctx.cpu_proxy, ctx.options.progress))
 
 

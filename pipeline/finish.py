@@ -147,7 +147,8 @@ def validate_on_device(config: Config, bundle: Path, manifest: Dict[str, Any], e
     timing = Timing(tuple(b for b in vc.batch_sizes if b <= largest) or (1,), vc.warmup, vc.runs, infer_batch=largest)
     runners = {e["precision"]: (lambda e=e: TensorRTRunner(bundle / e["path"], trt, name=e["precision"])) for e in engines}
     evaluation = _bundled_evaluation(bundle, manifest)
-    measured = results_to_json(validate_all(runners, evaluation, timing, progress))
+    # The engines are timed interleaved, one call each per round: the latency choice compares them.
+    measured = results_to_json(validate_all({"tensorrt": runners}, evaluation, timing, progress))
     report = read_json(bundle / "report" / "report.json")
     # The host's FP32 logits are the reference of every engine here, as on the host.
     report["per_image"] = per_image_record(evaluation.labels, image_predictions(evaluation.reference, evaluation.reference))

@@ -133,6 +133,15 @@ def latency_metrics(samples_ms: np.ndarray, batch: int) -> LatencyMetrics:
     )
 
 
+def interquartile_range(samples_ms: Any) -> float:
+    """p75 - p25 of timed calls (as latency_metrics computes percentiles): the spread within which
+    two latencies measured side by side are not told apart. 0.0 for fewer than two samples."""
+    values = np.asarray(samples_ms, dtype=np.float64)
+    if values.size < 2:
+        return 0.0
+    return float(np.percentile(values, 75) - np.percentile(values, 25))
+
+
 class Budget(BaseModel):
     """How much a precision may lose against FP32 (`[budgets.<precision>]` in pipeline.toml)."""
 

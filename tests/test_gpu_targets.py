@@ -197,7 +197,7 @@ def test_a_simulated_device_finish_leaves_a_bundle_that_verifies(jetson_project,
     from pipeline import backends
     from pipeline.artifacts import write_bytes_atomic
     from pipeline.backends import tensorrt
-    from pipeline.backends.onnxruntime import OrtRunner, SessionSettings
+    from pipeline.backends.onnxruntime import OrtRunner
     from pipeline.backends.tensorrt import GpuInfo, TensorRTInfo
     from pipeline.config import load_config
     from pipeline.context import BuildOptions
@@ -220,7 +220,7 @@ def test_a_simulated_device_finish_leaves_a_bundle_that_verifies(jetson_project,
     monkeypatch.setattr(tensorrt, "gpu_device", lambda: GpuInfo("Orin (simulated)", "8.7", 1 << 30, "none"))
     monkeypatch.setattr(engine, "host_mismatch", lambda *args: None)
     monkeypatch.setattr(tensorrt, "build_engine", fake_build)
-    monkeypatch.setattr(tensorrt, "TensorRTRunner", lambda path, trt, name: OrtRunner(name, bundle / onnx_file(name), SessionSettings()))
+    monkeypatch.setattr(tensorrt, "TensorRTRunner", lambda path, trt, name: OrtRunner(name, bundle / onnx_file(name)))
     assert backends  # the package whose module attributes are replaced above
     (bundle / "engines").mkdir(exist_ok=True)
     (bundle / "engines/.left.engine.abc.tmp").write_bytes(b"partial")  # a finish killed mid-write

@@ -318,6 +318,34 @@ def test_a_broken_image_is_skipped_and_counted(tiny_project):
     assert "skipped bad images: 1" in (bundle_of(tiny_project) / "report/report.md").read_text()
 
 
+def test_cpu_bundle_ships_the_graphs_validation_ran_the_way_the_manifest_says(tiny_cpu_bundle):
+    """Each optimized graph is the file validation measured, saved and run with the session the
+    manifest names for it: the TensorRT graphs keep exact Q/DQ (no fused QLinear* kernels)."""
+    from pipeline.backends.onnxruntime import cpu_session, run_batched
+    from pipeline.data import PreprocessSpec, normalize
+
+    bundle = bundle_of(tiny_cpu_bundle)
+    manifest = verify_bundle(bundle)
+    report = json.loads((bundle / "report/report.json").read_text())
+    runners = {r["precision"]: r["runner"] for r in report["results"]}
+    assert manifest["format_version"] == 2 and set(manifest["session"]) == set(manifest["precisions"])
+    for precision, files in manifest["precisions"].items():
+        session = manifest["session"][precision]
+        assert runners[precision]["model"] == Path(files["optimized"]).name  # validated what ships
+        assert {key: runners[precision][key] for key in session} == session  # run as the manifest says
+        assert session["qdq_fusion"] is (precision not in ("int8-trt", "int8-trt-fp16"))
+    for graph in ("int8-trt", "int8-trt-fp16"):
+        ops = [n.op_type for n in onnx.load(str(bundle / manifest["precisions"][graph]["optimized"])).graph.node]
+        assert "DequantizeLinear" in ops and not [op for op in ops if op.startswith("QLinear")]
+    # The shipped FP32 graph, opened with its manifest session, gives the reference logits the bundle carries.
+    spec = PreprocessSpec.from_dict(manifest["preprocessing"])
+    images = np.ascontiguousarray(normalize(np.load(bundle / "reference/eval_crops.npy"), spec))
+    fp32 = manifest["session"]["fp32"]
+    shipped = cpu_session(bundle / manifest["precisions"]["fp32"]["optimized"], fp32["intra_op_threads"],
+                          level=fp32["graph_optimization"], qdq_fusion=fp32["qdq_fusion"])
+    np.testing.assert_allclose(run_batched(shipped, images), np.load(bundle / "reference/fp32_logits.npy"), rtol=1e-5, atol=1e-5)
+
+
 def test_latency_budget_is_gated_on_the_fastest_precision_within_accuracy(tiny_cpu_bundle):
     from pipeline.stages.report import check_gate, fastest_precision
 

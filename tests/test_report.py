@@ -244,6 +244,41 @@ def test_device_finish_records_the_same_per_image_answers(tiny_cpu_bundle, tmp_p
     assert "<th>fp16</th>" in page and "<th>int8-trt</th>" in page and 'id="verdict"' in page  # per-class columns
 
 
+def test_device_finish_times_its_engines_interleaved(tiny_cpu_bundle, tmp_path, monkeypatch):
+    """validate_on_device with recording runners standing in for TensorRT: after each engine's
+    warm-up, every round times one call of each engine, and the choice reads those samples."""
+    import types
+
+    import pipeline.backends.tensorrt as tensorrt
+    from pipeline.backends.onnxruntime import OrtRunner
+    from pipeline.backends.timing import TimedCall
+    from pipeline.config import load_config
+    from pipeline.finish import validate_on_device
+    from pipeline.stages.bundle import read_manifest
+    from pipeline.stages.report_gate import choose_precision, result_of, samples_at
+
+    calls: list = []
+
+    class Recording(OrtRunner):
+        def timed_call(self, images):
+            inner = super().timed_call(images)
+            return TimedCall(lambda: (calls.append((self.name, len(images))), inner.call()))
+
+    bundle = tmp_path / "bundle"
+    shutil.copytree(tiny_cpu_bundle / BUNDLE, bundle)
+    monkeypatch.setattr(tensorrt, "TensorRTRunner", lambda path, trt, name: Recording(name, path))
+    engines = [{"precision": p, "path": f"models/model.{p}.onnx", "profile": {"max": 4}} for p in ("fp32", "fp16", "int8-trt")]
+    config = load_config(tiny_cpu_bundle / "pipeline.toml")
+    report = validate_on_device(config, bundle, read_manifest(bundle), engines, types.SimpleNamespace(version="10.3"), False)
+    vc, names = config.validate_, ["fp32", "fp16", "int8-trt"]
+    expected = []
+    for batch in vc.batch_sizes:
+        expected += [(n, batch) for n in names for _ in range(vc.warmup)] + [(n, batch) for n in names] * vc.runs
+    assert calls == expected
+    assert all(len(samples_at(result_of(report, n), 1)) == vc.runs for n in names)  # what the choice reads
+    assert choose_precision(report).precision in names
+
+
 def test_the_fp16_outside_tensorrt_graph_is_judged_by_the_int8_trt_budget(tiny_cpu_bundle):
     from pipeline.names import with_variants
     from pipeline.stages.report_gate import check_gate

@@ -165,7 +165,9 @@ def _set(path: str, value):
     (lambda m: m["precisions"].pop("fp32"), "precisions has no fp32 entry"),
     (_set("engines", [{"path": "models/model.fp32.onnx"}]), "key 'engines.0.precision': Field required"),
     (_set("surprise", 1), "unknown key 'surprise'"),
-    (_set("format_version", 2), "unsupported format_version 2"),
+    (_set("format_version", 3), "unsupported format_version 3 (this tool reads 1 and 2)"),
+    (_set("format_version", 1), "session: format_version 1 has one session object"),
+    (lambda m: m["session"].pop("int8"), "session names graphs ['fp16', 'fp32', 'int8-trt', 'int8-trt-fp16'], precisions lists"),
     (_set("preprocessing.std", [0, 1, 1]), "key 'preprocessing.std.0': Input should be greater than 0"),
 ])
 def test_verify_refuses_a_manifest_outside_its_contract(tiny_cpu_bundle, tmp_path, change, expected):
@@ -173,6 +175,15 @@ def test_verify_refuses_a_manifest_outside_its_contract(tiny_cpu_bundle, tmp_pat
     with pytest.raises(BundleError, match="manifest.json: ") as info:
         verify_bundle(copy)
     assert expected in str(info.value) and "\n" not in str(info.value)
+
+
+def test_a_format_version_1_manifest_is_still_read(tiny_cpu_bundle, tmp_path):
+    """Version 1 had one `session` for every graph."""
+    def to_version_1(manifest):
+        manifest["format_version"] = 1
+        manifest["session"] = manifest["session"]["fp32"]
+
+    assert verify_bundle(_tampered(tiny_cpu_bundle, tmp_path, to_version_1))["format_version"] == 1
 
 
 @pytest.mark.parametrize("target", [{}, "cpu"])

@@ -285,9 +285,9 @@ Manifest parse_manifest(const std::string& text, const std::string& source) {
 
     Manifest m;
     const int64_t version = root.at("format_version").integer();
-    if (version != kManifestFormatVersion) {
+    if (version < kOldestManifestFormatVersion || version > kManifestFormatVersion) {
         root.fail("unsupported format_version " + std::to_string(version) + " (this loader reads " +
-                  std::to_string(kManifestFormatVersion) + ")");
+                  std::to_string(kOldestManifestFormatVersion) + " to " + std::to_string(kManifestFormatVersion) + ")");
     }
     m.format_version = static_cast<int>(version);
     m.name = root.at("name").str();

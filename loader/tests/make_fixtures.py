@@ -303,6 +303,7 @@ def bundle_facts(bundle: Path) -> dict:
     m = json.loads((bundle / "manifest.json").read_text())
     return {
         "name": m["name"],
+        "format_version": m["format_version"],
         "num_classes": m["model"]["num_classes"],
         "labels": m["labels"],
         "preprocessing": m["preprocessing"],

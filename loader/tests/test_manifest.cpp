@@ -29,7 +29,7 @@ TEST(fixture_bundles_are_read_and_verified) {
                   << f["name"].get<std::string>() << "'\n";
         const vtedge::Bundle b = vtedge::open_bundle(check::fixtures() / name);
         const vtedge::Manifest& m = b.manifest;
-        CHECK_EQ(m.format_version, 1);
+        CHECK_EQ(m.format_version, f["format_version"].get<int>());
         CHECK_EQ(m.name, f["name"].get<std::string>());
         CHECK_EQ(m.model.num_classes, f["num_classes"].get<int>());
         CHECK(m.labels == f["labels"].get<std::vector<std::string>>());
@@ -187,9 +187,11 @@ TEST(wrong_types_are_refused) {
 TEST(unknown_format_version_is_refused) {
     for (const std::string& name : bundles()) {
         json m = fixture_manifest(name);
-        m["format_version"] = 2;
+        m["format_version"] = 3;
         CHECK_THROWS(parse(m), vtedge::ManifestError,
-                     "manifest.json: unsupported format_version 2 (this loader reads 1)");
+                     "manifest.json: unsupported format_version 3 (this loader reads 1 to 2)");
+        m["format_version"] = 0;
+        CHECK_THROWS(parse(m), vtedge::ManifestError, "manifest.json: unsupported format_version 0");
     }
 }
 

@@ -11,6 +11,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from pipeline.backends.timing import TimedCall, time_interleaved
+
 
 class Runner(Protocol):
     """Runs one model: float32 NCHW `images` in, float32 `logits` out."""
@@ -19,6 +21,11 @@ class Runner(Protocol):
 
     def infer(self, images: np.ndarray) -> np.ndarray:
         """Logits for a batch of preprocessed images."""
+        ...
+
+    def timed_call(self, images: np.ndarray) -> TimedCall:
+        """The call on `images` that latency measures, with its clock (timing.time_interleaved
+        times it alongside the other runners of the same runtime)."""
         ...
 
     def time_batch(self, images: np.ndarray, warmup: int, runs: int) -> np.ndarray:
@@ -39,7 +46,15 @@ class Runner(Protocol):
 
 
 class ClosingRunner:
-    """Context-manager behaviour for runners whose `close()` frees everything."""
+    """Context-manager behaviour for runners whose `close()` frees everything, and `time_batch`
+    for runners that define `timed_call`."""
+
+    def timed_call(self, images: np.ndarray) -> TimedCall:
+        raise NotImplementedError
+
+    def time_batch(self, images: np.ndarray, warmup: int, runs: int) -> np.ndarray:
+        """This runner alone: `timed_call` timed on its own."""
+        return time_interleaved({"runner": self.timed_call(images)}, warmup, runs)["runner"]
 
     def close(self) -> None:
         """Nothing held beyond what garbage collection frees."""

@@ -8,12 +8,12 @@ import os
 import platform
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any, Union
+from typing import Any, Optional, Union
 
 import numpy as np
 
 from pipeline.backends.base import ClosingRunner
-from pipeline.backends.timing import time_calls
+from pipeline.backends.timing import TimedCall
 from pipeline.names import FP32_TORCH, TENSORRT_GRAPHS
 
 OPTIMIZATION_LEVELS = ("basic", "extended", "all")
@@ -29,6 +29,12 @@ class SessionSettings:
     provider: str = "CPUExecutionProvider"
     # False: Q/DQ pairs stay float ops (exact Q/DQ arithmetic) instead of fused integer kernels.
     qdq_fusion: bool = True
+
+
+def precision_settings(precision: str, base: SessionSettings = SessionSettings()) -> SessionSettings:
+    """How `precision`'s graph is run: a TensorRT graph (its CPU proxy) with exact Q/DQ, what
+    TensorRT computes; every other graph with ONNX Runtime's fused integer kernels."""
+    return replace(base, qdq_fusion=precision not in TENSORRT_GRAPHS)
 
 
 def cpu_session(model: Union[Path, bytes], threads: int = 0, optimized_path: Path | None = None, level: str = "all",
@@ -72,21 +78,23 @@ def onnx_logits(onnx_path: Path, images: np.ndarray, qdq_fusion: bool = True) ->
 
 
 def save_optimized(model: Path, destination: Path, settings: SessionSettings) -> None:
-    """Write the graph ONNX Runtime will run after its optimizations.
+    """Write the graph ONNX Runtime will run after its optimizations, made with `settings`
+    (Q/DQ fused or kept exact), so a session opened on it with the same settings runs what a
+    session on `model` runs.
 
     Saved at the "extended" level: "all" adds layout transformations specific to this CPU's
-    instruction set, which ONNX Runtime warns are not portable to other machines.
+    instruction set, which ONNX Runtime warns are not portable to other machines; a session
+    opened on the saved graph at `settings.graph_optimization` adds them where it runs.
     """
-    cpu_session(model, threads=settings.intra_op_threads, optimized_path=destination, level="extended")
+    cpu_session(model, threads=settings.intra_op_threads, optimized_path=destination, level="extended",
+                qdq_fusion=settings.qdq_fusion)
 
 
 class OrtRunner(ClosingRunner):
     """Runner protocol over an ONNX Runtime CPU session."""
 
-    def __init__(self, name: str, model: Path, settings: SessionSettings = SessionSettings()) -> None:
-        if name in TENSORRT_GRAPHS:
-            # The CPU proxy of a TensorRT graph computes what TensorRT computes: exact Q/DQ.
-            settings = replace(settings, qdq_fusion=False)
+    def __init__(self, name: str, model: Path, settings: Optional[SessionSettings] = None) -> None:
+        settings = settings or precision_settings(name)  # as given, else how `name`'s graph is run
         self.name = name
         self.model = model
         self.settings = settings
@@ -97,9 +105,9 @@ class OrtRunner(ClosingRunner):
     def infer(self, images: np.ndarray) -> np.ndarray:
         return self.session.run(None, {self.input_name: np.ascontiguousarray(images, dtype=np.float32)})[0]
 
-    def time_batch(self, images: np.ndarray, warmup: int, runs: int) -> np.ndarray:
+    def timed_call(self, images: np.ndarray) -> TimedCall:
         feed = {self.input_name: np.ascontiguousarray(images, dtype=np.float32)}
-        return time_calls(lambda: self.session.run(None, feed), warmup, runs)
+        return TimedCall(lambda: self.session.run(None, feed))
 
     def describe(self) -> dict:
         import onnxruntime
@@ -134,10 +142,14 @@ class TorchRunner(ClosingRunner):
         with self.torch.inference_mode():
             return self.module(self.torch.from_numpy(np.ascontiguousarray(images))).numpy()
 
-    def time_batch(self, images: np.ndarray, warmup: int, runs: int) -> np.ndarray:
+    def timed_call(self, images: np.ndarray) -> TimedCall:
         batch = self.torch.from_numpy(np.ascontiguousarray(images))
-        with self.torch.inference_mode():
-            return time_calls(lambda: self.module(batch), warmup, runs)
+
+        def call() -> Any:
+            with self.torch.inference_mode():
+                return self.module(batch)
+
+        return TimedCall(call)
 
     def describe(self) -> dict:
         return {"backend": "torch-eager", "torch": self.torch.__version__, "threads_used": self.torch.get_num_threads()}

@@ -20,7 +20,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from pipeline.backends.base import ClosingRunner
-from pipeline.backends.timing import time_calls
+from pipeline.backends.timing import TimedCall
 from pipeline.backends.tensorrt_env import (
     TensorRTError,
     TensorRTInfo,
@@ -244,7 +244,7 @@ def _deserialize(trt: Any, engine_path: Path, version: str) -> tuple[Any, Any]:
 
 
 class _EventClock:
-    """CUDA events on the runner's stream: what `time_calls` reads instead of the host clock."""
+    """CUDA events on the runner's stream: what `time_interleaved` reads instead of the host clock."""
 
     def __init__(self, memory: _DeviceMemory) -> None:
         self.start, self.stop = memory.start_timer, memory.stop_timer
@@ -340,11 +340,10 @@ class TensorRTRunner(ClosingRunner):
         raw = self._buffers[self._output].host[: self._output_nbytes()]
         return raw.view(self._io.dtype(self._output)).reshape(self._out_shape).astype(np.float32)
 
-    def time_batch(self, images: np.ndarray, warmup: int, runs: int) -> np.ndarray:
-        """Per-call latency in ms from CUDA events around copy-in, execute and copy-out."""
+    def timed_call(self, images: np.ndarray) -> TimedCall:
+        """Copy-in, execute and copy-out, timed by CUDA events on this runner's stream."""
         batch = self._stage(images)
-        return time_calls(lambda: self._enqueue(batch.nbytes), warmup, runs,
-                          clock=_EventClock(self._memory), settle=self._memory.synchronize)
+        return TimedCall(lambda: self._enqueue(batch.nbytes), clock=_EventClock(self._memory), settle=self._memory.synchronize)
 
     def describe(self) -> dict:
         gpu = gpu_device()

@@ -1,10 +1,12 @@
-"""The one warm-up and timing loop every runner uses (host clock)."""
+"""The one warm-up and timing loop every runner uses: several runners of one runtime are timed
+in turn, one call each per round, so a busy moment of the machine falls on all of them alike."""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import Any, Optional
+from dataclasses import dataclass
+from typing import Any, Dict, Optional
 
 import numpy as np
 
@@ -22,26 +24,33 @@ class HostClock:
         return (time.perf_counter() - self._started) * 1000.0
 
 
-def time_calls(
-    call: Callable[[], Any],
-    warmup: int,
-    runs: int,
-    clock: Optional[Any] = None,
-    settle: Optional[Callable[[], Any]] = None,
-) -> np.ndarray:
-    """Milliseconds of each of `runs` calls of `call`, after `warmup` untimed calls.
+@dataclass(frozen=True)
+class TimedCall:
+    """One runner's call to time: `clock` has `start()` and `stop() -> ms` (None: the host
+    clock); `settle` runs once after the warm-up (e.g. a stream synchronize, so queued warm-up
+    work is not timed)."""
 
-    `clock` has `start()` and `stop() -> ms` (default: the host clock); `settle` runs once after
-    the warm-up (e.g. a stream synchronize, so queued warm-up work is not timed).
+    call: Callable[[], Any]
+    clock: Optional[Any] = None
+    settle: Optional[Callable[[], Any]] = None
+
+
+def time_interleaved(calls: Dict[str, TimedCall], warmup: int, runs: int) -> Dict[str, np.ndarray]:
+    """Milliseconds of `runs` calls of each of `calls`, after `warmup` untimed calls of each.
+
+    Round-robin: round i times call i of every runner, in the order given, so each runner's
+    samples see the same machine state (a busy core, a clock change) as the others'.
     """
-    clock = clock or HostClock()
-    for _ in range(warmup):
-        call()
-    if settle is not None:
-        settle()
-    timings = np.empty(runs, dtype=np.float64)
+    clocks = {name: timed.clock or HostClock() for name, timed in calls.items()}
+    for timed in calls.values():
+        for _ in range(warmup):
+            timed.call()
+        if timed.settle is not None:
+            timed.settle()
+    timings = {name: np.empty(runs, dtype=np.float64) for name in calls}
     for i in range(runs):
-        clock.start()
-        call()
-        timings[i] = clock.stop()
+        for name, timed in calls.items():
+            clocks[name].start()
+            timed.call()
+            timings[name][i] = clocks[name].stop()
     return timings

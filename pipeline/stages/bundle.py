@@ -24,7 +24,7 @@ from pipeline.artifacts import exclusive_lock, path_for_user, read_json_file, pr
 from pipeline.errors import BundleError, PathEscapeError, first_validation_error
 from pipeline.host import tool_versions
 from pipeline.names import INPUT_NAME, OUTPUT_NAME, onnx_file
-from pipeline.stages.manifest import FORMAT_VERSION, Manifest
+from pipeline.stages.manifest import FORMAT_VERSION, READABLE_VERSIONS, Manifest
 
 MANIFEST = "manifest.json"
 
@@ -109,8 +109,9 @@ def update_manifest(bundle: Path, changed: Iterable[str], updates: dict[str, Any
 
 def checked_manifest(manifest: Any, path: Path) -> Manifest:
     """`manifest` as the typed Manifest, or BundleError naming the file and the first bad key."""
-    if isinstance(manifest, dict) and manifest.get("format_version") != FORMAT_VERSION:
-        raise BundleError(f"{path}: unsupported format_version {manifest.get('format_version')!r} (this tool reads {FORMAT_VERSION})")
+    if isinstance(manifest, dict) and manifest.get("format_version") not in READABLE_VERSIONS:
+        readable = " and ".join(str(v) for v in READABLE_VERSIONS)
+        raise BundleError(f"{path}: unsupported format_version {manifest.get('format_version')!r} (this tool reads {readable})")
     try:
         return Manifest.model_validate(manifest)
     except ValidationError as exc:
@@ -238,7 +239,8 @@ def make_manifest(ctx: Any, model: Any, precisions: Dict[str, Any], report: Dict
         "rebuild_command": rebuild_command(ctx, bool(sources.pending)),
         "pending": list(sources.pending),
         "build_key": build_key,
-        "session": asdict(session_settings(ctx.config)) if target.backend == "onnxruntime" else None,
+        # Each graph's session, as its optimized graph was saved and validated (engine.session_settings).
+        "session": {p: asdict(session_settings(ctx.config, p)) for p in precisions} if target.backend == "onnxruntime" else None,
     }
 
 

@@ -1,7 +1,8 @@
 """engine: per target backend.
 
-cpu target (ONNX Runtime): the optimized graph of every precision, saved for the bundle, plus
-the session settings that validation uses. TensorRT targets: the build plans (one per precision
+cpu target (ONNX Runtime): the optimized graph of every precision, saved for the bundle with the
+session settings that precision runs with; validation measures these graphs with the same
+settings, and the manifest records them per precision. TensorRT targets: the build plans (one per precision
 and TensorRT version the target ships) go into the bundle; the engines are built where the
 target's GPU and TensorRT are (pipeline.finish), right away when that is this host.
 """
@@ -13,34 +14,36 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 from pipeline.artifacts import StageCache, StageResult
-from pipeline.backends.onnxruntime import SessionSettings, save_optimized
+from pipeline.backends.onnxruntime import SessionSettings, precision_settings, save_optimized
 from pipeline.config import Config, TargetConfig
 from pipeline.errors import PlanError
 from pipeline.names import FP32, onnx_file
 
-STAGE_VERSION = "1"
+STAGE_VERSION = "2"  # 2: each graph optimized with its own session settings (TensorRT graphs: exact Q/DQ)
 
 
-def session_settings(config: Config) -> SessionSettings:
-    return SessionSettings(intra_op_threads=config.validate_.threads)
+def session_settings(config: Config, precision: str) -> SessionSettings:
+    """How `precision`'s graph is run: when its optimized graph is saved, when it is validated,
+    and as the manifest records it (one function, so the three cannot differ)."""
+    return precision_settings(precision, SessionSettings(intra_op_threads=config.validate_.threads))
 
 
 def run_cpu_engines(config: Config, cache: StageCache, models: Dict[str, Path], model_keys: Dict[str, str]) -> StageResult:
     """`models`: precision -> ONNX path; `model_keys`: precision -> content key of that file."""
     import onnxruntime
 
-    settings = session_settings(config)
+    settings = {precision: asdict(session_settings(config, precision)) for precision in models}
     versions = {"onnxruntime": onnxruntime.__version__}
 
     def body(workdir: Path):
         outputs = {}
         for precision, path in models.items():
             name = f"model.{precision}.ort-opt.onnx"
-            save_optimized(path, workdir / name, settings)
+            save_optimized(path, workdir / name, session_settings(config, precision))
             outputs[precision] = name
-        return outputs, {"session": asdict(settings)}
+        return outputs, {"session": settings}
 
-    return cache.run("engine-onnxruntime", dict(model_keys), asdict(settings), versions, body, STAGE_VERSION)
+    return cache.run("engine-onnxruntime", dict(model_keys), settings, versions, body, STAGE_VERSION)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 from pathlib import PurePosixPath
-from typing import Any, Dict, List, Literal, Optional, Tuple
+from typing import Any, Dict, List, Literal, Optional, Tuple, Union
 
 try:
     from typing import Annotated
@@ -26,7 +26,8 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, Strict, model
 
 from pipeline.names import INPUT_NAME, OUTPUT_NAME
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: `session` per precision
+READABLE_VERSIONS = (1, 2)  # a version 1 manifest (one `session` for every precision) is still read
 # What a device needs besides the models: validation against the host's FP32 logits, and the report it updates.
 REFERENCE_FILES = ("reference/fp32_logits.npy", "reference/eval_set.json", "reference/eval_labels.npy", "reference/eval_crops.npy")
 REQUIRED_FILES = REFERENCE_FILES + ("report/report.json",)
@@ -145,6 +146,8 @@ class HostInfo(_Strict):
 
 
 class SessionInfo(_Strict):
+    """The ONNX Runtime session a graph was validated with, and is to be run with."""
+
     graph_optimization: str
     intra_op_threads: int
     execution_mode: str
@@ -153,9 +156,10 @@ class SessionInfo(_Strict):
 
 
 class Manifest(_Strict):
-    """manifest.json, format_version 1: the keys of docs/bundle-format.md, each required."""
+    """manifest.json, format_version 2 (version 1 is read too): the keys of
+    docs/bundle-format.md, each required."""
 
-    format_version: Literal[1]
+    format_version: Literal[1, 2]
     name: str = Field(min_length=1)
     created_utc: str
     target: TargetInfo
@@ -172,7 +176,8 @@ class Manifest(_Strict):
     rebuild_command: str
     pending: List[str]
     build_key: str
-    session: Optional[SessionInfo]
+    # Version 2: graph name -> its session (cpu target); version 1: one session for every graph.
+    session: Optional[Union[Dict[GraphName, SessionInfo], SessionInfo]]
 
     model_config = ConfigDict(
         extra="forbid", strict=True, frozen=True, title="vt-edge bundle manifest",
@@ -183,6 +188,7 @@ class Manifest(_Strict):
     def _consistent(self) -> "Manifest":
         _check_classes(self)
         _check_listed(self)
+        _check_session(self)
         return self
 
 
@@ -213,6 +219,18 @@ def _check_listed(m: Manifest) -> None:
             raise ValueError(f"engines[{i}] is for precision {engine.precision!r}, which precisions does not list")
         if engine.sha256 != m.files[engine.path].sha256:
             raise ValueError(f"engines[{i}].sha256 differs from the files entry of {engine.path!r}")
+
+
+def _check_session(m: Manifest) -> None:
+    """Version 2 names each graph's session, for exactly the graphs of `precisions`."""
+    if m.session is None:
+        return
+    per_graph = not isinstance(m.session, SessionInfo)
+    if per_graph != (m.format_version >= 2):
+        shape = "an object of graph name -> session" if m.format_version >= 2 else "one session object"
+        raise ValueError(f"session: format_version {m.format_version} has {shape}")
+    if per_graph and set(m.session) != set(m.precisions):
+        raise ValueError(f"session names graphs {sorted(m.session)}, precisions lists {sorted(m.precisions)}: one session per graph")
 
 
 def schema() -> Dict[str, Any]:

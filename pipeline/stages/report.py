@@ -20,7 +20,7 @@ from pipeline.artifacts import read_json, read_json_file, refuse_symlinks, sha25
 from pipeline.errors import BundleError
 from pipeline.host import host_info, utc_now
 from pipeline.names import FP16, FP32, INT8, INT8_FLAVOURS, REFERENCE, with_variants
-from pipeline.stages.report_gate import GateFailure, check_gate, fastest_precision, result_of, summary_rows
+from pipeline.stages.report_gate import GateFailure, check_gate, choose_precision, fastest_precision, result_of, summary_rows
 from pipeline.stages.report_plots import make_figures
 from pipeline.stages.report_views import make_verdict, what_changed
 
@@ -29,7 +29,7 @@ RENDERED = ("report/report.md", "report/report.html", "report/accuracy.png", "re
 REPORT_KEYS = ("bundle", "target", "backend", "model", "results", "created_utc", "host", "evaluation_images", "calibration_images")
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 
-__all__ = ["GateFailure", "check_gate", "fastest_precision", "summary_rows", "render_report", "rerender", "assemble_report"]
+__all__ = ["GateFailure", "check_gate", "choose_precision", "fastest_precision", "summary_rows", "render_report", "rerender", "assemble_report"]
 
 
 def _fmt(value: Any, spec: str) -> str:

@@ -13,7 +13,7 @@ import numpy as np
 
 from pipeline.metrics import Budget, top1_drop
 from pipeline.names import FP16, FP32_TORCH, INT8_FLAVOURS, REFERENCE
-from pipeline.stages.report_gate import accuracy_failures, check_gate, fastest_precision, latency_at, result_of
+from pipeline.stages.report_gate import accuracy_failures, check_gate, choose_precision, fastest_precision, latency_at, result_of
 
 CLASS_ROWS = 20  # more classes than this: the table shows the ones that lost the most
 CONFUSION_CLASSES = 12  # rows and columns of a confusion table, the classes with the most flips
@@ -106,11 +106,16 @@ def make_verdict(report: Dict[str, Any]) -> Verdict:
 
 
 def _choice(report: Dict[str, Any], failed: AbstractSet[str]) -> str:
-    fastest = fastest_precision(report, failed)
-    if fastest is None:
+    choice = choose_precision(report, failed)
+    if choice is None:
         return "No precision is within its accuracy budget: there is nothing to choose."
-    name, p50 = fastest
-    text = f"Chosen precision: **{name}**, the fastest of those within their accuracy budgets (p50 {p50:.3f} ms at batch 1"
+    name, p50 = choice.precision, choice.p50_ms
+    if choice.fastest == name:
+        text = f"Chosen precision: **{name}**, the fastest of those within their accuracy budgets (p50 {p50:.3f} ms at batch 1"
+    else:
+        text = (f"Chosen precision: **{name}**, the simplest of those within their accuracy budgets that none beats by more "
+                f"than the timing spread (p50 {p50:.3f} ms at batch 1; {choice.fastest} measured {choice.fastest_p50_ms:.3f} ms, "
+                f"within the {choice.spread_ms:.3f} ms spread")
     budget_ms = report.get("latency_budget_ms")
     if not budget_ms:
         return text + "; the target has no latency budget)."

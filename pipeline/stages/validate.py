@@ -2,30 +2,33 @@
 
 Accuracy: top-1, top-5, top-1 agreement with FP32, mean cosine similarity and max abs error of
 the logits, and per image the top-1 class and its confidence (the report shows the images whose
-answer changed). Speed: latency p50/p90/p99 per batch size after warm-up, and throughput. Any
+answer changed). Speed: latency p50/p90/p99 per batch size after warm-up, and throughput; the
+runners of one runtime are timed together, one call of each per round, so a busy moment of the
+machine falls on every precision alike (the latency choice in report_gate compares them). Any
 backend's runners plug in (ONNX Runtime here, TensorRT on the device), so the comparison is the
-same everywhere. Runners are opened one at a time and closed after use, so only one engine is
-in memory and nothing is left allocated.
+same everywhere. Each runtime's runners are closed before the next runtime's are opened, so
+nothing is left allocated.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Tuple
+from typing import Any, Callable, Dict, List, Tuple
 
 import numpy as np
 
 from pipeline.artifacts import StageCache, StageResult, save_array
 from pipeline.backends.base import Runner
+from pipeline.backends.timing import time_interleaved
 from pipeline.config import Config
 from pipeline.host import host_info
 from pipeline.metrics import AccuracyMetrics, LatencyMetrics, accuracy_metrics, image_predictions, latency_metrics
 from pipeline.names import FP32, FP32_TORCH
 
-STAGE_VERSION = "3"  # 2: per-image predictions in results.json; 3: TensorRT graphs run with exact Q/DQ on the CPU proxy
+STAGE_VERSION = "4"  # 2: per-image predictions in results.json; 3: TensorRT graphs run with exact Q/DQ on the CPU proxy; 4: interleaved timing
 
 
 @dataclass
@@ -63,16 +66,34 @@ def infer_all(runner: Runner, images: np.ndarray, batch: int = 32) -> np.ndarray
     return np.concatenate(chunks, axis=0).astype(np.float32)
 
 
-def measure(runner: Runner, evaluation: EvaluationSet, timing: Timing) -> PrecisionResult:
+# Runner name -> a function that opens it (typing.Callable: evaluated at run time, also on Python 3.8).
+Factories = Dict[str, Callable[[], Runner]]
+
+
+def accuracy_of(runner: Runner, evaluation: EvaluationSet, timing: Timing) -> PrecisionResult:
+    """Accuracy and per-image answers of one runner (latency is added by `time_together`)."""
     logits = infer_all(runner, evaluation.images, timing.infer_batch)
-    latencies, samples = [], {}
-    for batch in timing.batch_sizes:
-        timed = runner.time_batch(_batch_of(evaluation.images, batch), timing.warmup, timing.runs)
-        latencies.append(latency_metrics(timed, batch))
-        samples[batch] = [round(float(t), 4) for t in timed]
     accuracy = accuracy_metrics(logits, evaluation.labels, evaluation.reference)
     predictions = image_predictions(logits, evaluation.reference)
-    return PrecisionResult(runner.name, accuracy, latencies, runner.describe(), samples, predictions)
+    return PrecisionResult(runner.name, accuracy, [], runner.describe(), {}, predictions)
+
+
+def time_together(runners: List[Runner], evaluation: EvaluationSet, timing: Timing) -> Dict[str, Dict[int, np.ndarray]]:
+    """Per runner and batch size, the milliseconds of its timed calls, the runners interleaved
+    call by call (timing.time_interleaved) so that none is favoured by a quiet moment."""
+    samples: Dict[str, Dict[int, np.ndarray]] = {r.name: {} for r in runners}
+    for batch in timing.batch_sizes:
+        images = _batch_of(evaluation.images, batch)
+        timed = time_interleaved({r.name: r.timed_call(images) for r in runners}, timing.warmup, timing.runs)
+        for name, ms in timed.items():
+            samples[name][batch] = ms
+    return samples
+
+
+def _with_latency(result: PrecisionResult, samples: Dict[int, np.ndarray]) -> PrecisionResult:
+    result.latency = [latency_metrics(ms, batch) for batch, ms in samples.items()]
+    result.samples_ms = {batch: [round(float(t), 4) for t in ms] for batch, ms in samples.items()}
+    return result
 
 
 def _batch_of(images: np.ndarray, batch: int) -> np.ndarray:
@@ -81,20 +102,41 @@ def _batch_of(images: np.ndarray, batch: int) -> np.ndarray:
     return np.ascontiguousarray(np.concatenate([images] * reps, axis=0)[:batch])
 
 
-def validate_all(runners: Dict[str, Callable[[], Runner]], evaluation: EvaluationSet, timing: Timing,
+def validate_all(runtimes: Dict[str, Factories], evaluation: EvaluationSet, timing: Timing,
                  progress: bool = True) -> List[PrecisionResult]:
-    """Measure each runner (made lazily, one at a time, closed after its measurement)."""
+    """Measure every runner, one runtime at a time (runtime name -> its runners).
+
+    The runners of one runtime are open together: each one's accuracy pass, then their timed
+    calls interleaved. Runtimes that would disturb each other's timing (thread pools of ONNX
+    Runtime and torch) are measured apart, and each runtime's runners are closed before the
+    next runtime's are opened.
+    """
     from rich.progress import Progress
 
-    results = []
+    results: List[PrecisionResult] = []
     with Progress(disable=not progress, transient=True) as bar:
-        task = bar.add_task("validating", total=len(runners))
-        for name, make in runners.items():
-            bar.update(task, description=f"validating {name}")
-            with make() as runner:
-                results.append(measure(runner, evaluation, timing))
-            bar.update(task, advance=1)
+        task = bar.add_task("validating", total=sum(len(f) + 1 for f in runtimes.values()))
+
+        def step(description: str) -> None:
+            bar.update(task, description=description, advance=1)
+
+        for runtime, factories in runtimes.items():
+            results += _measure_runtime(runtime, factories, evaluation, timing, step)
     return results
+
+
+def _measure_runtime(runtime: str, factories: Factories, evaluation: EvaluationSet, timing: Timing,
+                     step: Callable[[str], None]) -> List[PrecisionResult]:
+    """The runners of one runtime: open together, accuracy one by one, then timed interleaved."""
+    with ExitStack() as stack:
+        opened, results = [], []
+        for name, make in factories.items():
+            opened.append(stack.enter_context(make()))
+            results.append(accuracy_of(opened[-1], evaluation, timing))
+            step(f"validated {name}")
+        samples = time_together(opened, evaluation, timing)
+        step(f"timed {runtime}: {', '.join(factories)}, interleaved")
+    return [_with_latency(result, samples[result.precision]) for result in results]
 
 
 def results_to_json(results: List[PrecisionResult]) -> List[Dict[str, Any]]:
@@ -126,18 +168,19 @@ def run_validation(config: Config, cache: StageCache, inputs: ValidationInputs, 
     settings = {**vc.model_dump(), "cpu_proxy": cpu_proxy, "host": host_info()["cpu"]}
     keys = {**inputs.model_keys, "evaluation_images": inputs.data_hash, "checkpoint": inputs.model.checkpoint_sha256}
     timing = Timing(tuple(vc.batch_sizes), vc.warmup, vc.runs)
-    session = session_settings(config)
 
     def body(workdir: Path) -> Tuple[Dict[str, str], Dict[str, Any]]:
         images = np.ascontiguousarray(normalize(inputs.eval_crops, config.preprocessing.spec()))
-        with OrtRunner(FP32, inputs.models[FP32], session) as fp32:  # the reference, then measured like the rest
+        with OrtRunner(FP32, inputs.models[FP32], session_settings(config, FP32)) as fp32:  # the reference, then measured like the rest
             evaluation = EvaluationSet(images, inputs.eval_labels, infer_all(fp32, images))
-            runners: Dict[str, Callable[[], Runner]] = {}
+            runtimes: Dict[str, Factories] = {}
             if vc.torch_baseline and inputs.model.module is not None:  # an ONNX file given has no torch module
-                runners[FP32_TORCH] = lambda: TorchRunner(inputs.model.module, vc.threads)
-            for precision, path in inputs.models.items():
-                runners[precision] = (lambda: fp32) if precision == FP32 else (lambda p=precision, f=path: OrtRunner(p, f, session))
-            results = validate_all(runners, evaluation, timing, progress)
+                runtimes["torch"] = {FP32_TORCH: lambda: TorchRunner(inputs.model.module, vc.threads)}
+            runtimes["onnxruntime"] = {
+                precision: (lambda: fp32) if precision == FP32 else (lambda p=precision, f=path: OrtRunner(p, f, session_settings(config, p)))
+                for precision, path in inputs.models.items()
+            }
+            results = validate_all(runtimes, evaluation, timing, progress)
         (workdir / "results.json").write_text(json.dumps(results_to_json(results)))
         save_array(workdir / "fp32_logits.npy", evaluation.reference)
         return {"results": "results.json", "reference": "fp32_logits.npy"}, {"images": int(len(inputs.eval_labels))}

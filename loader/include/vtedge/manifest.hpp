@@ -11,8 +11,10 @@
 
 namespace vtedge {
 
-// The only manifest format this loader reads.
-inline constexpr int kManifestFormatVersion = 1;
+// The manifest formats this loader reads: 1 up to 2 (2 gives each graph its own ONNX Runtime
+// `session`, a key the loader does not read, so both read the same).
+inline constexpr int kOldestManifestFormatVersion = 1;
+inline constexpr int kManifestFormatVersion = 2;
 
 struct Target {
     std::string name;                               // "cpu", "jetson-agx-orin", ...
