@@ -7,6 +7,7 @@ Errors the user can fix are printed as one line starting with `error:` and exit 
 from __future__ import annotations
 
 import json
+import math
 import os
 import sys
 from collections.abc import Sequence
@@ -43,7 +44,10 @@ EXIT_CONFIG = 2
 
 
 def fail(message: str, code: int = 1) -> None:
-    err.print(f"[red]error:[/red] {escape(message)}", soft_wrap=True)
+    from pipeline.stages.report_text import visible
+
+    # Messages quote files and keys the user gave: no markup, no control sequence reaches the terminal.
+    err.print(f"[red]error:[/red] {escape(visible(message))}", soft_wrap=True)
     raise typer.Exit(code)
 
 
@@ -392,41 +396,58 @@ def report(
     """Re-render a bundle's report (Markdown, HTML, plots) from its report.json; with BASELINE, compare the two and fail on regression."""
     from contextlib import nullcontext
 
-    from pipeline.stages.bundle import bundle_lock, update_manifest, verify_bundle
-    from pipeline.stages.report import RENDERED, rerender
+    from pipeline.stages.bundle import bundle_lock, update_manifest
+    from pipeline.stages.report import rerender
 
     if baseline is not None:
         from pipeline.stages.report_compare import LatencyRule
 
+        if not (math.isfinite(max_slowdown) and math.isfinite(min_slowdown_ms)):
+            fail("--max-slowdown and --min-slowdown-ms must be finite numbers", EXIT_CONFIG)
         _compare_reports(bundle, baseline, output, LatencyRule(max_slowdown, min_slowdown_ms))
         return
     # A folder that does not exist gets its one-line error from rerender, and no lock file.
     with _user_errors(), (bundle_lock(bundle, _say, lock_timeout) if bundle.is_dir() else nullcontext()):
         if (bundle / "manifest.json").is_file():
             # Never re-hash a bundle whose data changed behind its back; only renderings are re-made.
-            verify_bundle(bundle, regenerable=RENDERED)
+            _verified(bundle)
         written = rerender(bundle)
         if (bundle / "manifest.json").is_file():
             update_manifest(bundle, [p.relative_to(bundle).as_posix() for p in written])
-    out.print("wrote " + ", ".join(str(p) for p in written))
+    out.print("wrote " + ", ".join(_shown(p) for p in written), markup=False)
+
+
+def _shown(value: Any) -> str:
+    """A name or path from the user or from a report.json, as plain text for the terminal."""
+    from pipeline.stages.report_text import visible
+
+    return visible(str(value))
 
 
 def _report_for_comparison(path: Path):
     """A bundle's report.json (the bundle verified first) or a saved report.json."""
-    from pipeline.stages.bundle import verify_bundle
-    from pipeline.stages.report import RENDERED, read_report
+    from pipeline.stages.report import read_report
 
     if path.is_dir():
         if (path / "manifest.json").is_file():
-            verify_bundle(path, regenerable=RENDERED)
+            _verified(path)
         path = path / "report" / "report.json"
     return read_report(path)
 
 
+def _verified(bundle: Path) -> None:
+    """verify_bundle, the renderings excepted (`report` re-makes them)."""
+    from pipeline.stages.bundle import verify_bundle
+    from pipeline.stages.report import RENDERED
+
+    try:
+        verify_bundle(bundle, regenerable=RENDERED)
+    except RecursionError:  # json.loads of a hand-made manifest nested thousands deep
+        fail(f"{bundle}/manifest.json: not a vt-edge manifest (JSON nested too deeply to read)")
+
+
 def _compare_reports(candidate: Path, baseline: Path, output: Optional[Path], rule) -> None:
     """`report A B`: what changed from B to A per precision; exit 1 on any regression."""
-    from rich.table import Table
-
     from pipeline.artifacts import write_text_atomic
     from pipeline.stages.report import render_comparison
     from pipeline.stages.report_compare import compare_reports
@@ -435,26 +456,36 @@ def _compare_reports(candidate: Path, baseline: Path, output: Optional[Path], ru
         comparison = compare_reports(_report_for_comparison(candidate), _report_for_comparison(baseline), rule)
         if output is not None:
             write_text_atomic(output, render_comparison(comparison))
-    table = Table(title=f"{comparison.candidate} ({candidate}) against {comparison.baseline} ({baseline})")
+    out.print(_comparison_table(comparison, candidate, baseline))
+    for note in comparison.notes:
+        err.print("note: " + _shown(note), soft_wrap=True, markup=False)
+    regressions = comparison.regressions
+    if regressions:
+        more = f" (and {len(regressions) - 1} more)" if len(regressions) > 1 else ""
+        fail(f"regression against {baseline}: {regressions[0]}{more}")
+    out.print(f"no regression against {_shown(baseline)}", markup=False)
+
+
+def _comparison_table(comparison, candidate: Path, baseline: Path):
+    from rich.table import Table
+    from rich.text import Text
+
+    # Bundle names and paths come from the reports and the command line: plain text, never markup.
+    title = Text(_shown(f"{comparison.candidate} ({candidate}) against {comparison.baseline} ({baseline})"))
+    table = Table(title=title)
     for column in ("precision", "top-1 % before", "after", "change pts", "same answers %", "p50 b1 ms before", "after", "change", "verdict"):
         table.add_column(column, justify="right")
+
     def show(value, spec: str, scale: float = 1.0) -> str:
         return "-" if value is None else format(scale * value, spec)
 
     for row in comparison.rows:
         table.add_row(
-            row.precision, show(row.top1_before, ".2f"), show(row.top1_after, ".2f"), show(row.top1_change, "+.2f"),
+            Text(_shown(row.precision)), show(row.top1_before, ".2f"), show(row.top1_after, ".2f"), show(row.top1_change, "+.2f"),
             show(row.agreement, ".2f", 100), show(row.p50_before, ".3f"), show(row.p50_after, ".3f"), show(row.p50_change, "+.1%"),
             "[red]REGRESSED[/red]" if row.regressions else "[green]ok[/green]",
         )
-    out.print(table)
-    for note in comparison.notes:
-        err.print(f"note: {escape(note)}", soft_wrap=True)
-    regressions = comparison.regressions
-    if regressions:
-        more = f" (and {len(regressions) - 1} more)" if len(regressions) > 1 else ""
-        fail(f"regression against {baseline}: {regressions[0]}{more}")
-    out.print(f"no regression against {baseline}")
+    return table
 
 
 @app.command("generate-data")

@@ -9,6 +9,7 @@ report_views, the pictures in report_plots; this module renders and assembles.
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,17 +17,18 @@ from typing import Any, Dict, List, Optional
 
 import numpy as np
 
-from pipeline.artifacts import read_json, read_json_file, refuse_symlinks, sha256_file, write_bytes_atomic, write_json_atomic, write_text_atomic
+from pipeline.artifacts import read_json, refuse_symlinks, sha256_file, write_bytes_atomic, write_json_atomic, write_text_atomic
 from pipeline.errors import BundleError
 from pipeline.host import host_info, utc_now
 from pipeline.names import FP16, FP32, INT8, INT8_FLAVOURS, REFERENCE, with_variants
 from pipeline.stages.report_gate import GateFailure, check_gate, choose_precision, fastest_precision, result_of, summary_rows
+from pipeline.stages.report_model import FORMAT_VERSION, check_report
 from pipeline.stages.report_plots import make_figures
+from pipeline.stages.report_text import markdown_text, visible
 from pipeline.stages.report_views import make_verdict, what_changed
 
 # Files `report` re-makes from report.json (which itself must verify).
 RENDERED = ("report/report.md", "report/report.html", "report/accuracy.png", "report/latency.png", "report/sensitivity.png")
-REPORT_KEYS = ("bundle", "target", "backend", "model", "results", "created_utc", "host", "evaluation_images", "calibration_images")
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 
 __all__ = ["GateFailure", "check_gate", "choose_precision", "fastest_precision", "summary_rows", "render_report", "rerender", "assemble_report"]
@@ -34,11 +36,6 @@ __all__ = ["GateFailure", "check_gate", "choose_precision", "fastest_precision",
 
 def _fmt(value: Any, spec: str) -> str:
     return "n/a" if value is None else format(value, spec)
-
-
-def _md_cell(value: Any) -> str:
-    """Text safe inside a Markdown table cell."""
-    return str(value).replace("|", "\\|").replace("\n", " ")
 
 
 def _inline_html(text: str) -> Any:
@@ -50,14 +47,17 @@ def _inline_html(text: str) -> Any:
     return Markup(re.sub(r"`(.+?)`", r"<code>\1</code>", html))
 
 
+@functools.lru_cache(maxsize=None)
 def template_environment(markdown: bool) -> Any:
+    """The Jinja environment of the Markdown or the HTML templates (made once: it caches the compiled templates)."""
     import jinja2
 
+    # Markdown has no autoescape: every variable of its templates passes through markdown_text.
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(str(TEMPLATES)), autoescape=not markdown, undefined=jinja2.StrictUndefined,
-        trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True,
+        trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True, finalize=markdown_text if markdown else None,
     )
-    env.filters.update(fmt=_fmt, cell=_md_cell, inline=_inline_html)
+    env.filters.update(fmt=_fmt, inline=_inline_html)
     return env
 
 
@@ -99,12 +99,17 @@ def render_report(report: Dict[str, Any], folder: Path, crops_file: Optional[Pat
 
 
 def read_report(source: Path) -> Dict[str, Any]:
-    """A report.json, checked to be one."""
-    report = read_json_file(source, "no report.json here")
-    missing = [key for key in REPORT_KEYS if not isinstance(report, dict) or key not in report]
-    if missing:
-        raise BundleError(f"{source}: not a vt-edge report (missing {', '.join(missing)})")
-    return report
+    """A report.json, checked against the report model (report_model.Report)."""
+    where = visible(str(source))
+    if not source.is_file():
+        raise BundleError(f"{where}: no report.json here")
+    try:
+        report = read_json(source)
+    except ValueError as exc:  # not JSON, not UTF-8
+        raise BundleError(f"{where}: not valid JSON ({visible(str(exc))})") from None
+    except RecursionError:
+        raise BundleError(f"{where}: not a vt-edge report (JSON nested too deeply to read)") from None
+    return check_report(report, source)
 
 
 def rerender(bundle: Path) -> List[Path]:
@@ -147,6 +152,7 @@ def assemble_report(ctx: Any, sources: ReportSources) -> Dict[str, Any]:
     details = sources.stage_details
     notes += _model_notes(model, details)
     return {
+        "format_version": FORMAT_VERSION,
         "bundle": ctx.bundle_name, "target": ctx.target_name, "backend": target.backend, "cpu_proxy": ctx.cpu_proxy,
         "created_utc": utc_now(),
         "model": {**model.spec, "checkpoint_sha256": model.checkpoint_sha256},

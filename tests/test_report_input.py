@@ -1,0 +1,387 @@
+"""A report.json is input: `report A B` (the regression gate of CI) and `report DIR` read it
+through the report model, so a hand-edited, older, newer or hostile report gives one line and
+never a verdict; and what the report shows (Markdown, the terminal) stays text."""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import random
+import re
+import shutil
+from pathlib import Path
+from typing import Any, Callable, Dict, List
+
+import pytest
+from typer.testing import CliRunner
+
+from tiny_project import ROOT
+
+BUNDLE = "engines/tiny-cpu"
+Mutation = Callable[[Dict[str, Any]], None]
+
+
+@pytest.fixture(scope="module")
+def built(tiny_cpu_bundle) -> Dict[str, Any]:
+    return json.loads((tiny_cpu_bundle / BUNDLE / "report/report.json").read_text())
+
+
+def cli(*args: str):
+    """`python -m pipeline ARGS` in this process: exit code, stdout, stderr."""
+    from pipeline.cli import app
+
+    return CliRunner().invoke(app, list(args), env={"COLUMNS": "200"})
+
+
+def one_error_line(result) -> str:
+    """The run printed exactly one line on stderr, `error: ...`, and no traceback."""
+    assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    return lines[0]
+
+
+def _each_result(key: str, value: Any) -> Mutation:
+    def mutate(report: Dict[str, Any]) -> None:
+        for result in report["results"]:
+            result["accuracy"][key] = value
+    return mutate
+
+
+def _each_p50(value: Any) -> Mutation:
+    def mutate(report: Dict[str, Any]) -> None:
+        for result in report["results"]:
+            for latency in result["latency"]:
+                latency["p50_ms"] = value
+    return mutate
+
+
+def _set(key: str, value: Any) -> Mutation:
+    return lambda report: report.__setitem__(key, value)
+
+
+def _drop(key: str) -> Mutation:
+    return lambda report: report["results"][1].pop(key)
+
+
+# (case, how report A is edited, what its one line says after "a.json: ")
+BAD_CANDIDATES = [
+    ("top-1 NaN", _each_result("top1", math.nan), "key 'results.0.accuracy.top1': Input should be a finite number"),
+    ("top-1 Infinity", _each_result("top1", math.inf), "key 'results.0.accuracy.top1': Input should be a finite number"),
+    ("top-1 above 1", _each_result("top1", 1.5), "key 'results.0.accuracy.top1': Input should be less than or equal to 1"),
+    ("agreement negative", _each_result("agreement", -0.1), "key 'results.0.accuracy.agreement': Input should be greater than or equal to 0"),
+    ("top-1 a string", _each_result("top1", "0.9"), "key 'results.0.accuracy.top1': Input should be a valid number"),
+    ("p50 NaN", _each_p50(math.nan), "key 'results.0.latency.0.p50_ms': Input should be a finite number"),
+    ("p50 -100 ms", _each_p50(-100.0), "key 'results.0.latency.0.p50_ms': Input should be greater than or equal to 0"),
+    ("no accuracy", _drop("accuracy"), "key 'results.1.accuracy': Field required"),
+    ("no precision", _drop("precision"), "key 'results.1.precision': Field required"),
+    ("no latency", _drop("latency"), "key 'results.1.latency': Field required"),
+    ("results an object", _set("results", {}), "key 'results': Input should be a valid list"),
+    ("results a number", _set("results", 3), "key 'results': Input should be a valid list"),
+    ("host a list", _set("host", []), "key 'host': Input should be a valid dictionary"),
+    ("budget a string", _set("budgets", {"int8": {"max_top1_drop": "x", "min_agreement": 0.5}}),
+     "key 'budgets.int8.max_top1_drop': Input should be a valid number"),
+    ("budget NaN", _set("budgets", {"int8": {"max_top1_drop": math.nan, "min_agreement": 0.5}}),
+     "key 'budgets.int8.max_top1_drop': Input should be a finite number"),
+    ("budgets a list", _set("budgets", []), "key 'budgets': Input should be a valid dictionary"),
+    ("budget with an unknown key", _set("budgets", {"int8": {"max_top1_drop": 1.0, "min_agreement": 0.5, "x": 1}}),
+     "unknown key 'budgets.int8.x'"),
+    ("precision twice", lambda r: r["results"].append(copy.deepcopy(r["results"][1])), "measures precision 'fp32' again"),
+]
+
+
+@pytest.mark.parametrize("mutate,expected", [case[1:] for case in BAD_CANDIDATES], ids=[case[0] for case in BAD_CANDIDATES])
+def test_a_report_that_cannot_be_a_measurement_is_refused_in_one_line(built, tmp_path, tiny_cpu_bundle, mutate, expected):
+    bad = copy.deepcopy(built)
+    bad["format_version"] = 1
+    mutate(bad)
+    (tmp_path / "a.json").write_text(json.dumps(bad))
+    good = str(tiny_cpu_bundle / BUNDLE)
+    for args in ((str(tmp_path / "a.json"), good), (good, str(tmp_path / "a.json"))):  # as candidate and as baseline
+        result = cli("report", *args)
+        assert result.exit_code == 1 and "no regression" not in result.stdout
+        line = one_error_line(result)
+        assert line.startswith(f"error: {tmp_path / 'a.json'}: invalid report: {expected}") or expected in line, line
+
+
+def test_unreadable_files_give_one_line(built, tmp_path, tiny_cpu_bundle):
+    good = str(tiny_cpu_bundle / BUNDLE)
+    cases = {
+        "nested.json": ("[" * 100_000 + "]" * 100_000, "not a vt-edge report (JSON nested too deeply to read)"),
+        "array.json": ("[1, 2]", "not a vt-edge report (its JSON is not an object)"),
+        "cut.json": (json.dumps(built)[:500], "not valid JSON"),
+        "latin1.bin": ("caf\xe9".encode("latin-1"), "not valid JSON"),
+    }
+    for name, (content, expected) in cases.items():
+        path = tmp_path / name
+        path.write_bytes(content if isinstance(content, bytes) else content.encode())
+        result = cli("report", str(path), good)
+        assert result.exit_code == 1 and f"{path}: {expected}" in one_error_line(result), name
+
+
+def test_format_versions(built, tmp_path, tiny_cpu_bundle):
+    """A newer report is refused naming its version; an older one (no format_version) is read when it fits."""
+    good = str(tiny_cpu_bundle / BUNDLE)
+    assert built["format_version"] == 1
+    newer = {**built, "format_version": 2}
+    (tmp_path / "newer.json").write_text(json.dumps(newer))
+    result = cli("report", str(tmp_path / "newer.json"), good)
+    assert result.exit_code == 1
+    assert "newer.json: report format_version 2; this vt-edge reads format_version 1" in one_error_line(result)
+    older = {k: v for k, v in copy.deepcopy(built).items() if k != "format_version"}
+    (tmp_path / "older.json").write_text(json.dumps(older))
+    result = cli("report", str(tmp_path / "older.json"), good)
+    assert result.exit_code == 0 and "no regression" in result.stdout, result.stderr
+    del older["results"][0]["accuracy"]
+    (tmp_path / "older.json").write_text(json.dumps(older))
+    result = cli("report", good, str(tmp_path / "older.json"))
+    assert result.exit_code == 1
+    assert ("older.json: a report without format_version (older vt-edge) that this version cannot read: "
+            "key 'results.0.accuracy': Field required") in one_error_line(result)
+
+
+def test_non_finite_slowdown_options_are_refused(tiny_cpu_bundle):
+    good = str(tiny_cpu_bundle / BUNDLE)
+    result = cli("report", good, good, "--max-slowdown", "inf")  # nan: typer refuses it already (min=0)
+    assert result.exit_code == 2 and "--max-slowdown and --min-slowdown-ms must be finite numbers" in one_error_line(result)
+
+
+def test_report_dir_without_a_usable_report_gives_one_line(built, tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    result = cli("report", str(empty))
+    assert result.exit_code == 1
+    assert f"{empty}/report/report.json: no report.json in this bundle" in one_error_line(result)
+    loose = tmp_path / "loose"  # a report folder without manifest, its report hand-edited
+    (loose / "report").mkdir(parents=True)
+    (loose / "report/report.json").write_text(json.dumps({**built, "results": "x"}))
+    result = cli("report", str(loose))
+    assert result.exit_code == 1 and "key 'results': Input should be a valid list" in one_error_line(result)
+    assert sorted(p.name for p in (loose / "report").iterdir()) == ["report.json"]  # nothing rendered
+
+
+def test_bundle_names_reach_the_terminal_as_text(built, tmp_path, tiny_cpu_bundle):
+    good = str(tiny_cpu_bundle / BUNDLE)
+    for name in ("[/oops]", "\x1b[31mred\x1b[0m", "[bold]x"):
+        (tmp_path / "a.json").write_text(json.dumps({**built, "bundle": name}))
+        result = cli("report", str(tmp_path / "a.json"), good)
+        assert result.exit_code == 0 and result.exception is None, result.output
+        assert "\x1b" not in result.output
+        shown = name.replace("\x1b", "\\x1b")
+        assert shown in " ".join(result.stdout.split()), result.stdout
+    path = tmp_path / "b\x1b]0;title\x07.json"
+    result = cli("report", str(path), good)
+    assert result.exit_code == 1 and "\x1b" not in result.output and "\\x1b]0;title\\x07.json: no report.json here" in one_error_line(result)
+
+
+# ---------------------------------------------------------------------------------------------
+# Markdown: what a renderer of report.md and comparison.md shows
+
+
+HOSTILE = ["<script>alert(1)</script>", "<img src=x onerror=alert(1)>", "</td></tr><tr><td>x", "car\rdog", "cat\n# heading",
+           "a|b", "[click](javascript:alert(1))", "back\\|slash"]
+
+
+def _rendered_html(markdown: str) -> str:
+    from markdown_it import MarkdownIt
+
+    return MarkdownIt("commonmark").enable("table").render(markdown)  # raw HTML on, as GitHub's sanitizer is not everyone's
+
+
+def _table_rows_keep_their_cells(markdown: str) -> None:
+    cells = None
+    for line in markdown.split("\n"):
+        if not line.startswith("|"):
+            cells = None
+            continue
+        count = len(re.findall(r"(?<!\\)\|", line.replace("\\\\", "")))
+        assert cells is None or count == cells, line
+        cells = count
+
+
+def _assert_inert(markdown: str) -> None:
+    assert "\r" not in markdown and not re.search(r"^#+ heading", markdown, re.MULTILINE)
+    page = _rendered_html(markdown)
+    assert "<script" not in page and not re.search(r"<img[^>]*onerror", page) and "</td></tr><tr><td>x" not in page
+    assert 'href="javascript' not in page and "<h1>heading" not in page
+    _table_rows_keep_their_cells(markdown)
+
+
+def test_report_md_shows_hostile_names_as_text(built, tmp_path):
+    from pipeline.stages.report import render_report
+
+    report = copy.deepcopy(built)
+    names = report["class_names"]
+    for i, name in enumerate(HOSTILE):
+        names[i] = name
+    report["bundle"] = "<script>x</script>\n# heading"
+    report["notes"].append("- Model imported from ONNX (evil\n# heading <img src=x onerror=alert(1)>.onnx), unchanged.")
+    fp32 = next(r for r in report["results"] if r["precision"] == "fp32")
+    int8 = next(r for r in report["results"] if r["precision"] == "int8")
+    int8["predictions"] = copy.deepcopy(fp32["predictions"])
+    int8["predictions"]["top1"] = [(t + 1) % 10 for t in int8["predictions"]["top1"]]  # every answer changes: every name shows
+    render_report(report, tmp_path)
+    markdown = (tmp_path / "report.md").read_text()
+    _assert_inert(markdown)
+    page = _rendered_html(markdown)
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page and "car\\rdog" in page and "cat\\n# heading" in page
+    assert "a|b" in page  # shown, not a cell boundary
+
+
+def test_comparison_md_shows_hostile_names_as_text(built):
+    from pipeline.stages.report import render_comparison
+    from pipeline.stages.report_compare import compare_reports
+
+    candidate = {**copy.deepcopy(built), "bundle": HOSTILE[0] + HOSTILE[4]}
+    baseline = {**copy.deepcopy(built), "bundle": HOSTILE[1] + HOSTILE[3], "host": {**built["host"], "cpu": HOSTILE[2] + HOSTILE[5]}}
+    markdown = render_comparison(compare_reports(candidate, baseline))
+    _assert_inert(markdown)
+    assert "&lt;img src=x onerror=alert(1)&gt;" in _rendered_html(markdown)
+
+
+# ---------------------------------------------------------------------------------------------
+# Schema
+
+
+def test_the_committed_report_schema_is_the_models_schema(built):
+    from pipeline.stages.report_model import schema_text
+
+    assert (ROOT / "docs/report.schema.json").read_text() == schema_text(), (
+        "docs/report.schema.json is stale: python -c \"from pipeline.stages.report_model import schema_text; "
+        "print(schema_text(), end='')\" > docs/report.schema.json")
+    jsonschema = pytest.importorskip("jsonschema")
+    schema = json.loads(schema_text())
+    jsonschema.Draft202012Validator.check_schema(schema)
+    jsonschema.validate(built, schema)
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate({**built, "results": []}, schema)
+
+
+def test_the_device_finish_report_shape_is_read(built, tmp_path):
+    """What validate_on_device writes: the host's rows kept aside, engines measured on a device."""
+    from pipeline.stages.report import read_report
+
+    finished = copy.deepcopy(built)
+    finished["cpu_proxy_results"] = copy.deepcopy(finished["results"])
+    for result in finished["results"]:
+        result["runner"] = {"backend": "tensorrt", "device": "Orin", "tensorrt": "10.3"}
+    (tmp_path / "report.json").write_text(json.dumps(finished))
+    assert read_report(tmp_path / "report.json") == finished
+
+
+# ---------------------------------------------------------------------------------------------
+# Fuzz: malformed report.json files through reading and comparison
+
+
+def _paths(value: Any, trail: tuple = ()) -> List[tuple]:
+    """Every key path of a report (lists: their first two items)."""
+    found = [trail]
+    if isinstance(value, dict):
+        for key, item in value.items():
+            found += _paths(item, trail + (key,))
+    elif isinstance(value, list):
+        for index, item in enumerate(value[:2]):
+            found += _paths(item, trail + (index,))
+    return found
+
+
+def _non_finite(value: Any) -> bool:
+    if isinstance(value, float):
+        return not math.isfinite(value)
+    if isinstance(value, dict):
+        return any(_non_finite(v) for v in value.values())
+    if isinstance(value, list):
+        return any(_non_finite(v) for v in value)
+    return False
+
+
+def _apply(report: Dict[str, Any], path: tuple, action: str, value: Any) -> None:
+    if not path:
+        return
+    *parents, last = path
+    holder = report
+    for key in parents:
+        holder = holder[key]
+    if action == "delete":
+        del holder[last]
+    elif action == "negate" and isinstance(holder[last], (int, float)) and not isinstance(holder[last], bool):
+        holder[last] = -holder[last] - 1
+    else:
+        holder[last] = value
+
+
+ODD_NUMBERS = [math.nan, math.inf, -math.inf, -1.0, -1e-9, 0.0, 1.0000001, 101.0, 1e308, 5e-324, 2 ** 70, -(2 ** 63), 0, 1, True]
+
+
+def _odd_value(rng: random.Random, depth: int = 0) -> Any:
+    """A JSON value of any type, biased to numbers that cannot be measurements."""
+    kind = rng.randrange(8 if depth < 2 else 5)
+    if kind == 0:
+        return rng.choice(ODD_NUMBERS)
+    if kind == 1:
+        return rng.choice([None, False, "", "0.5", "NaN", "[/oops]", "\x1b[2J"])
+    if kind == 2:
+        return rng.uniform(-1e3, 1e3)
+    if kind == 3:
+        return rng.randrange(-5, 40)
+    if kind == 4:
+        return rng.choice(ODD_NUMBERS) if rng.random() < 0.5 else rng.random()
+    if kind == 5:
+        return [_odd_value(rng, depth + 1) for _ in range(rng.randrange(4))]
+    if kind == 6:
+        return {rng.choice(["top1", "p50_ms", "batch", "precision", "x", ""]): _odd_value(rng, depth + 1) for _ in range(rng.randrange(4))}
+    return rng.choice([[], {}])
+
+
+def _fuzzed_text(rng: random.Random, base: Dict[str, Any], paths: List[tuple]) -> str:
+    """The report with one to three edits (a value replaced, a key removed, a number negated),
+    or, one time in ten, its JSON text cut or a byte changed."""
+    report = copy.deepcopy(base)
+    for _ in range(rng.randrange(1, 4)):
+        try:
+            _apply(report, rng.choice(paths), rng.choice(["set", "set", "delete", "negate"]), _odd_value(rng))
+        except (KeyError, IndexError, TypeError):
+            pass  # an earlier edit removed or replaced this path
+    text = json.dumps(report)
+    if rng.random() < 0.1:
+        at = rng.randrange(len(text))
+        text = text[:at] if rng.random() < 0.5 else text[:at] + rng.choice("{}[]\",:0-eN\x00\u202e") + text[at + 1:]
+    return text
+
+
+def test_fuzzed_reports_never_crash_and_never_pass_a_non_finite_number(built, tmp_path):
+    """1,000 malformed report.json files (seeded): reading and comparing each, as candidate or as
+    baseline, ends in a one-line VtEdgeError or in a comparison of finite numbers only."""
+    from pipeline.errors import VtEdgeError
+    from pipeline.stages.report import read_report, render_comparison
+    from pipeline.stages.report_compare import compare_reports
+
+    base = copy.deepcopy(built)
+    for result in base["results"]:  # the shape matters, not 30 images
+        result["predictions"] = {k: v[:4] for k, v in result["predictions"].items()}
+    base["per_image"] = {"labels": base["per_image"]["labels"][:4], "reference": {k: v[:4] for k, v in base["per_image"]["reference"].items()}}
+    paths, rng, source = _paths(base), random.Random(18), tmp_path / "report.json"
+    outcomes = {"refused": 0, "compared": 0}
+    for case in range(1000):
+        source.write_text(_fuzzed_text(rng, base, paths))
+        try:
+            fuzzed = read_report(source)
+            comparison = compare_reports(base, fuzzed) if case % 2 else compare_reports(fuzzed, base)
+            render_comparison(comparison)
+        except VtEdgeError as exc:
+            assert "\n" not in str(exc) and str(exc).startswith(str(source)), (case, str(exc))
+            outcomes["refused"] += 1
+            continue
+        assert not _non_finite(json.loads(source.read_text())), f"case {case}: a report with a non-finite number was compared"
+        outcomes["compared"] += 1
+    assert min(outcomes.values()) > 100, outcomes  # both ways out were exercised
+
+
+def test_report_model_keeps_a_copy_of_a_report_dir_renderable(built, tmp_path, tiny_cpu_bundle):
+    """`report DIR` on a bundle re-renders after the model check (a real bundle, its manifest verified)."""
+    bundle = tmp_path / "bundle"
+    shutil.copytree(tiny_cpu_bundle / BUNDLE, bundle)
+    result = cli("report", str(bundle))
+    assert result.exit_code == 0, result.output
+    assert "report.md" in result.stdout
