@@ -7,8 +7,8 @@ Checkpoints are untrusted input: they are read weights-only unless the user opts
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 import re
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
