@@ -30,6 +30,12 @@ class ModelError(VtEdgeError, ValueError):
     """A model spec or checkpoint that cannot build the model."""
 
 
+class ModelFileError(ModelError):
+    """A model file that cannot be read as a model: empty, truncated, corrupt, refused by the ONNX
+    checker or refused as unsafe to unpickle. The same exit code (1) for every kind of model
+    file: it is a bad input file, like any other."""
+
+
 class ModelInputError(ConfigError, ModelError):
     """A model file, labels file or factory setting that does not fit (exit code 2): the message
     names the file or key and what to change."""

@@ -6,6 +6,9 @@ ONNX graphs as they are.
 
 from __future__ import annotations
 
+import unicodedata
+from typing import Optional
+
 # The I/O contract of every exported graph, engine and bundle manifest.
 INPUT_NAME = "images"
 OUTPUT_NAME = "logits"
@@ -52,3 +55,13 @@ def with_variants(budget_by_precision: dict) -> dict:
 def tensorrt_graph(precision: str, strongly_typed: bool) -> str:
     """The graph a TensorRT build of `precision` reads: the FP16-outside variant when strongly typed."""
     return STRONGLY_TYPED_GRAPHS.get(precision, precision) if strongly_typed else precision
+
+
+def control_character(text: str) -> Optional[str]:
+    """The first character of a class name that a terminal, a Markdown table or a line-based file
+    would act on (NUL, ESC, CR, LF, tab and the other control characters, line and paragraph
+    separators), as `'\\x1b' (U+001B)`; None when the name is plain text."""
+    for char in text:
+        if unicodedata.category(char) in ("Cc", "Zl", "Zp"):
+            return f"{char!r} (U+{ord(char):04X})"
+    return None

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import platform
+import re
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Optional, Union
@@ -63,6 +64,17 @@ def cpu_session(model: Union[Path, bytes], threads: int = 0, optimized_path: Pat
         options.optimized_model_filepath = str(optimized_path)
     source = str(model) if isinstance(model, Path) else model
     return ort.InferenceSession(source, sess_options=options, providers=["CPUExecutionProvider"])
+
+
+def runtime_error_line(exc: BaseException) -> Optional[str]:
+    """ONNX Runtime's own refusal of a model (Fail, InvalidGraph, NotImplemented, ...) as one line
+    without its status prefix, or None when `exc` did not come from ONNX Runtime."""
+    if not type(exc).__module__.startswith("onnxruntime"):
+        return None
+    text = " ".join(str(exc).split())
+    text = re.sub(r"^\[ONNXRuntimeError\]\s*:\s*\d+\s*:\s*\w+\s*:\s*", "", text)
+    text = re.sub(r"^Load model from .*? failed:\s*", "", text)  # the caller names the file
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 def run_batched(session: Any, images: np.ndarray, batch: int = 32) -> np.ndarray:

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from pipeline.artifacts import sha256_file, write_json_atomic
+from pipeline.names import control_character
 
 __all__ = [
     "IMAGE_EXTENSIONS",
@@ -123,6 +124,11 @@ def read_image_folder(root: str | Path, synset_mapping: str | Path | None = None
     )
     if not classes:
         raise DataError(f"image folder {root}: no class sub-folders")
+    for cls in classes:
+        bad = control_character(cls)
+        if bad:
+            raise DataError(f"image folder {root}: class folder {cls!r} holds the control character {bad} in its name; "
+                            "rename it (class names must be plain text)")
     samples: list[Sample] = []
     empty: list[str] = []
     for label, cls in enumerate(classes):
@@ -159,6 +165,9 @@ def read_synset_mapping(path: str | Path) -> list[tuple[str, str]]:
         if wnid in seen:
             raise DataError(f"{path}:{lineno}: {wnid} already listed on line {seen[wnid]}")
         seen[wnid] = lineno
+        bad = control_character(desc)
+        if bad:
+            raise DataError(f"{path}:{lineno}: the description of {wnid} holds the control character {bad}; class names must be plain text")
         entries.append((wnid, desc.strip() or wnid))
     if not entries:
         raise DataError(f"{path}: no synsets")

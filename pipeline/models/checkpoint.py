@@ -7,15 +7,17 @@ Checkpoints are untrusted input: they are read weights-only unless the user opts
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Optional
 
-from pipeline.errors import VtEdgeError
+from pipeline.errors import ModelFileError
+from pipeline.names import control_character
 
 
-class CheckpointError(VtEdgeError, ValueError):
-    """A checkpoint that cannot be used; the message names the file."""
+class CheckpointError(ModelFileError):
+    """A checkpoint that cannot be used; the message names the file (exit code 1)."""
 
 
 @dataclass
@@ -90,16 +92,30 @@ def read_torch_file(path: Path, trusted: bool = False) -> Any:
             warnings.simplefilter("ignore")  # torch's notes on pickle protocols: the outcome is reported below
             return torch.load(path, map_location="cpu", weights_only=not trusted)
     except pickle.UnpicklingError as exc:
-        # weights_only names the class it refused as an "Unsupported global"; any other
-        # unpickling failure means the bytes are not a pickle at all.
-        if not trusted and "Unsupported global" in str(exc):
+        refused = None if trusted else _refused_global(exc)
+        if refused:
             raise CheckpointError(
-                f"{path}: holds objects other than tensors and plain values, refused (weights_only); "
-                "set model.trusted_checkpoint = true only for a checkpoint you trust"
+                f"{path}: refused as unsafe: the pickle names {refused}, which loading would import and run "
+                "(a checkpoint holds tensors and plain values only); set trusted_checkpoint = true in [model] of "
+                "pipeline.toml only for a file you made"
             ) from None
         raise CheckpointError(f"{path}: not a readable torch checkpoint (corrupt, truncated or not written by torch.save)") from None
     except Exception as exc:  # corrupt zip, truncated file, not a torch file
         raise CheckpointError(f"{path}: not a readable torch checkpoint (corrupt or truncated: {type(exc).__name__}: {_first_sentence(exc)})") from None
+
+
+# How torch.load(weights_only=True) names a global it refuses: "Unsupported global: GLOBAL
+# __main__.Evil was not an allowed global" or "Trying to load unsupported GLOBAL posix.system
+# whose module posix is blocked" (torch 2.6 and later), "... allowlisted via `add_safe_globals`
+# but got <class 'x.Y'>".
+_REFUSED_GLOBAL = re.compile(r"unsupported global:?\s+(?:GLOBAL\s+)?([\w.]+)|add_safe_globals`? but got <class '([\w.]+)'>", re.IGNORECASE)
+
+
+def _refused_global(exc: BaseException) -> Optional[str]:
+    """The global a weights-only load refused, or None when the bytes failed to unpickle for
+    another reason (not a pickle at all)."""
+    found = _REFUSED_GLOBAL.search(str(exc))
+    return next(name for name in found.groups() if name) if found else None
 
 
 def is_vt_edge_checkpoint(data: Any) -> bool:
@@ -146,6 +162,17 @@ def _check_contents(path: Path, data: Any) -> None:
     names = data.get("class_names", classes)
     if not isinstance(names, (list, tuple)) or len(names) != len(classes) or not all(isinstance(n, str) for n in names):
         raise CheckpointError(f"{path}: 'class_names' must be {len(classes)} strings, one per class")
+    _check_plain_names(path, "classes", classes)
+    _check_plain_names(path, "class_names", names)
     declared = data["spec"].get("num_classes")
     if declared is not None and declared != len(classes):
         raise CheckpointError(f"{path}: spec says num_classes {declared!r} but the checkpoint lists {len(classes)} classes")
+
+
+def _check_plain_names(path: Path, key: str, names: Any) -> None:
+    """Class names end up in terminals, tables and files read line by line: no control characters."""
+    for index, name in enumerate(names):
+        bad = control_character(name)
+        if bad:
+            raise CheckpointError(f"{path}: '{key}' entry {index} {name!r} holds the control character {bad}; "
+                                  "class names must be plain text")

@@ -24,7 +24,8 @@ from typing import Any, Dict, List, Optional
 
 from pipeline.artifacts import sha256_file
 from pipeline.config import Config
-from pipeline.errors import ModelError, ModelInputError
+from pipeline.errors import ModelError, ModelFileError, ModelInputError
+from pipeline.names import control_character
 
 VT_FACTORY = "pipeline.models.vt:build_model"
 TORCH_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt")
@@ -122,6 +123,12 @@ def load_weights(module: Any, state_dict: Dict[str, Any], checkpoint: Path, refe
                 f"{checkpoint}: weight '{key}' has shape {list(shape)} in the checkpoint but "
                 f"{list(own[key].shape)} in the model that {reference} builds"
             )
+        if key in own and _integers_into_floats(value, own[key]):
+            raise ModelError(
+                f"{checkpoint}: weight '{key}' holds {str(value.dtype).replace('torch.', '')} values in the checkpoint but the "
+                f"model that {reference} builds keeps it as {str(own[key].dtype).replace('torch.', '')}: "
+                "save the weights as floating point (load_state_dict would convert them unnoticed)"
+            )
     try:
         missing, unexpected = module.load_state_dict(state_dict, strict=False)
     except Exception as exc:  # e.g. a value that is not a tensor
@@ -131,6 +138,15 @@ def load_weights(module: Any, state_dict: Dict[str, Any], checkpoint: Path, refe
             f"{checkpoint}: weights do not match {reference} "
             f"(missing {list(missing)[:3]}, unexpected {list(unexpected)[:3]})"
         )
+
+
+def _integers_into_floats(value: Any, own: Any) -> bool:
+    """An integer or bool tensor bound for a floating-point parameter or buffer. Integer buffers
+    (BatchNorm's `num_batches_tracked`) are integers in the model too and load as they are."""
+    import torch
+
+    floating = own.is_floating_point() or own.is_complex()
+    return floating and isinstance(value, torch.Tensor) and not (value.is_floating_point() or value.is_complex())
 
 
 def unwrap_state_dict(data: Any, checkpoint: Path) -> Dict[str, Any]:
@@ -159,13 +175,24 @@ def _all_tensors(values: Dict[Any, Any]) -> bool:
 
 
 def read_labels(path: Path) -> List[str]:
-    """One class name a line (blank lines and surrounding spaces ignored)."""
+    """One class name a line (blank lines and surrounding spaces ignored, a UTF-8 byte order mark
+    dropped); a name holding a control character is refused with its line number."""
     if not path.is_file():
         raise ModelInputError(f"{path}: labels file not found (model.labels / --labels: one class name a line)")
     try:
-        names = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        # Bytes decoded by hand: text mode would turn a lone CR into a line break unnoticed.
+        text = path.read_bytes().decode("utf-8-sig")
     except UnicodeDecodeError:
         raise ModelInputError(f"{path}: not a text file (model.labels / --labels: one class name a line, UTF-8)") from None
+    names = []
+    for number, line in enumerate(text.split("\n"), start=1):
+        line = line[:-1] if line.endswith("\r") else line  # Windows line ends
+        bad = control_character(line.strip(" \t"))
+        if bad:
+            raise ModelInputError(f"{path}: line {number}: class name {line.strip()!r} holds the control character {bad}; "
+                                  "class names must be plain text")
+        if line.strip():
+            names.append(line.strip())
     if not names:
         raise ModelInputError(f"{path}: no class names (one a line)")
     if len(set(names)) != len(names):
@@ -179,6 +206,8 @@ def load_model(config: Config) -> LoadedModel:
     path = config.path(config.model.checkpoint)
     if not path.is_file():
         raise ModelError(f"{path}: checkpoint not found (train one with `python -m pipeline train`, or give the model with --model PATH)")
+    if path.stat().st_size == 0:
+        raise ModelFileError(f"{path}: the model file is empty (0 bytes); give the model file itself")
     if path.suffix.lower() == ".onnx":
         model = _onnx_file(config, path)
     elif path.suffix.lower() == ".safetensors":
@@ -205,7 +234,7 @@ def _read_safetensors(path: Path) -> Dict[str, Any]:
     try:
         return load_file(str(path))
     except Exception as exc:  # header or data that is not safetensors
-        raise ModelInputError(f"{path}: not a readable safetensors file ({first_line(exc)})") from None
+        raise ModelFileError(f"{path}: not a readable safetensors file (corrupt or truncated: {first_line(exc)})") from None
 
 
 def _torch_file(config: Config, path: Path) -> LoadedModel:

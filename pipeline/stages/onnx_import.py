@@ -11,14 +11,15 @@ as given, and the build says what was changed. Anything else is refused in one l
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, List, Optional, Tuple
+from typing import Any, Iterator, List, Optional, Tuple
 
 import numpy as np
 
 from pipeline.artifacts import write_bytes_atomic
-from pipeline.errors import ModelInputError
+from pipeline.errors import ModelFileError, ModelInputError
 from pipeline.names import INPUT_NAME, OUTPUT_NAME
 
 MIN_OPSET = 13  # per-axis QuantizeLinear (per-channel INT8 weights) needs opset 13
@@ -47,10 +48,28 @@ def _dims(value_info: Any) -> List[Any]:
 def _load(path: Path) -> Any:
     import onnx
 
+    if path.stat().st_size == 0:
+        raise ModelFileError(f"{path}: the ONNX file is empty (0 bytes)")
     try:
         return onnx.load(str(path))
     except Exception as exc:  # a protobuf that does not parse: not an ONNX model
-        raise ModelInputError(f"{path}: not a readable ONNX model ({type(exc).__name__})") from None
+        raise ModelFileError(f"{path}: not a readable ONNX model (corrupt or truncated: {_first_line(exc)})") from None
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text.splitlines()[0]}" if text else type(exc).__name__
+
+
+def _check_valid(path: Path) -> None:
+    """The ONNX checker's verdict on the file (by path: a model over 2 GB cannot be checked in
+    memory), e.g. an initializer that declares more data than it holds."""
+    import onnx
+
+    try:
+        onnx.checker.check_model(str(path))
+    except (onnx.checker.ValidationError, ValueError) as exc:
+        raise ModelFileError(f"{path}: not a valid ONNX model ({_first_line(exc)})") from None
 
 
 def read_io(model: Any, path: Path) -> GraphIO:
@@ -76,7 +95,9 @@ def read_io(model: Any, path: Path) -> GraphIO:
 
 def inspect_onnx(path: Path, crop: int) -> GraphIO:
     """The ONNX file's I/O, checked against the configured crop before any work is done."""
-    io = read_io(_load(path), path)
+    model = _load(path)
+    _check_valid(path)
+    io = read_io(model, path)
     if any(isinstance(d, int) and d != crop for d in io.size):
         raise ModelInputError(
             f"{path}: the model takes {io.size[0]}x{io.size[1]} images but [preprocessing] crop is {crop}: "
@@ -191,6 +212,23 @@ def _reshape_shapes(graph: Any) -> List[Any]:
     return [tensor for tensor, name in found if name in targets and name not in other_uses]
 
 
+@contextmanager
+def _runtime_refusal(source: Path) -> Iterator[None]:
+    """ONNX Runtime refusing the file as given (an operator of a custom domain, a graph it cannot
+    build) is a model vt-edge cannot run: one line naming the file and ONNX Runtime's reason."""
+    from pipeline.backends.onnxruntime import runtime_error_line
+
+    try:
+        yield
+    except Exception as exc:
+        reason = runtime_error_line(exc)
+        if reason is None:
+            raise
+        raise ModelInputError(
+            f"{source}: ONNX Runtime cannot run this model ({reason}); vt-edge takes graphs of standard ONNX operators"
+        ) from None
+
+
 def _check_same_answers(source: Path, normalised: Path, io: GraphIO, images: np.ndarray, fixed: Optional[int]) -> float:
     """The normalised graph, run on a whole batch, gives the file's own answers (in the file's
     batch size when it is fixed); a graph whose fixed batch is baked in deeper fails here.
@@ -201,7 +239,9 @@ def _check_same_answers(source: Path, normalised: Path, io: GraphIO, images: np.
         images = np.concatenate([images, images])
     usable = images[: len(images) // fixed * fixed] if fixed else images
     given = usable.transpose(0, 2, 3, 1).copy() if io.layout == "NHWC" else usable
-    reference = run_batched(cpu_session(source), given, batch=fixed or len(usable)) if len(usable) else None
+    with _runtime_refusal(source):
+        session = cpu_session(source)
+        reference = run_batched(session, given, batch=fixed or len(usable)) if len(usable) else None
     try:
         produced = run_batched(cpu_session(normalised), images, batch=len(images))
     except Exception as exc:
