@@ -13,23 +13,27 @@ kernels compute too when they do not saturate. Unlike the ONNX graph it is diffe
 The Q/DQ graph's activation scales are fixed (the calibration's ranges); `activation_scales`
 lets a caller try other ranges without writing a graph. A graph without Q/DQ (the FP32 graph
 itself) gives the FP32 twin, the teacher of the fine-tune.
+
+Q/DQ and Constant are interpreted here; every other op comes from the op tables of
+pipeline.stages.twin_ops and twin_spatial. A graph with an op (or an op setting) outside them is
+refused when the twin is built, with TwinUnsupportedOp; `unsupported_ops` asks first.
 """
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 
 from pipeline.errors import StageError
+from pipeline.stages.twin_ops import LIMITS, OPS, Op, attr
+from pipeline.stages.twin_spatial import SPATIAL_LIMITS, SPATIAL_OPS
 
 QUANTIZE, DEQUANTIZE = "QuantizeLinear", "DequantizeLinear"
 # The integer range of each ONNX element type a Q/DQ pair may use.
 INTEGER_RANGE = {2: (0.0, 255.0), 3: (-128.0, 127.0)}  # UINT8, INT8
-
-
-class TwinUnsupportedOp(StageError):
-    """The graph has an op the twin cannot run: the fine-tune is skipped, the build goes on."""
+FLOAT, INT32 = 1, 6  # ONNX element types
 
 
 def _torch():
@@ -62,131 +66,109 @@ def quantize_weight(weight: Any, qmax: float, axis: int) -> Any:
     return torch.clamp(_round_ste(weight / scale), -qmax, qmax) * scale
 
 
-def _attr(node: Any, name: str, default: Any = None) -> Any:
-    from onnx import helper
+class TwinUnsupportedOp(StageError):
+    """The graph has an op (or an op setting) the twin does not compute: no fine-tune for it.
 
-    for attribute in node.attribute:
-        if attribute.name == name:
-            return helper.get_attribute_value(attribute)
-    return default
+    Raised when the twin is built, before any forward pass, so a caller can go on without the
+    fine-tune and say why; `unsupported_ops` asks the same question without building a twin.
+    """
 
-
-def _conv(x: Any, w: Any, b: Any, node: Any) -> Any:
-    import torch.nn.functional as F
-
-    spatial = w.dim() - 2
-    pads = list(_attr(node, "pads", [0] * 2 * spatial))
-    if pads[:spatial] != pads[spatial:]:
-        x = F.pad(x, [p for i in reversed(range(spatial)) for p in (pads[i], pads[i + spatial])])
-        pads = [0] * 2 * spatial
-    conv = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}[spatial]
-    return conv(x, w, b, stride=list(_attr(node, "strides", [1] * spatial)), padding=pads[:spatial],
-                dilation=list(_attr(node, "dilations", [1] * spatial)), groups=_attr(node, "group", 1))
+    def __init__(self, op_type: str, node_name: str, reason: str = "") -> None:
+        self.op_type, self.node_name, self.reason = op_type, node_name, reason
+        detail = f" with {reason}" if reason else ""
+        super().__init__(f"the torch twin has no {op_type}{detail} (node {node_name or 'unnamed'}); "
+                         "the quantization-aware fine-tune cannot run on this graph")
 
 
-def _gemm(a: Any, b: Any, c: Any, node: Any) -> Any:
-    a = a.transpose(0, 1) if _attr(node, "transA", 0) else a
-    b = b.transpose(0, 1) if _attr(node, "transB", 0) else b
-    out = _attr(node, "alpha", 1.0) * (a @ b)
-    return out if c is None else out + _attr(node, "beta", 1.0) * c
+@lru_cache(maxsize=1)
+def _op_table() -> Tuple[Dict[str, Op], Dict[str, Callable[[Any], Optional[str]]]]:
+    """Every op the twin computes beside Q/DQ and Constant, and their unsupported settings."""
+    return {**OPS, **SPATIAL_OPS}, {**LIMITS, **SPATIAL_LIMITS}
 
 
-def _reshape(x: Any, shape: Any) -> Any:
-    dims = [int(d) for d in shape.tolist()]
-    dims = [x.shape[i] if d == 0 else d for i, d in enumerate(dims)]
-    return x.reshape(dims)
+def _element_types(graph: Any) -> Dict[str, int]:
+    """ONNX element type of every initializer and Constant output (the zero points among them)."""
+    types = {t.name: t.data_type for t in graph.initializer}
+    for node in graph.node:
+        value = attr(node, "value") if node.op_type == "Constant" else None
+        if value is not None:
+            types[node.output[0]] = value.data_type
+    return types
 
 
-def _reduce_mean(x: Any, node: Any, axes_input: Any) -> Any:
-    axes = _attr(node, "axes") if axes_input is None else [int(a) for a in axes_input.tolist()]
-    keep = bool(_attr(node, "keepdims", 1))
-    return x.mean(dim=list(axes), keepdim=keep) if axes else x.mean()
+def _why_not(node: Any, element_types: Dict[str, int]) -> Optional[str]:
+    """Why the twin cannot compute `node` ("" reason: the op itself), or None when it can."""
+    ops, limits = _op_table()
+    if node.domain not in ("", "ai.onnx"):
+        return ""
+    if node.op_type in (QUANTIZE, DEQUANTIZE):
+        zero = node.input[2] if len(node.input) > 2 else ""
+        allowed = set(INTEGER_RANGE) | ({INT32} if node.op_type == DEQUANTIZE else set())
+        return None if element_types.get(zero) in allowed else "a zero point that is not 8-bit"
+    if node.op_type == "Constant":
+        return None
+    if node.op_type not in ops:
+        return ""
+    limit = limits.get(node.op_type)
+    return limit(node) if limit else None
 
 
-def _layer_norm(args: List[Any], node: Any) -> Any:
-    x, scale = args[0], args[1]
-    bias = args[2] if len(args) > 2 else None
-    axis = _attr(node, "axis", -1)
-    axis = axis if axis >= 0 else x.dim() + axis
-    return _torch().nn.functional.layer_norm(x, tuple(x.shape[axis:]), scale, bias, _attr(node, "epsilon", 1e-5))
+def _unsupported_nodes(graph: Any) -> List[Tuple[Any, str]]:
+    types = _element_types(graph)
+    found = [(node, _why_not(node, types)) for node in graph.node]
+    return [(node, why) for node, why in found if why is not None]
 
 
-def _slice(args: List[Any]) -> Any:
-    """ONNX Slice with starts, ends and optional axes and steps as tensors."""
-    x = args[0]
-    starts, ends = args[1].tolist(), args[2].tolist()
-    axes = args[3].tolist() if len(args) > 3 and args[3] is not None else list(range(len(starts)))
-    steps = args[4].tolist() if len(args) > 4 and args[4] is not None else [1] * len(starts)
-    index = [slice(None)] * x.dim()
-    for start, end, axis, step in zip(starts, ends, axes, steps):
-        size = x.shape[axis]
-        index[axis] = slice(max(min(start, size), -size), max(min(end, size), -size - 1), step)
-    return x[tuple(index)]
+def unsupported_ops(graph: Any) -> List[str]:
+    """The ops of `graph` (an onnx GraphProto) the twin cannot compute, each once: "Squeeze",
+    "Resize with mode cubic"... Empty when `Twin(graph, ...)` can be built."""
+    names = []
+    for node, why in _unsupported_nodes(graph):
+        op = node.op_type if node.domain in ("", "ai.onnx") else f"{node.domain}.{node.op_type}"
+        name = f"{op} with {why}" if why else op
+        if name not in names:
+            names.append(name)
+    return names
 
 
-def _unsqueeze(x: Any, axes: Any) -> Any:
-    for axis in sorted(int(a) for a in axes.tolist()):
-        x = x.unsqueeze(axis)
-    return x
+def _constant_node_value(node: Any) -> np.ndarray:
+    """The value of a Constant node, whichever attribute holds it."""
+    from onnx import numpy_helper
+
+    for name, dtype in (("value_float", np.float32), ("value_floats", np.float32), ("value_int", np.int64), ("value_ints", np.int64)):
+        value = attr(node, name)
+        if value is not None:
+            return np.array(value, dtype=dtype)
+    value = attr(node, "value")
+    if value is None:
+        raise TwinUnsupportedOp("Constant", node.name, "a sparse or string value")
+    return np.array(numpy_helper.to_array(value))
 
 
-def _plain_op(node: Any, args: List[Any]) -> Any:
-    """The ops of a simplified classifier graph, beside Conv/Gemm/Q/DQ."""
+def _as_tensor(value: np.ndarray) -> Any:
+    """A torch tensor of a stored value; floats of any width as float32 (the twin's one float type)."""
     torch = _torch()
-    op = node.op_type
-    table: Dict[str, Callable[[], Any]] = {
-        "Relu": lambda: torch.relu(args[0]),
-        "Add": lambda: args[0] + args[1],
-        "Sub": lambda: args[0] - args[1],
-        "Mul": lambda: args[0] * args[1],
-        "Div": lambda: args[0] / args[1],
-        "MatMul": lambda: torch.matmul(args[0], args[1]),
-        "Softmax": lambda: torch.softmax(args[0], dim=_attr(node, "axis", -1)),
-        "Transpose": lambda: args[0].permute(*_attr(node, "perm", list(reversed(range(args[0].dim()))))),
-        "Reshape": lambda: _reshape(args[0], args[1]),
-        "Flatten": lambda: args[0].flatten(_attr(node, "axis", 1)) if _attr(node, "axis", 1) else args[0].reshape(1, -1),
-        "Shape": lambda: torch.tensor(list(args[0].shape), dtype=torch.int64),
-        "Gather": lambda: torch.index_select(args[0], _attr(node, "axis", 0), args[1].reshape(-1)).reshape(
-            args[0].shape[:_attr(node, "axis", 0)] + args[1].shape + args[0].shape[_attr(node, "axis", 0) + 1:]),
-        "Unsqueeze": lambda: _unsqueeze(args[0], args[1]),
-        "Concat": lambda: torch.cat(args, dim=_attr(node, "axis", 0)),
-        "ReduceMean": lambda: _reduce_mean(args[0], node, args[1] if len(args) > 1 else None),
-        "GlobalAveragePool": lambda: args[0].mean(dim=list(range(2, args[0].dim())), keepdim=True),
-        "MaxPool": lambda: _max_pool(args[0], node),
-        "Identity": lambda: args[0],
-        "Cast": lambda: args[0],
-        # Transformers (ViT/DeiT): LayerNorm, GELU's Erf, the class token's Expand.
-        "LayerNormalization": lambda: _layer_norm(args, node),
-        "Erf": lambda: torch.erf(args[0]),
-        "Sqrt": lambda: torch.sqrt(args[0]),
-        "Pow": lambda: torch.pow(args[0], args[1]),
-        "Equal": lambda: torch.eq(args[0], args[1]),
-        "Where": lambda: torch.where(args[0], args[1], args[2]),
-        "Expand": lambda: torch.broadcast_to(args[0], torch.broadcast_shapes(tuple(args[0].shape), tuple(int(s) for s in args[1].tolist()))),
-        "Slice": lambda: _slice(args),
-    }
-    if op not in table:
-        raise TwinUnsupportedOp(f"the torch twin has no {op} (node {node.name}); extend pipeline.stages.twin")
-    return table[op]()
-
-
-def _max_pool(x: Any, node: Any) -> Any:
-    import torch.nn.functional as F
-
-    kernel = list(_attr(node, "kernel_shape"))
-    pads = list(_attr(node, "pads", [0] * 2 * len(kernel)))
-    return F.max_pool2d(x, kernel, list(_attr(node, "strides", kernel)), pads[: len(kernel)])
+    if value.dtype.kind == "f":
+        return torch.tensor(np.array(value, dtype=np.float32))
+    return torch.from_numpy(np.array(value))
 
 
 class Twin:
-    """A differentiable copy of a (Q/DQ) ONNX graph; see the module docstring."""
+    """A differentiable copy of a (Q/DQ) ONNX graph; see the module docstring.
+
+    Raises TwinUnsupportedOp when the graph has an op the twin does not compute.
+    """
 
     def __init__(self, graph: Any, fp32_graph: Any) -> None:
         from onnx import numpy_helper
 
+        problems = _unsupported_nodes(graph)
+        if problems:
+            node, why = problems[0]
+            raise TwinUnsupportedOp(node.op_type, node.name, why)
         torch = _torch()
         self.graph = graph
-        floats = {t.name: numpy_helper.to_array(t) for t in fp32_graph.initializer if t.data_type == 1}
+        floats = {t.name: numpy_helper.to_array(t) for t in fp32_graph.initializer if t.data_type == FLOAT}
         self.constants: Dict[str, Any] = {}
         self.params: Dict[str, Any] = {}
         self.weights: Dict[str, Tuple[str, float, int]] = {}  # DQ output -> (param, qmax, axis)
@@ -196,12 +178,20 @@ class Twin:
             if tensor.name in floats:
                 self.params[tensor.name] = torch.tensor(np.array(value, dtype=np.float32), requires_grad=True)
             else:
-                self.constants[tensor.name] = torch.from_numpy(np.array(value))
+                self.constants[tensor.name] = _as_tensor(value)
+        for node in graph.node:
+            if node.op_type == "Constant":
+                self.constants[node.output[0]] = _as_tensor(_constant_node_value(node))
         self._bind_weights(floats)
+        # BatchNorm statistics are data, not weights: the fine-tune leaves them as they are.
+        self.frozen = {name for node in graph.node if node.op_type == "BatchNormalization" for name in node.input[3:5]}
+        for name in self.frozen & set(self.params):
+            self.params[name].requires_grad_(False)
         self.activation_scales: Dict[str, Tuple[Any, Any]] = {}  # tensor -> (scale, zero point) overrides
         self.float_tensors: set = set()  # tensors (activations or weight names) left unquantized
         self.input_name = graph.input[0].name
         self.output_name = graph.output[0].name
+        self._ops = _op_table()[0]
 
     def _bind_weights(self, floats: Dict[str, np.ndarray]) -> None:
         torch = _torch()
@@ -217,7 +207,7 @@ class Twin:
             if stored.dtype == torch.int32:
                 self.biases[node.output[0]] = base
             else:
-                axis = _attr(node, "axis", 1) if self.constants[node.input[1]].dim() else None
+                axis = attr(node, "axis", 1) if self.constants[node.input[1]].dim() else None
                 found.append((node.output[0], base, axis, float(stored.abs().max())))
         # Every weight of a graph shares one integer range (127, or 64 with reduce_range); a weight
         # that is all zeros (a zero-initialised layer) does not show it, the others do.
@@ -227,7 +217,6 @@ class Twin:
 
     def to(self, device: Any) -> "Twin":
         """Weights and float constants on `device` (integer constants, e.g. shapes, stay on the CPU)."""
-        torch = _torch()
         for name, p in self.params.items():
             self.params[name] = p.detach().to(device).requires_grad_(p.requires_grad)
         for name, c in self.constants.items():
@@ -236,7 +225,7 @@ class Twin:
         return self
 
     def trainable(self) -> List[Any]:
-        return [p for p in self.params.values() if p.dim() > 0]
+        return [p for name, p in self.params.items() if p.dim() > 0 and name not in self.frozen]
 
     def _value(self, name: str, env: Dict[str, Any]) -> Any:
         if name in env:
@@ -249,59 +238,66 @@ class Twin:
         torch = _torch()
         scale, zero = self.activation_scales.get(node.input[0], (args[1], args[2]))
         bounds = INTEGER_RANGE[3 if zero.dtype == torch.int8 else 2]
-        axis = _attr(node, "axis", 1)
+        axis = attr(node, "axis", 1)
         device = args[0].device
         scale_b = _per_axis(scale.to(device), axis, args[0].dim())
         zero_b = _per_axis(zero.float().to(device), axis, args[0].dim())
         return torch.clamp(_round_ste(args[0] / scale_b) + zero_b, bounds[0], bounds[1]), (scale_b, zero_b)
 
-    def _node(self, node: Any, env: Dict[str, Any], qparams: Dict[str, Any]) -> Any:
-        torch = _torch()
-        op = node.op_type
-        if op == "Constant":
-            from onnx import numpy_helper
-
-            return torch.from_numpy(np.array(numpy_helper.to_array(_attr(node, "value"))))
+    def _quantize_node(self, node: Any, args: List[Any], qparams: Dict[str, Any]) -> Any:
         out = node.output[0]
+        if node.input[0] in self.float_tensors:
+            qparams[out] = None
+            # Unquantized, but a range that starts at zero stands for a ReLU the quantizer removed.
+            lowest = INTEGER_RANGE[3 if args[2].dtype == _torch().int8 else 2][0]
+            return _torch().relu(args[0]) if float(args[2].min()) == lowest else args[0]
+        q, qparams[out] = self._quantize(node, args)
+        return q
+
+    def _weight(self, out: str) -> Any:
+        """A dequantized weight: the float parameter, fake-quantized as the graph stores it."""
+        base, qmax, axis = self.weights[out]
+        weight = self.params[base]
+        if base in self.float_tensors:
+            return weight
+        return quantize_weight(weight, qmax, axis) if axis is not None else _per_tensor(weight, qmax)
+
+    @staticmethod
+    def _dequantize(node: Any, args: List[Any], qparams: Dict[str, Any]) -> Any:
+        if node.input[0] in qparams and qparams[node.input[0]] is None:
+            return args[0]
+        if node.input[0] in qparams:
+            scale, zero = qparams[node.input[0]]
+        else:
+            axis = attr(node, "axis", 1)
+            device = args[1].device
+            scale, zero = _per_axis(args[1], axis, args[0].dim()), _per_axis(args[2].float().to(device), axis, args[0].dim())
+        return (args[0].float() - zero) * scale
+
+    def _node(self, node: Any, env: Dict[str, Any], qparams: Dict[str, Any]) -> Any:
+        op, out = node.op_type, node.output[0]
         if op == DEQUANTIZE and out in self.weights:
-            base, qmax, axis = self.weights[out]
-            weight = self.params[base]
-            if base in self.float_tensors:
-                return weight
-            return quantize_weight(weight, qmax, axis if axis is not None else 0) if axis is not None else _per_tensor(weight, qmax)
+            return self._weight(out)
         if op == DEQUANTIZE and out in self.biases:
             return self.params[self.biases[out]]
         args = [self._value(name, env) if name else None for name in node.input]
         if op == QUANTIZE:
-            if node.input[0] in self.float_tensors:
-                qparams[out] = None
-                # Unquantized, but a range that starts at zero stands for a ReLU the quantizer removed.
-                lowest = INTEGER_RANGE[3 if args[2].dtype == torch.int8 else 2][0]
-                return torch.relu(args[0]) if float(args[2].min()) == lowest else args[0]
-            q, qparams[out] = self._quantize(node, args)
-            return q
+            return self._quantize_node(node, args, qparams)
         if op == DEQUANTIZE:
-            if node.input[0] in qparams and qparams[node.input[0]] is None:
-                return args[0]
-            if node.input[0] in qparams:
-                scale, zero = qparams[node.input[0]]
-            else:
-                axis = _attr(node, "axis", 1)
-                device = args[1].device
-                scale, zero = _per_axis(args[1], axis, args[0].dim()), _per_axis(args[2].float().to(device), axis, args[0].dim())
-            return (args[0].float() - zero) * scale
-        if op == "Conv":
-            return _conv(args[0], args[1], args[2] if len(args) > 2 else None, node)
-        if op == "Gemm":
-            return _gemm(args[0], args[1], args[2] if len(args) > 2 else None, node)
-        return _plain_op(node, args)
+            return self._dequantize(node, args, qparams)
+        return self._ops[op](node, _same_device(args))
 
     def __call__(self, images: Any, keep: Optional[List[str]] = None) -> Any:
         """The graph output for `images`; with `keep`, also those intermediate tensors (a dict)."""
         env: Dict[str, Any] = {self.input_name: images}
         qparams: Dict[str, Any] = {}
         for node in self.graph.node:
-            env[node.output[0]] = self._node(node, env, qparams)
+            if node.op_type == "Constant":  # folded into self.constants when built
+                continue
+            result = self._node(node, env, qparams)
+            for name, value in zip(node.output, result if isinstance(result, tuple) else (result,)):
+                if name:
+                    env[name] = value
         if keep is None:
             return env[self.output_name]
         return env[self.output_name], {name: env[name] for name in keep}
@@ -309,6 +305,15 @@ class Twin:
     def float_initializers(self) -> Dict[str, np.ndarray]:
         """The trained float weights and biases, by their FP32 graph names."""
         return {name: p.detach().cpu().numpy().astype(np.float32) for name, p in self.params.items()}
+
+
+def _same_device(args: List[Any]) -> List[Any]:
+    """Float inputs on the device of the activations (shape arithmetic makes float tensors on the
+    CPU, e.g. Shape -> Cast -> Sqrt for attention's scale, that meet activations on a GPU)."""
+    device = next((a.device for a in args if a is not None and a.device.type != "cpu"), None)
+    if device is None:
+        return args
+    return [a.to(device) if a is not None and a.is_floating_point() and a.device != device else a for a in args]
 
 
 def _per_tensor(weight: Any, qmax: float) -> Any:
