@@ -219,23 +219,29 @@ def test_fallback_orders_modules_by_the_logit_error_they_remove(tmp_path):
 def _escalation(tiny, tmp_path, monkeypatch, scores):
     """int8_with_fallback on the tiny VT with a scripted scorer and a recorded (no-op) fine-tune."""
     from pipeline.stages import qat
-    from pipeline.stages.calibrate import load_tensors_data
-    from pipeline.stages.precision import CalibrationScorer, Int8Job, int8_with_fallback
 
-    config, fp32, precision, images = tiny
     calls = []
 
     def no_op_finetune(*args, **kwargs):  # the FP32 weights unchanged
         calls.append(args)
         return qat.FinetuneResult({}, 5, "steps", "cpu", 0.1, 0.1)
 
-    monkeypatch.setattr(qat, "finetune", no_op_finetune)
+    return _escalation_with(tiny, tmp_path, monkeypatch, scores, no_op_finetune), calls
+
+
+def _escalation_with(tiny, tmp_path, monkeypatch, scores, finetune):
+    from pipeline.stages import qat
+    from pipeline.stages.calibrate import load_tensors_data
+    from pipeline.stages.precision import CalibrationScorer, Int8Job, int8_with_fallback
+
+    config, fp32, precision, images = tiny
+    monkeypatch.setattr(qat, "finetune", finetune)
     scorer = CalibrationScorer(images, np.zeros(len(images), dtype=np.int64), np.zeros((len(images), 10), np.float32))
     monkeypatch.setattr(CalibrationScorer, "score", lambda self, path: next(scores))
     export_nodes = json.loads(next((fp32.parents[2] / "export").glob("*/nodes.json")).read_text())
     tensors = load_tensors_data(next((fp32.parents[2] / "calibrate").glob("*/tensors.npz")))
     job = Int8Job(fp32, tensors, scorer, export_nodes, 1, qat.FinetuneSettings(steps=5), calibration="minmax")
-    return int8_with_fallback(job, "int8", tmp_path / "model.int8.onnx", Budget(min_agreement=0.99), log=lambda m: None), calls
+    return int8_with_fallback(job, "int8", tmp_path / "model.int8.onnx", Budget(min_agreement=0.99), log=lambda m: None)
 
 
 def test_the_search_comes_first_and_no_fine_tune_runs_when_it_meets_the_budget(tiny, tmp_path, monkeypatch):
@@ -286,3 +292,15 @@ def test_twin_with_every_qdq_left_float_is_the_fp32_graph(tiny):
         twin.float_tensors = {n.input[0] for n in twin.graph.node if n.op_type == QUANTIZE} | {b for b, _, _ in twin.weights.values()}
         with torch.no_grad():
             np.testing.assert_allclose(twin(torch.from_numpy(images)).numpy(), reference, rtol=1e-4, atol=1e-4)
+
+
+def test_a_graph_the_twin_cannot_take_goes_on_without_the_fine_tune(tiny, tmp_path, monkeypatch):
+    from pipeline.stages.twin import TwinUnsupportedOp
+
+    def refuses(*args, **kwargs):
+        raise TwinUnsupportedOp("TopK", "/head/TopK", "not in the twin's tables")
+
+    scores = iter([(0.5, 9.0, 0.2)] + [(0.9, 1.0, 0.1)] * 200)
+    outcome = _escalation_with(tiny, tmp_path, monkeypatch, scores, refuses)
+    assert outcome.methods[-1].startswith("no quantization-aware fine-tune: ") and "TopK" in outcome.methods[-1]
+    assert (tmp_path / "model.int8.onnx").is_file() and len(outcome.fp32_layers) == 1

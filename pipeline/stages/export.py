@@ -9,10 +9,11 @@ The TorchScript exporter is used because it writes opset 17, which TensorRT 8.5/
 
 from __future__ import annotations
 
+import contextlib
 import json
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 
@@ -60,6 +61,25 @@ class _ModuleTrail:
             handle.remove()
 
 
+@contextlib.contextmanager
+def _no_fused_attention() -> Iterator[None]:
+    """nn.MultiheadAttention (torchvision's ViT layout) takes a fused fast path in eval mode under
+    no_grad, which the ONNX exporter cannot write (aten::_native_multi_head_attention): export
+    the plain ops instead, and restore the setting after."""
+    import torch
+
+    mha = getattr(torch.backends, "mha", None)
+    if mha is None or not hasattr(mha, "set_fastpath_enabled"):
+        yield
+        return
+    before = mha.get_fastpath_enabled()
+    mha.set_fastpath_enabled(False)
+    try:
+        yield
+    finally:
+        mha.set_fastpath_enabled(before)
+
+
 def export_onnx(module: Any, example: np.ndarray, opset: int, destination: Path) -> None:
     """torch.onnx.export with the pipeline's I/O contract; failures name module and op."""
     import torch
@@ -68,7 +88,7 @@ def export_onnx(module: Any, example: np.ndarray, opset: int, destination: Path)
     try:
         # The TorchScript exporter is deprecated in favour of dynamo, which cannot write opset 17
         # for this model; the warning is expected.
-        with torch.no_grad(), warnings.catch_warnings():
+        with torch.no_grad(), warnings.catch_warnings(), _no_fused_attention():
             warnings.simplefilter("ignore", DeprecationWarning)
             torch.onnx.export(
                 module,
