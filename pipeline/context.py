@@ -36,9 +36,10 @@ class StageEntry:
     wall_s: float
     cached: bool
     result: Any = None  # the stage's artifact, for whoever describes it
+    cpu_s: float = 0.0  # CPU time of every thread of this process during the stage
 
     def to_dict(self) -> Dict[str, Any]:
-        return {"stage": self.stage, "wall_s": self.wall_s, "cached": self.cached}
+        return {"stage": self.stage, "wall_s": self.wall_s, "cpu_s": self.cpu_s, "cached": self.cached}
 
 
 class StageLog:
@@ -56,10 +57,10 @@ class StageLog:
         self.progress: ProgressFn = or_silent(on_progress)  # long work inside a stage (calibration, search, fine-tune)
 
     def run(self, name: str, work: Callable[[], Any]) -> Any:
-        started = time.perf_counter()
+        started, cpu_started = time.perf_counter(), time.process_time()
         result = work()
-        wall = time.perf_counter() - started
-        self.record(StageEntry(name, round(wall, 3), bool(getattr(result, "cached", False)), result))
+        wall, cpu = time.perf_counter() - started, time.process_time() - cpu_started
+        self.record(StageEntry(name, round(wall, 3), bool(getattr(result, "cached", False)), result, round(cpu, 3)))
         return result
 
     def record(self, entry: StageEntry) -> None:
