@@ -47,6 +47,35 @@ def test_entropy_and_percentile_differ_from_minmax(calibration_inputs):
         assert narrower >= len(names) // 4, f"{method} clipped only {narrower} of {len(names)} tensors"
 
 
+def test_calibration_streams_in_chunks_and_reports_progress(calibration_inputs, monkeypatch):
+    """Photos go through the calibrator a chunk at a time (its memory is one chunk's activations);
+    the ranges of a streamed pass cover the same tensors, and every chunk is reported."""
+    from pipeline.stages import calibrate as calibrate_module
+
+    config, fp32, images, _ = calibration_inputs
+    images = np.concatenate([images] * 3)  # more photos than one chunk of 8
+    monkeypatch.setattr(calibrate_module, "CALIBRATION_CHUNK", 8)
+    steps = []
+    streamed = ranges_to_json(calibrate(fp32, images, with_method(config, "minmax"), progress=steps.append))
+    assert [s.done for s in steps] == list(range(8, len(images), 8)) + [len(images)] and steps[-1].finished
+    monkeypatch.setattr(calibrate_module, "CALIBRATION_CHUNK", len(images))
+    whole = ranges_to_json(calibrate(fp32, images, with_method(config, "minmax")))
+    assert sorted(streamed) == sorted(whole)
+    for name in whole:  # minmax merges exactly
+        np.testing.assert_allclose(streamed[name], whole[name], rtol=1e-6)
+
+
+def test_progress_steps_print_one_line_each_without_a_terminal(capsys):
+    from pipeline.cli import ProgressLines
+    from pipeline.progress import Step
+
+    lines = ProgressLines(live=False)
+    lines.step(Step("int8: rank", 3, 41, "/vt.0/tokenizer"))
+    lines.step(Step("calibrating", 64, 500))
+    err = capsys.readouterr().err.splitlines()
+    assert err == ["    int8: rank: 3/41 (/vt.0/tokenizer)", "    calibrating: 64/500"]
+
+
 def test_calibration_is_saved_losslessly(calibration_inputs, tmp_path):
     config, fp32, images, _ = calibration_inputs
     tensors = calibrate(fp32, images, config, progress=False)
