@@ -37,22 +37,38 @@ def build(config: Config, options: BuildOptions, log: Optional[StageLog] = None)
 
 
 def _build_locked(ctx: BuildContext) -> BuildOutcome:
-    options = ctx.options
     graphs = make_graphs(ctx)
     engine = engine_step(ctx, graphs)
     validation = validate_step(ctx, graphs)
-    build_key = sha256_json({
-        "target": ctx.target_name, "settings": ctx.target.model_dump(), "gate": options.gate, "validation": validation.record.key,
-        "stages": [r.record.key for r in graphs.stages.values()] + [graphs.data.content_hash],
-        "engine": engine.stage.record.key if engine.stage else {k: sha256_file(v) for k, v in engine.files.items()},
-    })
+    key = build_key(ctx, graphs, engine, validation)
     from pipeline.stages.bundle import bundle_up_to_date
 
-    if bundle_up_to_date(ctx.bundle_dir, build_key):
+    if bundle_up_to_date(ctx.bundle_dir, key):
         outcome = _unchanged_bundle(ctx, engine)
     else:
-        outcome = _write_bundle(ctx, graphs, engine, validation, build_key)
+        outcome = _write_bundle(ctx, graphs, engine, validation, key)
     return _finish_or_leave(ctx, outcome)
+
+
+def build_key(ctx: BuildContext, graphs: Graphs, engine: EngineStep, validation: StageResult) -> str:
+    """The hash of everything the bundle holds is made from: a bundle whose manifest records
+    this key is this build's bundle, and the build leaves it as it is.
+
+    Stage keys cover the graphs, data and measurements; the model's own entry covers what the
+    manifest and report say about it (class names, where they came from, the spec with the
+    file's name), and the report's settings cover the budgets it is judged against. A change
+    of any of these re-writes the bundle from the cached stages; only the rebuild command,
+    which depends on nothing but the paths typed, is refreshed in place (`_unchanged_bundle`).
+    """
+    model = graphs.model
+    return sha256_json({
+        "target": ctx.target_name, "settings": ctx.target.model_dump(), "gate": ctx.options.gate, "validation": validation.record.key,
+        "stages": [r.record.key for r in graphs.stages.values()] + [graphs.data.content_hash],
+        "engine": engine.stage.record.key if engine.stage else {k: sha256_file(v) for k, v in engine.files.items()},
+        "model": {"sha256": model.checkpoint_sha256, "kind": model.kind, "spec": model.spec, "classes": model.classes,
+                  "class_names": model.class_names, "classes_from": model.classes_from},
+        "report": {"budgets": {p: b.model_dump() for p, b in ctx.config.budgets.items()}, "precision": ctx.config.precision.model_dump()},
+    })
 
 
 def make_graphs(ctx: BuildContext) -> Graphs:
@@ -106,14 +122,18 @@ def validate_step(ctx: BuildContext, graphs: Graphs) -> StageResult:
 
 
 def _unchanged_bundle(ctx: BuildContext, engine: EngineStep) -> BuildOutcome:
-    from pipeline.stages.bundle import rebuild_command
+    """The bundle as it is; its rebuild command becomes the one of this build (the same model
+    and labels may have been given by other paths), written in place under the bundle lock."""
+    from pipeline.stages.bundle import rebuild_command, update_manifest
 
     ctx.log.record(StageEntry("report", 0.0, True, ctx.bundle_dir))
     report = read_json(ctx.bundle_dir / "report" / "report.json")
     manifest = read_json(ctx.bundle_dir / "manifest.json")
-    # The command as typed from this folder (the manifest keeps the one of the build that wrote it).
+    command = rebuild_command(ctx, bool(manifest["pending"]))
+    if manifest["rebuild_command"] != command:
+        update_manifest(ctx.bundle_dir, [], {"rebuild_command": command})
     return BuildOutcome(ctx.bundle_dir, report, report["gate"]["failures"], list(manifest["pending"]), ctx.log.as_json(),
-                        rebuild_command(ctx, bool(manifest["pending"])), engine.left_reason)
+                        command, engine.left_reason)
 
 
 def _write_bundle(ctx: BuildContext, graphs: Graphs, engine: EngineStep, validation: StageResult, build_key: str) -> BuildOutcome:
@@ -129,7 +149,8 @@ def _write_bundle(ctx: BuildContext, graphs: Graphs, engine: EngineStep, validat
     sources = BundleSources(graphs.models, optimized, engine.files, reference_files(graphs.data, validation), engine.pending)
     files, precisions = bundle_files(sources)
     contents = BundleContents(files, make_manifest(ctx, graphs.model, precisions, report, sources, build_key))
-    ctx.log.run("report", lambda: write_report_and_bundle(ctx.bundle_dir, contents, report))
+    with ctx.cache.scratch("report") as work:
+        ctx.log.run("report", lambda: write_report_and_bundle(ctx.bundle_dir, contents, report, work))
     return BuildOutcome(ctx.bundle_dir, report, failures, engine.pending, ctx.log.as_json(), contents.manifest["rebuild_command"], engine.left_reason)
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import shlex
 import shutil
+import stat
 import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
@@ -141,6 +142,7 @@ def verify_bundle(bundle: Path, allow_unlisted: bool = False, regenerable: Itera
         refuse_symlinks(bundle)
     except PathEscapeError as exc:
         raise BundleError(str(exc)) from None
+    refuse_special_files(bundle)
     manifest = read_manifest(bundle)
     skip = set(regenerable)
     for rel, entry in manifest["files"].items():
@@ -156,6 +158,21 @@ def verify_bundle(bundle: Path, allow_unlisted: bool = False, regenerable: Itera
         if unlisted:
             raise BundleError(f"{bundle / unlisted[0]}: not listed in the manifest ({len(unlisted)} unlisted file(s))")
     return manifest
+
+
+SPECIAL_FILES = ((stat.S_ISFIFO, "FIFO"), (stat.S_ISSOCK, "socket"), (stat.S_ISCHR, "device file"), (stat.S_ISBLK, "device file"))
+
+
+def refuse_special_files(bundle: Path) -> None:
+    """Only folders and regular files belong in a bundle: a FIFO would hang whoever reads it,
+    and no special file is anything the manifest can list."""
+    for folder, _dirs, files in os.walk(bundle):
+        for name in sorted(files):
+            path = Path(folder, name)
+            mode = path.lstat().st_mode
+            if not stat.S_ISREG(mode):
+                kind = next((name for test, name in SPECIAL_FILES if test(mode)), "special file")
+                raise BundleError(f"{path}: a {kind} inside the bundle, refused (a bundle holds only the regular files its manifest lists)")
 
 
 def file_table_names(folder: Path) -> list[str]:
@@ -242,16 +259,14 @@ def make_manifest(ctx: Any, model: Any, precisions: Dict[str, Any], report: Dict
     }
 
 
-def write_report_and_bundle(bundle: Path, contents: BundleContents, report: Dict[str, Any]) -> Path:
-    """Render the report beside the other files and write the whole bundle in one swap."""
-    import tempfile
-
+def write_report_and_bundle(bundle: Path, contents: BundleContents, report: Dict[str, Any], work: Path) -> Path:
+    """Render the report into `work` (a scratch folder of the build) and write the whole
+    bundle, report included, in one swap."""
     from pipeline.stages.report import render_report
 
-    with tempfile.TemporaryDirectory(prefix="vt-edge-report.") as tmp:
-        for path in render_report(report, Path(tmp), contents.files.get("reference/eval_crops.npy")):
-            contents.files[f"report/{path.name}"] = path
-        return write_bundle(bundle, contents)
+    for path in render_report(report, work, contents.files.get("reference/eval_crops.npy")):
+        contents.files[f"report/{path.name}"] = path
+    return write_bundle(bundle, contents)
 
 
 def bundle_up_to_date(bundle: Path, build_key: str) -> bool:

@@ -74,11 +74,12 @@ def _error(scored: Tuple[float, ...]) -> float:
     return float(scored[2]) if len(scored) > 2 and scored[2] is not None else 0.0
 
 
-def measure_sensitivity(groups: Dict[str, List[str]], write: GraphWriter, score: Scorer, baseline: Tuple[float, ...]) -> List[Dict[str, Any]]:
+def measure_sensitivity(groups: Dict[str, List[str]], write: GraphWriter, score: Scorer, baseline: Tuple[float, ...],
+                        work: Path) -> List[Dict[str, Any]]:
     """Per module, the agreement gained (and logit error removed) by keeping only it in FP32;
-    costliest first."""
+    costliest first. The probe graphs are written in a temporary folder under `work`."""
     sensitivity = []
-    with tempfile.TemporaryDirectory(prefix="vt-edge-sens.") as tmp:
+    with tempfile.TemporaryDirectory(prefix=".sensitivity.", dir=work) as tmp:
         probe = Path(tmp) / "probe.onnx"
         for module, names in groups.items():
             write(probe, list(names))
@@ -112,7 +113,7 @@ def keep_costliest_in_fp32(
     outcome = Int8Outcome(flavour, scored[0], scored[1], logit_error=scored[2] if len(scored) > 2 else None)
     if budget_met(budget, outcome.agreement, outcome.top1_drop) or max_fp32_layers == 0 or not groups:
         return outcome
-    outcome.sensitivity = measure_sensitivity(groups, write, score, scored)
+    outcome.sensitivity = measure_sensitivity(groups, write, score, scored, destination.parent)
     for item in outcome.sensitivity[:max_fp32_layers]:
         outcome.fp32_layers.append(item["module"])
         write(destination, [n for module in outcome.fp32_layers for n in groups[module]])
