@@ -12,7 +12,7 @@ from typing import Optional
 
 import numpy as np
 
-from pipeline.artifacts import StageResult, read_json, sha256_file, sha256_json
+from pipeline.artifacts import StageResult, read_json, sha256_file
 from pipeline.config import Config
 from pipeline.context import BuildContext, BuildOptions, BuildOutcome, EngineStep, Graphs, StageEntry, StageLog, check_host_side
 from pipeline.errors import StageError
@@ -40,35 +40,15 @@ def _build_locked(ctx: BuildContext) -> BuildOutcome:
     graphs = make_graphs(ctx)
     engine = engine_step(ctx, graphs)
     validation = validate_step(ctx, graphs)
+    from pipeline.stages.bundle import build_key, bundle_up_to_date
+
     key = build_key(ctx, graphs, engine, validation)
-    from pipeline.stages.bundle import bundle_up_to_date
 
     if bundle_up_to_date(ctx.bundle_dir, key):
         outcome = _unchanged_bundle(ctx, engine)
     else:
         outcome = _write_bundle(ctx, graphs, engine, validation, key)
     return _finish_or_leave(ctx, outcome)
-
-
-def build_key(ctx: BuildContext, graphs: Graphs, engine: EngineStep, validation: StageResult) -> str:
-    """The hash of everything the bundle holds is made from: a bundle whose manifest records
-    this key is this build's bundle, and the build leaves it as it is.
-
-    Stage keys cover the graphs, data and measurements; the model's own entry covers what the
-    manifest and report say about it (class names, where they came from, the spec with the
-    file's name), and the report's settings cover the budgets it is judged against. A change
-    of any of these re-writes the bundle from the cached stages; only the rebuild command,
-    which depends on nothing but the paths typed, is refreshed in place (`_unchanged_bundle`).
-    """
-    model = graphs.model
-    return sha256_json({
-        "target": ctx.target_name, "settings": ctx.target.model_dump(), "gate": ctx.options.gate, "validation": validation.record.key,
-        "stages": [r.record.key for r in graphs.stages.values()] + [graphs.data.content_hash],
-        "engine": engine.stage.record.key if engine.stage else {k: sha256_file(v) for k, v in engine.files.items()},
-        "model": {"sha256": model.checkpoint_sha256, "kind": model.kind, "spec": model.spec, "classes": model.classes,
-                  "class_names": model.class_names, "classes_from": model.classes_from},
-        "report": {"budgets": {p: b.model_dump() for p, b in ctx.config.budgets.items()}, "precision": ctx.config.precision.model_dump()},
-    })
 
 
 def make_graphs(ctx: BuildContext) -> Graphs:
