@@ -26,6 +26,11 @@ from pathlib import Path, PurePosixPath
 from typing import Any, Callable, Dict, Optional, Tuple
 
 RECORD_NAME = "record.json"
+SCRATCH_DIR = "scratch"
+SCRATCH_LOCK = ".lock"
+# A scratch folder whose lock is not written yet is being made this instant; one that stays
+# so this long was made by a process killed in that instant.
+SCRATCH_GRACE_S = 600.0
 
 
 def process_umask() -> int:
@@ -349,6 +354,21 @@ class StageCache:
             raise
         return StageResult(final, record, cached=False)
 
+    @contextmanager
+    def scratch(self, prefix: str) -> Iterator[Path]:
+        """A private folder for temporary work under `<root>/scratch/`, removed when the block
+        ends. The folder holds a lock while in use, so the sweep at the start of every call
+        removes exactly the folders of builds that were killed (the kernel released their lock)."""
+        root = self.root / SCRATCH_DIR
+        root.mkdir(parents=True, exist_ok=True)
+        sweep_scratch(root)
+        folder = Path(tempfile.mkdtemp(prefix=f"{prefix}.{os.getpid()}.", dir=root))
+        try:
+            with exclusive_lock(folder / SCRATCH_LOCK, str(folder)):
+                yield folder
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+
     @staticmethod
     def _remove_leftovers(stage_dir: Path) -> None:
         """Folders of runs killed mid-stage; never reused. A folder whose key another process
@@ -360,3 +380,22 @@ class StageCache:
                     shutil.rmtree(leftover, ignore_errors=True)
             except LockError:
                 continue
+
+
+def sweep_scratch(root: Path) -> None:
+    """Remove the scratch folders under `root` that no running process holds."""
+    for folder in sorted(root.iterdir()):
+        if folder.is_symlink() or not folder.is_dir():
+            continue
+        lock = folder / SCRATCH_LOCK
+        if str(lock.resolve()) in _HELD:  # this process's own folder, in use
+            continue
+        if not lock.is_file() or lock.stat().st_size == 0:  # the holder's record is written once it holds the lock
+            if time.time() - folder.stat().st_mtime > SCRATCH_GRACE_S:
+                shutil.rmtree(folder, ignore_errors=True)
+            continue
+        try:
+            with exclusive_lock(lock, str(folder), timeout_s=0):
+                shutil.rmtree(folder, ignore_errors=True)
+        except LockError:  # a running build's folder
+            continue

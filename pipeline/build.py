@@ -12,7 +12,7 @@ from typing import Optional
 
 import numpy as np
 
-from pipeline.artifacts import StageResult, read_json, sha256_file, sha256_json
+from pipeline.artifacts import StageResult, read_json, sha256_file
 from pipeline.config import Config
 from pipeline.context import BuildContext, BuildOptions, BuildOutcome, EngineStep, Graphs, StageEntry, StageLog, check_host_side
 from pipeline.errors import StageError
@@ -37,21 +37,17 @@ def build(config: Config, options: BuildOptions, log: Optional[StageLog] = None)
 
 
 def _build_locked(ctx: BuildContext) -> BuildOutcome:
-    options = ctx.options
     graphs = make_graphs(ctx)
     engine = engine_step(ctx, graphs)
     validation = validate_step(ctx, graphs, engine)
-    build_key = sha256_json({
-        "target": ctx.target_name, "settings": ctx.target.model_dump(), "gate": options.gate, "validation": validation.record.key,
-        "stages": [r.record.key for r in graphs.stages.values()] + [graphs.data.content_hash],
-        "engine": engine.stage.record.key if engine.stage else {k: sha256_file(v) for k, v in engine.files.items()},
-    })
-    from pipeline.stages.bundle import bundle_up_to_date
+    from pipeline.stages.bundle import build_key, bundle_up_to_date
 
-    if bundle_up_to_date(ctx.bundle_dir, build_key):
+    key = build_key(ctx, graphs, engine, validation)
+
+    if bundle_up_to_date(ctx.bundle_dir, key):
         outcome = _unchanged_bundle(ctx, engine)
     else:
-        outcome = _write_bundle(ctx, graphs, engine, validation, build_key)
+        outcome = _write_bundle(ctx, graphs, engine, validation, key)
     return _finish_or_leave(ctx, outcome)
 
 
@@ -109,14 +105,18 @@ def validate_step(ctx: BuildContext, graphs: Graphs, engine: EngineStep) -> Stag
 
 
 def _unchanged_bundle(ctx: BuildContext, engine: EngineStep) -> BuildOutcome:
-    from pipeline.stages.bundle import rebuild_command
+    """The bundle as it is; its rebuild command becomes the one of this build (the same model
+    and labels may have been given by other paths), written in place under the bundle lock."""
+    from pipeline.stages.bundle import rebuild_command, update_manifest
 
     ctx.log.record(StageEntry("report", 0.0, True, ctx.bundle_dir))
     report = read_json(ctx.bundle_dir / "report" / "report.json")
     manifest = read_json(ctx.bundle_dir / "manifest.json")
-    # The command as typed from this folder (the manifest keeps the one of the build that wrote it).
+    command = rebuild_command(ctx, bool(manifest["pending"]))
+    if manifest["rebuild_command"] != command:
+        update_manifest(ctx.bundle_dir, [], {"rebuild_command": command})
     return BuildOutcome(ctx.bundle_dir, report, report["gate"]["failures"], list(manifest["pending"]), ctx.log.as_json(),
-                        rebuild_command(ctx, bool(manifest["pending"])), engine.left_reason)
+                        command, engine.left_reason)
 
 
 def _write_bundle(ctx: BuildContext, graphs: Graphs, engine: EngineStep, validation: StageResult, build_key: str) -> BuildOutcome:
@@ -132,7 +132,8 @@ def _write_bundle(ctx: BuildContext, graphs: Graphs, engine: EngineStep, validat
     sources = BundleSources(graphs.models, optimized, engine.files, reference_files(graphs.data, validation), engine.pending)
     files, precisions = bundle_files(sources)
     contents = BundleContents(files, make_manifest(ctx, graphs.model, precisions, report, sources, build_key))
-    ctx.log.run("report", lambda: write_report_and_bundle(ctx.bundle_dir, contents, report))
+    with ctx.cache.scratch("report") as work:
+        ctx.log.run("report", lambda: write_report_and_bundle(ctx.bundle_dir, contents, report, work))
     return BuildOutcome(ctx.bundle_dir, report, failures, engine.pending, ctx.log.as_json(), contents.manifest["rebuild_command"], engine.left_reason)
 
 

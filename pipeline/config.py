@@ -172,6 +172,10 @@ class ExportConfig(_Section):
 class SimplifyConfig(_Section):
     enabled: bool = True
     tolerance: float = Field(1e-3, gt=0)
+    # Constant folding materialises every tensor made from constants: a small graph can ask for
+    # gigabytes. Models whose constants (weights included) would exceed this many MB once folded
+    # are refused before anything folds them. A ViT-L holds ~1,200 MB of FP32 weights.
+    max_constant_mb: float = Field(4096.0, gt=0)
 
 
 class PrecisionConfig(_Section):

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import shlex
 import shutil
+import stat
 import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
@@ -20,7 +21,7 @@ from typing import Any, Dict, Optional
 
 from pydantic import ValidationError
 
-from pipeline.artifacts import exclusive_lock, path_for_user, read_json_file, process_umask, read_json, refuse_symlinks, safe_relative, sha256_file, write_json_atomic
+from pipeline.artifacts import exclusive_lock, path_for_user, read_json_file, process_umask, read_json, refuse_symlinks, safe_relative, sha256_file, sha256_json, write_json_atomic
 from pipeline.errors import BundleError, PathEscapeError, first_validation_error
 from pipeline.host import tool_versions
 from pipeline.names import INPUT_NAME, OUTPUT_NAME, onnx_file
@@ -142,6 +143,7 @@ def verify_bundle(bundle: Path, allow_unlisted: bool = False, regenerable: Itera
         refuse_symlinks(bundle)
     except PathEscapeError as exc:
         raise BundleError(str(exc)) from None
+    refuse_special_files(bundle)
     manifest = read_manifest(bundle)
     skip = set(regenerable)
     for rel, entry in manifest["files"].items():
@@ -157,6 +159,21 @@ def verify_bundle(bundle: Path, allow_unlisted: bool = False, regenerable: Itera
         if unlisted:
             raise BundleError(f"{bundle / unlisted[0]}: not listed in the manifest ({len(unlisted)} unlisted file(s))")
     return manifest
+
+
+SPECIAL_FILES = ((stat.S_ISFIFO, "FIFO"), (stat.S_ISSOCK, "socket"), (stat.S_ISCHR, "device file"), (stat.S_ISBLK, "device file"))
+
+
+def refuse_special_files(bundle: Path) -> None:
+    """Only folders and regular files belong in a bundle: a FIFO would hang whoever reads it,
+    and no special file is anything the manifest can list."""
+    for folder, _dirs, files in os.walk(bundle):
+        for name in sorted(files):
+            path = Path(folder, name)
+            mode = path.lstat().st_mode
+            if not stat.S_ISREG(mode):
+                kind = next((name for test, name in SPECIAL_FILES if test(mode)), "special file")
+                raise BundleError(f"{path}: a {kind} inside the bundle, refused (a bundle holds only the regular files its manifest lists)")
 
 
 def file_table_names(folder: Path) -> list[str]:
@@ -244,22 +261,41 @@ def make_manifest(ctx: Any, model: Any, precisions: Dict[str, Any], report: Dict
     }
 
 
-def write_report_and_bundle(bundle: Path, contents: BundleContents, report: Dict[str, Any]) -> Path:
-    """Render the report beside the other files and write the whole bundle in one swap."""
-    import tempfile
-
+def write_report_and_bundle(bundle: Path, contents: BundleContents, report: Dict[str, Any], work: Path) -> Path:
+    """Render the report into `work` (a scratch folder of the build) and write the whole
+    bundle, report included, in one swap."""
     from pipeline.stages.report import render_report
 
-    with tempfile.TemporaryDirectory(prefix="vt-edge-report.") as tmp:
-        for path in render_report(report, Path(tmp), contents.files.get("reference/eval_crops.npy")):
-            contents.files[f"report/{path.name}"] = path
-        return write_bundle(bundle, contents)
+    for path in render_report(report, work, contents.files.get("reference/eval_crops.npy")):
+        contents.files[f"report/{path.name}"] = path
+    return write_bundle(bundle, contents)
 
 
-def bundle_up_to_date(bundle: Path, build_key: str) -> bool:
-    """The bundle was made from exactly these stage outputs and no file of it changed since."""
+def build_key(ctx: Any, graphs: Any, engine: Any, validation: Any) -> str:
+    """The hash of everything the bundle holds is made from: a bundle whose manifest records
+    this key is this build's bundle, and the build leaves it as it is.
+
+    Stage keys cover the graphs, data and measurements; the model's own entry covers what the
+    manifest and report say about it (class names, where they came from, the spec with the
+    file's name), and the report's settings cover the budgets it is judged against. A change
+    of any of these re-writes the bundle from the cached stages; only the rebuild command,
+    which depends on nothing but the paths typed, is refreshed in place (see pipeline.build).
+    """
+    model = graphs.model
+    return sha256_json({
+        "target": ctx.target_name, "settings": ctx.target.model_dump(), "gate": ctx.options.gate, "validation": validation.record.key,
+        "stages": [r.record.key for r in graphs.stages.values()] + [graphs.data.content_hash],
+        "engine": engine.stage.record.key if engine.stage else {k: sha256_file(v) for k, v in engine.files.items()},
+        "model": {"sha256": model.checkpoint_sha256, "kind": model.kind, "spec": model.spec, "classes": model.classes,
+                  "class_names": model.class_names, "classes_from": model.classes_from},
+        "report": {"budgets": {p: b.model_dump() for p, b in ctx.config.budgets.items()}, "precision": ctx.config.precision.model_dump()},
+    })
+
+
+def bundle_up_to_date(bundle: Path, key: str) -> bool:
+    """The bundle was made from exactly these inputs (`build_key`) and no file of it changed since."""
     try:
         manifest = verify_bundle(bundle)
     except BundleError:
         return False
-    return manifest.get("build_key") == build_key
+    return manifest.get("build_key") == key

@@ -71,8 +71,12 @@ def _calibrator_options(config: Config) -> tuple[Any, dict[str, Any]]:
     return method, extra
 
 
-def calibrate(fp32_path: Path, images: np.ndarray, config: Config, progress: Optional[ProgressFn] = None):
+def calibrate(fp32_path: Path, images: np.ndarray, config: Config, progress: Optional[ProgressFn] = None,
+              work: Optional[Path] = None):
     """One pass over the calibration images; returns ONNX Runtime TensorsData (ranges per tensor).
+
+    The calibrator's augmented graph is written under `work` (the stage's own folder, which
+    the cache sweeps when a build is killed), else in the system's temporary folder.
 
     The images go through in chunks of CALIBRATION_CHUNK: ONNX Runtime's calibrators keep every
     activation of one collection until they fold it into their histograms (about 21 MB a photo
@@ -83,7 +87,7 @@ def calibrate(fp32_path: Path, images: np.ndarray, config: Config, progress: Opt
 
     report = or_silent(progress)
     method, extra = _calibrator_options(config)
-    with tempfile.TemporaryDirectory(prefix="vt-edge-calib.") as tmp:
+    with tempfile.TemporaryDirectory(prefix=".calibration.", dir=work) as tmp:
         calibrator = create_calibrator(
             fp32_path, None, augmented_model_path=str(Path(tmp) / "augmented.onnx"),
             calibrate_method=method, extra_options=extra,
@@ -158,7 +162,7 @@ def run_calibrate(config: Config, cache: StageCache, simplified: StageResult, ca
     inputs = {"onnx": sha256_file(simplified.output("onnx")), "calibration_images": calib_hash}
 
     def body(workdir: Path) -> tuple[dict[str, str], dict[str, Any]]:
-        tensors_data = calibrate(simplified.output("onnx"), calib_images, config, progress)
+        tensors_data = calibrate(simplified.output("onnx"), calib_images, config, progress, workdir)
         save_tensors_data(tensors_data, workdir / TENSORS_FILE)
         (workdir / SUMMARY_FILE).write_text(json.dumps(ranges_to_json(tensors_data), indent=1))
         details = {"method": config.precision.calibration, "images": int(len(calib_images)), "tensors": len(tensors_data.data)}

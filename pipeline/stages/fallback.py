@@ -115,13 +115,14 @@ def quantizable_groups(fp32_path: Path, export_nodes: List[Dict[str, Any]], ops:
 
 
 def measure_sensitivity(groups: Dict[str, List[str]], write: GraphWriter, score: Scorer, baseline: Score,
-                        watch: Optional["SearchWatch"] = None) -> List[Dict[str, Any]]:
+                        watch: Optional["SearchWatch"] = None, work: Optional[Path] = None) -> List[Dict[str, Any]]:
     """Per module, the agreement gained (and logit error removed) by keeping only it in FP32;
     costliest first. With `watch`, each probe is counted and reported, and past its deadline
-    the modules not yet probed are left out of the ranking."""
+    the modules not yet probed are left out of the ranking. The probe graphs are written in a
+    temporary folder under `work` (the stage's own folder, swept if a build is killed)."""
     watch = watch or SearchWatch()
     sensitivity = []
-    with tempfile.TemporaryDirectory(prefix="vt-edge-sens.") as tmp:
+    with tempfile.TemporaryDirectory(prefix=".sensitivity.", dir=work) as tmp:
         probe = Path(tmp) / "probe.onnx"
         for index, (module, names) in enumerate(groups.items()):
             if watch.past_deadline():
@@ -191,7 +192,7 @@ def keep_costliest_in_fp32(
     if scored.meets(policy.budget) or policy.max_fp32_layers == 0 or not groups:
         return outcome
     baseline = scored if probe.rank is None else Score.of(probe.rank(destination))
-    outcome.sensitivity = measure_sensitivity(groups, probe.write, probe.rank or probe.score, baseline, watch)
+    outcome.sensitivity = measure_sensitivity(groups, probe.write, probe.rank or probe.score, baseline, watch, destination.parent)
     ranked = [item["module"] for item in outcome.sensitivity]
     _shortest_prefix(outcome, ranked[: policy.max_fp32_layers], (probe, destination, groups), policy.budget, watch)
     outcome.probes, outcome.notes = dict(watch.probes), list(watch.notes)

@@ -44,7 +44,7 @@ class LoadedModel:
     spec: Dict[str, Any]
     classes: List[str]
     class_names: List[str]
-    checkpoint_sha256: str
+    checkpoint_sha256: str  # of every file the model reads (an ONNX model's external data included)
     kind: str  # "vt-edge", "state_dict", "safetensors" or "onnx"
     onnx: Optional[Path] = None
     classes_from: str = "checkpoint"  # "checkpoint", "labels" (a labels file) or "dataset" (class folders)
@@ -218,12 +218,13 @@ def load_model(config: Config) -> LoadedModel:
 
 
 def _onnx_file(config: Config, path: Path) -> LoadedModel:
-    from pipeline.stages.onnx_import import inspect_onnx
+    from pipeline.stages.onnx_import import inspect_onnx, model_sha256
 
-    io = inspect_onnx(path, config.preprocessing.crop)
+    io = inspect_onnx(path, config.preprocessing.crop, config.simplify.max_constant_mb)
     spec = {"arch": "onnx", "source": path.name, "num_classes": io.classes, "input_name": io.input_name,
             "layout": io.layout, "batch": io.batch if isinstance(io.batch, int) else "dynamic"}
-    return LoadedModel(None, spec, [], [], sha256_file(path), "onnx", onnx=path, classes_from="")
+    # Weights in external data files are part of the model: its hash covers them too.
+    return LoadedModel(None, spec, [], [], model_sha256(path), "onnx", onnx=path, classes_from="")
 
 
 def _read_safetensors(path: Path) -> Dict[str, Any]:

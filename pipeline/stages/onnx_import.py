@@ -18,9 +18,10 @@ from typing import Any, Iterator, List, Optional, Tuple
 
 import numpy as np
 
-from pipeline.artifacts import write_bytes_atomic
+from pipeline.artifacts import sha256_file, sha256_json, write_bytes_atomic
 from pipeline.errors import ModelFileError, ModelInputError
 from pipeline.names import INPUT_NAME, OUTPUT_NAME
+from pipeline.stages.constant_size import check_constant_size
 
 MIN_OPSET = 13  # per-axis QuantizeLinear (per-channel INT8 weights) needs opset 13
 UPGRADE_OPSET = 17
@@ -72,6 +73,57 @@ def _check_valid(path: Path) -> None:
         raise ModelFileError(f"{path}: not a valid ONNX model ({_first_line(exc)})") from None
 
 
+def all_tensors(graph: Any) -> Iterator[Any]:
+    """Every TensorProto of `graph`: initializers, sparse initializers and node attributes,
+    subgraphs (If, Loop, Scan bodies) included."""
+    yield from graph.initializer
+    for sparse in graph.sparse_initializer:
+        yield sparse.values
+        yield sparse.indices
+    for node in graph.node:
+        for attribute in node.attribute:
+            if attribute.HasField("t"):
+                yield attribute.t
+            yield from attribute.tensors
+            for subgraph in [attribute.g] if attribute.HasField("g") else list(attribute.graphs):
+                yield from all_tensors(subgraph)
+
+
+def model_files(path: Path) -> List[Path]:
+    """The files an ONNX model reads: `path` and every external data file its tensors name,
+    each checked to lie in the model's folder before anything opens it."""
+    import onnx
+    from onnx.external_data_helper import ExternalDataInfo, uses_external_data
+
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception as exc:
+        raise ModelInputError(f"{path}: not a readable ONNX model ({type(exc).__name__})") from None
+    folder = path.parent.resolve()
+    files = [path]
+    for tensor in all_tensors(model.graph):
+        if not uses_external_data(tensor):
+            continue
+        location = ExternalDataInfo(tensor).location
+        data = path.parent / location
+        if Path(location).is_absolute() or ".." in Path(location).parts or folder not in data.resolve().parents:
+            raise ModelInputError(f"{path}: tensor '{tensor.name}' keeps its data at {location!r}, outside the model's folder; refused")
+        if not data.is_file():
+            raise ModelInputError(f"{path}: tensor '{tensor.name}' keeps its data in {data}, which is missing")
+        if data not in files:
+            files.append(data)
+    return files
+
+
+def model_sha256(path: Path) -> str:
+    """The SHA-256 of what the model is: the .onnx file alone when it holds its weights, else
+    of the .onnx and every external data file it reads (a changed weight file changes it)."""
+    files = model_files(path)
+    if len(files) == 1:
+        return sha256_file(path)
+    return sha256_json({"onnx": sha256_file(path), "external_data": {f.relative_to(path.parent).as_posix(): sha256_file(f) for f in files[1:]}})
+
+
 def read_io(model: Any, path: Path) -> GraphIO:
     """The single image input and single [batch, classes] output, or a one-line refusal."""
     graph = model.graph
@@ -93,8 +145,9 @@ def read_io(model: Any, path: Path) -> GraphIO:
     return GraphIO(source.name, result.name, layout, size, in_dims[0], out_dims[1])
 
 
-def inspect_onnx(path: Path, crop: int) -> GraphIO:
-    """The ONNX file's I/O, checked against the configured crop before any work is done."""
+def inspect_onnx(path: Path, crop: int, max_constant_mb: float) -> GraphIO:
+    """The ONNX file's I/O, checked against the configured crop before any work is done, and
+    its constants' size (before anything folds them: see pipeline.stages.constant_size)."""
     model = _load(path)
     _check_valid(path)
     io = read_io(model, path)
@@ -103,6 +156,7 @@ def inspect_onnx(path: Path, crop: int) -> GraphIO:
             f"{path}: the model takes {io.size[0]}x{io.size[1]} images but [preprocessing] crop is {crop}: "
             f"set crop = {io.size[0]} (and resize) in the config"
         )
+    check_constant_size(model.graph, path, max_constant_mb)
     return io
 
 

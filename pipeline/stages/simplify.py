@@ -31,11 +31,14 @@ class SimplifyError(StageError):
     """onnxsim failed, or its graph does not compute what the export computes."""
 
 
-def simplify_onnx(source: Path, destination: Path) -> None:
+def simplify_onnx(source: Path, destination: Path, max_constant_mb: float) -> None:
     import onnx
     import onnxsim
 
+    from pipeline.stages.constant_size import check_constant_size
+
     model = onnx.load(str(source))
+    check_constant_size(model.graph, source, max_constant_mb)  # before onnxsim folds them
     try:
         simplified, _ = onnxsim.simplify(model, check_n=0)
     except Exception as exc:
@@ -71,7 +74,7 @@ def run_simplify(config: Config, cache: StageCache, exported: StageResult, check
         source = exported.output("onnx")
         destination = workdir / "model.fp32.onnx"
         if config.simplify.enabled:
-            simplify_onnx(source, destination)
+            simplify_onnx(source, destination, config.simplify.max_constant_mb)
         else:
             shutil.copyfile(source, destination)
         decomposed = _decompose(destination) if decompose_layernorm else 0
