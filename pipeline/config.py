@@ -191,6 +191,9 @@ class PrecisionConfig(_Section):
     # miss it, a quantization-aware fine-tune of at most finetune_steps steps (0: none) that
     # stops when its logit error stops falling.
     finetune_steps: int = Field(300, ge=0)
+    # Photos a fine-tune step trains on (0: 32 up to 64x64 crops, fewer for larger ones, at
+    # least 8: a step at 224x224 costs ~49x one at 32x32 per photo).
+    finetune_batch: int = Field(0, ge=0)
     max_fp32_layers: int = Field(8, ge=0)
     rank_images: int = Field(128, ge=0)
     # A bound on the search and fine-tune of the whole stage, in seconds (0: none); when reached,

@@ -219,7 +219,8 @@ def _fp16_outside(job: Int8Job, int8_trt: Path, outcome: Int8Outcome) -> str:
 def finetune_settings(config: Config) -> Any:
     from pipeline.stages.qat import FinetuneSettings
 
-    return FinetuneSettings(steps=config.precision.finetune_steps)
+    batch = config.precision.finetune_batch or min(32, max(8, round(32 * (64 / config.preprocessing.crop) ** 2)))
+    return FinetuneSettings(steps=config.precision.finetune_steps, batch=batch)
 
 
 def _search_watch(config: Config, progress: Optional[ProgressFn]) -> SearchWatch:
