@@ -7,13 +7,13 @@ from __future__ import annotations
 import copy
 import json
 import math
-import random
 import re
 import shutil
-from pathlib import Path
 from typing import Any, Callable, Dict, List
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from tiny_project import ROOT
@@ -270,6 +270,24 @@ def test_the_device_finish_report_shape_is_read(built, tmp_path):
     assert read_report(tmp_path / "report.json") == finished
 
 
+def test_an_overflowed_error_and_an_unbounded_budget_are_recorded_as_finite(built, tmp_path):
+    """FP16 outputs that overflow have an infinite error and a NaN cosine, and `max_top1_drop = inf`
+    is a valid budget: report.json records them as null and 100 points, so it reads back."""
+    from pipeline.stages.report import read_report, render_report
+
+    report = copy.deepcopy(built)
+    fp16 = next(r for r in report["results"] if r["precision"] == "fp16")
+    fp16["accuracy"].update(max_abs_error=math.inf, cosine_mean=math.nan)
+    report["budgets"]["fp16"] = {"max_top1_drop": math.inf, "min_agreement": 0.5}
+    render_report(report, tmp_path)
+    recorded = read_report(tmp_path / "report.json")
+    again = next(r for r in recorded["results"] if r["precision"] == "fp16")
+    assert again["accuracy"]["max_abs_error"] is None and again["accuracy"]["cosine_mean"] is None
+    assert recorded["budgets"]["fp16"]["max_top1_drop"] == 100.0
+    assert math.isinf(fp16["accuracy"]["max_abs_error"])  # the caller's report is left as it was
+    assert "| fp16 |" in (tmp_path / "report.md").read_text()
+
+
 # ---------------------------------------------------------------------------------------------
 # Fuzz: malformed report.json files through reading and comparison
 
@@ -312,47 +330,42 @@ def _apply(report: Dict[str, Any], path: tuple, action: str, value: Any) -> None
 
 
 ODD_NUMBERS = [math.nan, math.inf, -math.inf, -1.0, -1e-9, 0.0, 1.0000001, 101.0, 1e308, 5e-324, 2 ** 70, -(2 ** 63), 0, 1, True]
+ODD_STRINGS = ["", "0.5", "NaN", "Infinity", "[/oops]", "\x1b[2J", "fp32", "<script>"]
+ODD_KEYS = ["top1", "p50_ms", "batch", "precision", "accuracy", "latency", "x", ""]
 
 
-def _odd_value(rng: random.Random, depth: int = 0) -> Any:
-    """A JSON value of any type, biased to numbers that cannot be measurements."""
-    kind = rng.randrange(8 if depth < 2 else 5)
-    if kind == 0:
-        return rng.choice(ODD_NUMBERS)
-    if kind == 1:
-        return rng.choice([None, False, "", "0.5", "NaN", "[/oops]", "\x1b[2J"])
-    if kind == 2:
-        return rng.uniform(-1e3, 1e3)
-    if kind == 3:
-        return rng.randrange(-5, 40)
-    if kind == 4:
-        return rng.choice(ODD_NUMBERS) if rng.random() < 0.5 else rng.random()
-    if kind == 5:
-        return [_odd_value(rng, depth + 1) for _ in range(rng.randrange(4))]
-    if kind == 6:
-        return {rng.choice(["top1", "p50_ms", "batch", "precision", "x", ""]): _odd_value(rng, depth + 1) for _ in range(rng.randrange(4))}
-    return rng.choice([[], {}])
+# JSON values of any type and shape, biased to numbers that cannot be measurements.
+ODD_VALUES = st.recursive(
+    st.one_of(st.sampled_from(ODD_NUMBERS), st.floats(), st.integers(-(2 ** 70), 2 ** 70), st.sampled_from(ODD_STRINGS),
+              st.text(max_size=6), st.none(), st.booleans()),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.sampled_from(ODD_KEYS), inner, max_size=3),
+    max_leaves=6,
+)
+# One time in ten the JSON text itself is damaged: (0, where, cut or replace, by what).
+TEXT_DAMAGE = st.tuples(st.integers(0, 9), st.floats(0, 1, exclude_max=True), st.booleans(), st.sampled_from("{}[]\",:0-eN\x00\u202e"))
 
 
-def _fuzzed_text(rng: random.Random, base: Dict[str, Any], paths: List[tuple]) -> str:
-    """The report with one to three edits (a value replaced, a key removed, a number negated),
-    or, one time in ten, its JSON text cut or a byte changed."""
-    report = copy.deepcopy(base)
-    for _ in range(rng.randrange(1, 4)):
+def _fuzzed_text(base: str, edits: List[tuple], damage: tuple) -> str:
+    """The report (`base`, its JSON) with its edits (a value replaced, a key removed, a number
+    negated) and, maybe, its JSON text cut or a character changed."""
+    report = json.loads(base)
+    for path, action, value in edits:
         try:
-            _apply(report, rng.choice(paths), rng.choice(["set", "set", "delete", "negate"]), _odd_value(rng))
+            _apply(report, path, action, value)
         except (KeyError, IndexError, TypeError):
             pass  # an earlier edit removed or replaced this path
     text = json.dumps(report)
-    if rng.random() < 0.1:
-        at = rng.randrange(len(text))
-        text = text[:at] if rng.random() < 0.5 else text[:at] + rng.choice("{}[]\",:0-eN\x00\u202e") + text[at + 1:]
+    chance, where, cut, char = damage
+    if chance == 0:
+        at = int(where * len(text))
+        text = text[:at] if cut else text[:at] + char + text[at + 1:]
     return text
 
 
 def test_fuzzed_reports_never_crash_and_never_pass_a_non_finite_number(built, tmp_path):
-    """1,000 malformed report.json files (seeded): reading and comparing each, as candidate or as
-    baseline, ends in a one-line VtEdgeError or in a comparison of finite numbers only."""
+    """1,000 malformed report.json files (hypothesis, derandomized: the same cases on every
+    run): reading and comparing each, as candidate or as baseline, ends in a one-line VtEdgeError
+    or in a comparison of finite numbers only."""
     from pipeline.errors import VtEdgeError
     from pipeline.stages.report import read_report, render_comparison
     from pipeline.stages.report_compare import compare_reports
@@ -361,20 +374,26 @@ def test_fuzzed_reports_never_crash_and_never_pass_a_non_finite_number(built, tm
     for result in base["results"]:  # the shape matters, not 30 images
         result["predictions"] = {k: v[:4] for k, v in result["predictions"].items()}
     base["per_image"] = {"labels": base["per_image"]["labels"][:4], "reference": {k: v[:4] for k, v in base["per_image"]["reference"].items()}}
-    paths, rng, source = _paths(base), random.Random(18), tmp_path / "report.json"
+    source, base_text = tmp_path / "report.json", json.dumps(base)
+    edits = st.lists(st.tuples(st.sampled_from(_paths(base)), st.sampled_from(["set", "set", "delete", "negate"]), ODD_VALUES), min_size=1, max_size=3)
     outcomes = {"refused": 0, "compared": 0}
-    for case in range(1000):
-        source.write_text(_fuzzed_text(rng, base, paths))
+
+    @settings(max_examples=1000, deadline=None, derandomize=True, database=None, suppress_health_check=list(HealthCheck))
+    @given(edits, TEXT_DAMAGE, st.booleans())
+    def read_and_compare(edits: List[tuple], damage: tuple, as_candidate: bool) -> None:
+        source.write_text(_fuzzed_text(base_text, edits, damage))
         try:
             fuzzed = read_report(source)
-            comparison = compare_reports(base, fuzzed) if case % 2 else compare_reports(fuzzed, base)
+            comparison = compare_reports(fuzzed, base) if as_candidate else compare_reports(base, fuzzed)
             render_comparison(comparison)
         except VtEdgeError as exc:
-            assert "\n" not in str(exc) and str(exc).startswith(str(source)), (case, str(exc))
+            assert "\n" not in str(exc) and str(exc).startswith(str(source)), str(exc)
             outcomes["refused"] += 1
-            continue
-        assert not _non_finite(json.loads(source.read_text())), f"case {case}: a report with a non-finite number was compared"
+            return
+        assert not _non_finite(json.loads(source.read_text())), "a report with a non-finite number was compared"
         outcomes["compared"] += 1
+
+    read_and_compare()
     assert min(outcomes.values()) > 100, outcomes  # both ways out were exercised
 
 

@@ -9,7 +9,9 @@ report_views, the pictures in report_plots; this module renders and assembles.
 
 from __future__ import annotations
 
+import copy
 import functools
+import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -86,6 +88,7 @@ def render_context(report: Dict[str, Any], crops: Optional[np.ndarray] = None) -
 def render_report(report: Dict[str, Any], folder: Path, crops_file: Optional[Path] = None) -> List[Path]:
     """Write report.json, report.md, report.html and the plot PNGs into `folder`."""
     folder.mkdir(parents=True, exist_ok=True)
+    report = as_recorded(report)
     context = render_context(report, _load_crops(crops_file))
     written = []
     for figure in context["figures"]:
@@ -96,6 +99,22 @@ def render_report(report: Dict[str, Any], folder: Path, crops_file: Optional[Pat
     write_text_atomic(folder / "report.md", template_environment(True).get_template("report.md.j2").render(**context))
     write_text_atomic(folder / "report.html", template_environment(False).get_template("report.html.j2").render(**context))
     return [folder / "report.json", folder / "report.md", folder / "report.html", *written]
+
+
+def as_recorded(report: Dict[str, Any]) -> Dict[str, Any]:
+    """`report` as report.json holds it: no NaN or Infinity (report_model refuses them, as no
+    measurement is one). The error of outputs that overflowed (FP16) is recorded as null, and a
+    budget that allows any top-1 drop (`inf`) as 100 points, every answer lost."""
+    recorded = copy.deepcopy(report)
+    for result in recorded.get("results", []) + (recorded.get("cpu_proxy_results") or []):
+        accuracy = result.get("accuracy", {})
+        for key in ("cosine_mean", "max_abs_error"):
+            if isinstance(accuracy.get(key), float) and not math.isfinite(accuracy[key]):
+                accuracy[key] = None
+    for budget in recorded.get("budgets", {}).values():
+        if budget.get("max_top1_drop") == math.inf:
+            budget["max_top1_drop"] = 100.0
+    return recorded
 
 
 def read_report(source: Path) -> Dict[str, Any]:

@@ -54,8 +54,9 @@ class Accuracy(_Open):
     top1: Share
     top5: Share
     agreement: Share  # top-1 agreement with the FP32 reference
-    cosine_mean: Finite
-    max_abs_error: NonNegative
+    # null when the outputs held NaN or Infinity (an FP16 overflow): the error has no finite measure
+    cosine_mean: Optional[Finite]
+    max_abs_error: Optional[NonNegative]
     images: Count
 
 
@@ -95,7 +96,7 @@ class ReportBudget(BaseModel):
 
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
-    max_top1_drop: NonNegative  # points; above 100 it allows anything
+    max_top1_drop: NonNegative  # points; 100 allows anything (an `inf` budget is recorded as 100)
     min_agreement: Share
 
 
