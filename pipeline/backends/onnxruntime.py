@@ -39,7 +39,7 @@ def precision_settings(precision: str, base: SessionSettings = SessionSettings()
 
 
 def cpu_session(model: Union[Path, bytes], threads: int = 0, optimized_path: Path | None = None, level: str = "all",
-                qdq_fusion: bool = True):
+                qdq_fusion: bool = True, spinning: bool = True):
     """An ONNX Runtime CPU session; optionally saves the optimized graph it runs.
 
     `qdq_fusion=False` keeps QuantizeLinear/DequantizeLinear as float ops (every other
@@ -59,6 +59,11 @@ def cpu_session(model: Union[Path, bytes], threads: int = 0, optimized_path: Pat
     }[level]
     if threads:
         options.intra_op_num_threads = threads
+    if not spinning:
+        # Idle worker threads otherwise spin for a while after each run, taking the cores from
+        # whatever runs next: timed side by side (validation interleaves its runners), every
+        # runner but the last slowed down (paper-size FP32: 63 ms spinning, see README).
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     options.log_severity_level = 3  # warnings about unused initializers are noise here
     if optimized_path is not None:
         options.optimized_model_filepath = str(optimized_path)
@@ -111,7 +116,7 @@ class OrtRunner(ClosingRunner):
         self.model = model
         self.settings = settings
         self.session = cpu_session(model, threads=settings.intra_op_threads, level=settings.graph_optimization,
-                                   qdq_fusion=settings.qdq_fusion)
+                                   qdq_fusion=settings.qdq_fusion, spinning=False)
         self.input_name = self.session.get_inputs()[0].name
 
     def infer(self, images: np.ndarray) -> np.ndarray:
