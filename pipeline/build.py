@@ -43,7 +43,6 @@ def _build_locked(ctx: BuildContext) -> BuildOutcome:
     from pipeline.stages.bundle import build_key, bundle_up_to_date
 
     key = build_key(ctx, graphs, engine, validation)
-
     if bundle_up_to_date(ctx.bundle_dir, key):
         outcome = _unchanged_bundle(ctx, engine)
     else:
