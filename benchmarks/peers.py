@@ -7,11 +7,14 @@ the same calibration photos and the same evaluation photos.
 
 Rows: torch eager FP32 (when the model is a torch checkpoint); FP32 (ONNX Runtime); the project's `int8` and `int8-trt` (and
 `int8-trt-fp16`) as the pipeline makes them; ONNX Runtime `quantize_static` with its defaults
-and per-channel; OpenVINO + NNCF `nncf.quantize` with its defaults and `model_type=TRANSFORMER`.
+and per-channel; OpenVINO + NNCF `nncf.quantize` with its defaults and `model_type=TRANSFORMER`;
+NVIDIA ModelOpt's ONNX INT8 PTQ (`modelopt.onnx.quantization`, the peer of `int8-trt`) with FP32
+and with FP16 (its default) outside Q/DQ, run as exact Q/DQ like the project's TensorRT graphs.
 Each: top-1, drop against FP32 (ONNX Runtime), top-1 agreement with FP32, and batch-1 p50 from
 runs interleaved across all rows (row after row, round after round), so a busy CPU slows every
-row alike. OpenVINO and NNCF come with the `dev` extra; rows whose tool is missing are skipped
-with a line saying so.
+row alike. OpenVINO and NNCF come with the `dev` extra; ModelOpt's graphs are made in an
+environment of its own (`--modelopt-python PATH` or $VTEDGE_MODELOPT_PYTHON; how to make it:
+benchmarks/modelopt_ptq.py). Rows whose tool is missing are skipped with a line saying so.
 
 `--config`: the graphs, the calibration and the evaluation photos come from the pipeline's own
 stages (cached), so the project's rows are exactly the bundle's graphs. `--paper-size`: a
@@ -25,11 +28,13 @@ from __future__ import annotations
 import argparse
 import contextlib
 import io
+import os
+import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Callable, Dict, List, Tuple
+from typing import Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 
@@ -37,6 +42,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 Infer = Callable[[np.ndarray], np.ndarray]
+MODELOPT_ENV = "VTEDGE_MODELOPT_PYTHON"
+
+
+class ToolUnavailable(Exception):
+    """A peer whose tool cannot run here; its row is skipped with this line."""
 
 
 def ort_infer(path: Path, threads: int, qdq_fusion: bool = True) -> Infer:
@@ -78,6 +88,27 @@ def nncf_infer(fp32: Path, calib: np.ndarray, threads: int, transformer: bool) -
     return lambda batch: request.infer({0: np.ascontiguousarray(batch, dtype=np.float32)})[compiled.output(0)].copy()
 
 
+def modelopt_graph(python: Optional[str], fp32: Path, calib: np.ndarray, destination: Path, high_precision: str) -> Path:
+    """NVIDIA ModelOpt's ONNX INT8 PTQ (defaults: entropy calibration), made by
+    benchmarks/modelopt_ptq.py in ModelOpt's own environment (its pins clash with this one's)."""
+    if not python:
+        raise ToolUnavailable(f"no ModelOpt environment (--modelopt-python PATH or {MODELOPT_ENV}; benchmarks/modelopt_ptq.py says how to make one)")
+    photos = destination.parent / "modelopt-calib.npy"
+    if not photos.exists():
+        np.save(photos, calib)
+    command = [python, str(ROOT / "benchmarks" / "modelopt_ptq.py"), str(fp32), str(photos), str(destination), "--high-precision-dtype", high_precision]
+    started = time.perf_counter()
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, timeout=3600)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise ToolUnavailable(f"{python} did not run benchmarks/modelopt_ptq.py ({exc})") from exc
+    if done.returncode != 0:
+        lines = [line for line in done.stderr.splitlines() if line.strip()] or [f"exit status {done.returncode}"]
+        raise ToolUnavailable(f"{python}: {lines[-1]}")
+    print(f"ModelOpt INT8 PTQ ({high_precision} outside Q/DQ): {len(calib)} photos, graph made in {time.perf_counter() - started:.1f} s (its environment: {python})")
+    return destination
+
+
 def torch_infer(module, threads: int) -> Infer:
     import torch
 
@@ -92,20 +123,25 @@ def torch_infer(module, threads: int) -> Infer:
     return run
 
 
-def peer_rows(fp32: Path, calib: np.ndarray, threads: int, folder: Path) -> Dict[str, Infer]:
-    """The other tools' INT8 models, each made from `fp32` and the calibration photos."""
+def peer_rows(fp32: Path, calib: np.ndarray, threads: int, folder: Path, modelopt: Optional[str]) -> Dict[str, Infer]:
+    """The other tools' INT8 models, each made from `fp32` and the calibration photos. ModelOpt's
+    graphs are for TensorRT: they run as exact Q/DQ, like the project's int8-trt rows."""
     rows: Dict[str, Infer] = {}
     makers = {
         "ort quantize_static (defaults)": lambda: ort_infer(ort_quantize_static(fp32, folder / "ort.onnx", calib, False), threads),
         "ort quantize_static (per-channel)": lambda: ort_infer(ort_quantize_static(fp32, folder / "ort-pc.onnx", calib, True), threads),
         "openvino+nncf (defaults)": lambda: nncf_infer(fp32, calib, threads, False),
         "openvino+nncf (TRANSFORMER)": lambda: nncf_infer(fp32, calib, threads, True),
+        "ModelOpt ONNX PTQ (int8)": lambda: ort_infer(modelopt_graph(modelopt, fp32, calib, folder / "modelopt.onnx", "fp32"), threads, qdq_fusion=False),
+        "ModelOpt ONNX PTQ (int8, FP16 outside)": lambda: ort_infer(modelopt_graph(modelopt, fp32, calib, folder / "modelopt-fp16.onnx", "fp16"), threads, qdq_fusion=False),
     }
     for name, make in makers.items():
         try:
             rows[name] = make()
         except ImportError as exc:
             print(f"skipped {name}: {exc.name} is not installed (pip install -e '.[dev]')")
+        except ToolUnavailable as exc:
+            print(f"skipped {name}: {exc}")
     return rows
 
 
@@ -192,6 +228,8 @@ def main() -> int:
     parser.add_argument("--warmup", type=int, default=10)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--calibration-images", type=int, default=32, help="--paper-size only")
+    parser.add_argument("--modelopt-python", default=os.environ.get(MODELOPT_ENV),
+                        help=f"the Python of ModelOpt's own environment (default: ${MODELOPT_ENV}); see benchmarks/modelopt_ptq.py")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="vt-edge-peers.") as tmp:
         folder = Path(tmp)
@@ -202,7 +240,7 @@ def main() -> int:
         for name, path in ours.items():
             # TensorRT graphs run as exact Q/DQ (what TensorRT computes); `int8` through ORT's kernels.
             rows[f"{name} (project)"] = ort_infer(path, args.threads, qdq_fusion=not name.startswith("int8-trt"))
-        rows.update(peer_rows(fp32, calib, args.threads, folder))
+        rows.update(peer_rows(fp32, calib, args.threads, folder, args.modelopt_python))
         reference = np.concatenate([rows["fp32 (ORT)"](evaluation[i : i + 1]) for i in range(len(evaluation))])
         scores = accuracy(rows, evaluation, labels, reference)
         p50 = interleaved_p50(rows, evaluation[:1], args.warmup, args.runs)
