@@ -99,8 +99,14 @@ def test_int8_tensorrt_graph_is_symmetric_s8_qdq_without_bias(tiny_cpu_bundle):
             zero_point = inits[node.input[2]]
             assert zero_point.dtype == np.int8 and np.all(zero_point == 0)
     quantized_ops = {"Conv", "Gemm", "MatMul"}
+    from pipeline.stages.quantize import activation_matmuls
+
+    in_float = set(activation_matmuls(bundle_of(tiny_cpu_bundle) / "models/model.fp32.onnx"))
+    assert in_float  # the tokenizer's and transformer's MatMuls between two activations
     for node in model.graph.node:
-        if node.op_type in quantized_ops:
+        if node.op_type == "MatMul" and node.name in in_float:
+            assert not any(producers.get(i) is not None and producers[i].op_type == "DequantizeLinear" for i in node.input)
+        elif node.op_type in quantized_ops:
             for name in node.input[:2]:
                 assert producers[name].op_type == "DequantizeLinear", f"{node.name} input {name} not quantized"
             if node.op_type in ("Conv", "Gemm") and len(node.input) > 2:
@@ -275,7 +281,7 @@ def test_untrusted_checkpoint_with_objects_is_refused(tiny_project):
     result = run_cli(tiny_project, "build", "--no-progress")
     assert result.returncode == 1
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
-    assert len(errors) == 1 and "refused (weights_only)" in errors[0] and "tiny.pt" in errors[0]
+    assert len(errors) == 1 and "refused as unsafe" in errors[0] and "tiny.pt" in errors[0]
 
 
 def test_missing_checkpoint_is_one_clear_line(tiny_project):

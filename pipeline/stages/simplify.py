@@ -31,7 +31,7 @@ class SimplifyError(StageError):
     """onnxsim failed, or its graph does not compute what the export computes."""
 
 
-def simplify_onnx(source: Path, destination: Path, max_constant_mb: float) -> None:
+def simplify_onnx(source: Path, destination: Path, max_constant_mb: float = 4096.0) -> None:
     import onnx
     import onnxsim
 
