@@ -198,7 +198,7 @@ def test_finetune_runs_on_the_vit_qdq_graph(graphs):
 
     paths = graphs["vit"]
     before = load_twin(paths["int8-trt"], paths["fp32"]).float_initializers()
-    after = finetune(paths["int8-trt"], paths["fp32"], _images(8, 4), FinetuneSettings(steps=2, batch=4, learning_rate=1e-2))
+    after = finetune(paths["int8-trt"], paths["fp32"], _images(8, 4), FinetuneSettings(steps=2, batch=4, learning_rate=1e-2, check_every=0)).weights
     assert sorted(after) == sorted(before)
     assert any(not np.array_equal(before[k], after[k]) for k in before)
 
