@@ -102,6 +102,7 @@ def cases(folder: Path) -> Dict[str, Path]:
             "data": {"calib_per_class": 50, "eval_per_class": 20},
             "preprocessing": {"resize": 256, "crop": 224},
             "validate": {"runs": 20, "batch_sizes": [1, 8]},
+            "precision": {"finetune_patience": 3},  # the default (pipeline.toml's demo setting is 15)
             "budgets": {"int8": forcing, "int8-trt": forcing},
         }),
     ):

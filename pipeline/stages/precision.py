@@ -220,7 +220,7 @@ def finetune_settings(config: Config) -> Any:
     from pipeline.stages.qat import FinetuneSettings
 
     batch = config.precision.finetune_batch or min(32, max(8, round(32 * (64 / config.preprocessing.crop) ** 2)))
-    return FinetuneSettings(steps=config.precision.finetune_steps, batch=batch)
+    return FinetuneSettings(steps=config.precision.finetune_steps, batch=batch, patience=config.precision.finetune_patience)
 
 
 def _search_watch(config: Config, progress: Optional[ProgressFn]) -> SearchWatch:
