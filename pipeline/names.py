@@ -57,11 +57,16 @@ def tensorrt_graph(precision: str, strongly_typed: bool) -> str:
     return STRONGLY_TYPED_GRAPHS.get(precision, precision) if strongly_typed else precision
 
 
+# Bidirectional embeddings, overrides and isolates: they reorder whatever text follows them on
+# display, so a name could show as another (right-to-left letters need none of them).
+_BIDI_CONTROLS = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+
+
 def control_character(text: str) -> Optional[str]:
     """The first character of a class name that a terminal, a Markdown table or a line-based file
     would act on (NUL, ESC, CR, LF, tab and the other control characters, line and paragraph
-    separators), as `'\\x1b' (U+001B)`; None when the name is plain text."""
+    separators, bidirectional overrides), as `'\\x1b' (U+001B)`; None when the name is plain text."""
     for char in text:
-        if unicodedata.category(char) in ("Cc", "Zl", "Zp"):
+        if unicodedata.category(char) in ("Cc", "Zl", "Zp") or char in _BIDI_CONTROLS:
             return f"{char!r} (U+{ord(char):04X})"
     return None

@@ -31,13 +31,14 @@ def build(project: Path, *args: str) -> subprocess.CompletedProcess:
     return run_cli(project, "build", *args, "--no-progress")
 
 
-def classifier_graph(custom_op: bool = False, short_initializer: bool = False):
+def classifier_graph(custom_op: bool = False, short_initializer: bool = False, weight_shape=(3, 10), weight_dtype=np.float32):
     """images [n, 3, 64, 64] -> GlobalAveragePool -> Flatten -> MatMul -> [n, 10], optionally with
-    an operator of a custom domain or a weight whose raw data is shorter than its shape says."""
+    an operator of a custom domain, a weight whose raw data is shorter than its shape says, or a
+    weight of another shape or type than the MatMul takes."""
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
-    weight = numpy_helper.from_array(np.random.default_rng(0).standard_normal((3, 10)).astype(np.float32), "w")
+    weight = numpy_helper.from_array(np.random.default_rng(0).standard_normal(weight_shape).astype(weight_dtype), "w")
     if short_initializer:
         weight.raw_data = weight.raw_data[:40]  # 10 of the 30 floats the shape declares
     nodes = [helper.make_node("GlobalAveragePool", ["input"], ["pooled"]), helper.make_node("Flatten", ["pooled"], ["flat"])]
@@ -101,6 +102,18 @@ def test_an_initializer_that_claims_more_data_than_it_holds_is_one_line_exit_1(t
     onnx.save(classifier_graph(short_initializer=True), str(tiny_project / "short.onnx"))
     line = one_error(build(tiny_project, "--model", "short.onnx"), 1)
     assert "short.onnx: not a valid ONNX model (ValidationError: TensorProto (tensor name: w) raw_data size (40 bytes) is too small" in line
+
+
+@pytest.mark.parametrize("weight_shape, weight_dtype, expected", [
+    ((4, 10), np.float32, "Incompatible dimensions for matrix multiplication"),
+    ((3, 10), np.int64, "B has inconsistent type tensor(int64)"),
+])
+def test_a_graph_whose_shapes_or_types_do_not_agree_is_one_line_exit_1(tiny_project, weight_shape, weight_dtype, expected):
+    import onnx
+
+    onnx.save(classifier_graph(weight_shape=weight_shape, weight_dtype=weight_dtype), str(tiny_project / "clash.onnx"))
+    line = one_error(build(tiny_project, "--model", "clash.onnx"), 1)
+    assert "clash.onnx: not a valid ONNX model (InferenceError: " in line and "MatMul" in line and expected in line
 
 
 # ---------------------------------------------------------------------------------------------
@@ -189,7 +202,8 @@ def test_labels_with_a_byte_order_mark_and_windows_line_ends_read_as_written(tmp
 
 
 @pytest.mark.parametrize("bad, shown", [("\x00", r"'\x00' (U+0000)"), ("\x1b[31m", r"'\x1b' (U+001B)"), ("\r", r"'\r' (U+000D)"),
-                                        ("\x0b", r"'\x0b' (U+000B)"), ("\u2028", r"'\u2028' (U+2028)")])
+                                        ("\x0b", r"'\x0b' (U+000B)"), ("\u2028", r"'\u2028' (U+2028)"),
+                                        ("\u202e", r"'\u202e' (U+202E)")])
 def test_a_control_character_in_a_labels_file_names_the_file_and_the_line(tiny_project, bad, shown):
     names = [f"class {i}" for i in range(10)]
     names[2] = f"class{bad}2"

@@ -64,12 +64,14 @@ def _first_line(exc: BaseException) -> str:
 
 def _check_valid(path: Path) -> None:
     """The ONNX checker's verdict on the file (by path: a model over 2 GB cannot be checked in
-    memory), e.g. an initializer that declares more data than it holds."""
+    memory), e.g. an initializer that declares more data than it holds, with strict shape and type
+    inference (a MatMul of mismatched shapes, an integer weight fed to a float op): the graph the
+    import writes is held to the same check, so a fault of the file as given is named here."""
     import onnx
 
     try:
-        onnx.checker.check_model(str(path))
-    except (onnx.checker.ValidationError, ValueError) as exc:
+        onnx.checker.check_model(str(path), full_check=True)
+    except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError, ValueError) as exc:
         raise ModelFileError(f"{path}: not a valid ONNX model ({_first_line(exc)})") from None
 
 
