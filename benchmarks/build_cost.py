@@ -133,7 +133,7 @@ def int8_summary(report: Dict[str, Any]) -> Dict[str, str]:
     """Per INT8 graph: agreement on the evaluation photos, FP32 modules kept, probes."""
     rows = {}
     for flavour in ("int8", "int8-trt"):
-        details = report.get("precision_details", {}).get(flavour) or report.get("precision", {}).get(flavour) or {}
+        details = report.get("precision_details", {}).get(flavour) or {}
         result = next((r for r in report["results"] if r["precision"] == flavour), None)
         if result is None:
             continue

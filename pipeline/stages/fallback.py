@@ -85,9 +85,6 @@ class Int8Outcome:
     def take(self, score: Score) -> None:
         self.agreement, self.top1_drop, self.logit_error = score.agreement, score.top1_drop, score.logit_error
 
-    def count(self, phase: str) -> None:
-        self.probes[phase] = self.probes.get(phase, 0) + 1
-
 
 def module_of(node_name: str) -> str:
     """`/vt.0/tokenizer/MatMul_1` -> `/vt.0/tokenizer`: the torch module that made the node."""

@@ -158,18 +158,18 @@ def int8_with_fallback(job: Int8Job, flavour: str, destination: Path, budget: Op
     scorer, methods = job.scorer.for_graph(flavour), base_methods(job, flavour)
     groups = _fallback_groups(job, flavour)
     policy = FallbackPolicy(budget, job.max_fp32_layers)
-    probe = SearchProbe(_writer(job, flavour), scorer.score, scorer.subset(job.rank_images).score)
+    ranker = scorer.subset(job.rank_images)
+    probe = SearchProbe(_writer(job, flavour), scorer.score, ranker.score)
     watch = replace(job.search, task=flavour, probes={}, notes=[])
     outcome = keep_costliest_in_fp32(flavour, destination, groups, probe, policy, watch)
     outcome.methods = methods
     if outcome.fp32_layers:
         nodes = sum(len(names) for names in groups.values())
         log(f"  {flavour}: missed its budget; kept {len(outcome.fp32_layers)} module(s) in FP32 of {len(groups)} ({nodes} quantizable nodes)")
-        ranked_on = len(scorer.subset(job.rank_images).labels)
         methods.append(f"FP32 fallback: {len(outcome.fp32_layers)} module(s), ranked by the logit error they remove on "
-                       f"{ranked_on} photos, confirmed on {len(scorer.labels)} ({_probe_line(outcome)})")
+                       f"{len(ranker.labels)} photos, confirmed on {len(scorer.labels)} ({_probe_line(outcome)})")
     methods.extend(outcome.notes)
-    if Score(outcome.agreement, outcome.top1_drop).meets(budget) or not _finetune_wanted(job):
+    if budget_met(budget, outcome.agreement, outcome.top1_drop) or not _finetune_wanted(job):
         return outcome
     kept = [n for module in outcome.fp32_layers for n in groups[module]]
     log(f"  {flavour}: still over budget; fine-tuning (up to {job.finetune.steps} steps)")
