@@ -36,7 +36,7 @@ from pipeline.stages.calibrate import load_tensors_data
 from pipeline.stages.fallback import FallbackPolicy, Int8Outcome, Score, SearchProbe, SearchWatch, keep_costliest_in_fp32, quantizable_groups
 from pipeline.stages.fp16 import convert_fp16, qdq_to_fp16
 
-STAGE_VERSION = "7"  # 7: search before fine-tune, ranked on a subset, bisected
+STAGE_VERSION = "8"  # 7: search before fine-tune, ranked on a subset, bisected; 8: int8 quantizes matrix products only
 
 
 @dataclass
@@ -189,7 +189,7 @@ def _fallback_groups(job: Int8Job, flavour: str) -> Dict[str, List[str]]:
     two activations are never quantized, so they are no candidates)."""
     graph = job.fp32()
     float_already = set(graph.activation_matmuls)
-    groups = quantizable_groups(job.fp32_path, job.export_nodes, quantize.fallback_ops(flavour, graph.transformer))
+    groups = quantizable_groups(job.fp32_path, job.export_nodes, quantize.fallback_ops(flavour))
     kept = {module: [n for n in names if n not in float_already] for module, names in groups.items()}
     return {module: names for module, names in kept.items() if names}
 
