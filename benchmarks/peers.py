@@ -10,9 +10,13 @@ Rows: torch eager FP32 (when the model is a torch checkpoint); FP32 (ONNX Runtim
 and per-channel; OpenVINO + NNCF `nncf.quantize` with its defaults and `model_type=TRANSFORMER`;
 NVIDIA ModelOpt's ONNX INT8 PTQ (`modelopt.onnx.quantization`, the peer of `int8-trt`) with FP32
 and with FP16 (its default) outside Q/DQ, run as exact Q/DQ like the project's TensorRT graphs.
-Each: top-1, drop against FP32 (ONNX Runtime), top-1 agreement with FP32, and batch-1 p50 from
-runs interleaved across all rows (row after row, round after round), so a busy CPU slows every
-row alike. OpenVINO and NNCF come with the `dev` extra; ModelOpt's graphs are made in an
+The project's graphs run on both CPU runtimes of the cpu target (ONNX Runtime and OpenVINO, as
+`[targets.cpu] runtime = "auto"` measures them). Each row: top-1, drop against FP32 (ONNX
+Runtime), top-1 agreement with FP32, and batch-1 p50 from runs interleaved across the rows of one
+runtime (row after row, round after round), so a busy CPU slows each of them alike; the runtimes
+are timed one after the other, each with the others idle (a runtime's worker threads running
+beside another's slowed ONNX Runtime's FP32 from 18.9 to 22-37 ms at paper size). OpenVINO comes
+with the `host` extra, NNCF with `dev`; ModelOpt's graphs are made in an
 environment of its own (`--modelopt-python PATH` or $VTEDGE_MODELOPT_PYTHON; how to make it:
 benchmarks/modelopt_ptq.py). Rows whose tool is missing are skipped with a line saying so.
 
@@ -121,6 +125,25 @@ def torch_infer(module, threads: int) -> Infer:
             return module(torch.from_numpy(np.ascontiguousarray(batch))).numpy()
 
     return run
+
+
+def openvino_infer(path: Path, threads: int) -> Infer:
+    """A graph compiled by OpenVINO for this CPU, as the cpu target runs it (pipeline.backends.openvino)."""
+    from pipeline.backends.base import RunnerUnavailable
+    from pipeline.backends.openvino import OpenVinoSettings, open_runner
+
+    try:
+        runner = open_runner(path.stem, path, OpenVinoSettings(threads=threads))
+    except RunnerUnavailable as exc:
+        raise ToolUnavailable(f"OpenVINO cannot compile {path.name}: {exc}") from None
+    return runner.infer
+
+
+# The runtime each row runs on (rows of one runtime are timed together, runtimes apart).
+def runtime_of(row: str) -> str:
+    if row.startswith("fp32-torch"):
+        return "torch"
+    return "openvino" if "openvino" in row.lower() else "onnxruntime"
 
 
 def peer_rows(fp32: Path, calib: np.ndarray, threads: int, folder: Path, modelopt: Optional[str]) -> Dict[str, Infer]:
@@ -239,11 +262,21 @@ def main() -> int:
         rows["fp32 (ORT)"] = ort_infer(fp32, args.threads)
         for name, path in ours.items():
             # TensorRT graphs run as exact Q/DQ (what TensorRT computes); `int8` through ORT's kernels.
-            rows[f"{name} (project)"] = ort_infer(path, args.threads, qdq_fusion=not name.startswith("int8-trt"))
+            rows[f"{name} (project, ORT)"] = ort_infer(path, args.threads, qdq_fusion=not name.startswith("int8-trt"))
+        for name, path in {"fp32": fp32, **ours}.items():
+            try:
+                rows[f"{name} (project, OpenVINO)"] = openvino_infer(path, args.threads)
+            except ImportError:
+                print(f"skipped {name} on OpenVINO: openvino is not installed (pip install -e '.[host]')")
+            except ToolUnavailable as exc:
+                print(f"skipped {name} on OpenVINO: {exc}")
         rows.update(peer_rows(fp32, calib, args.threads, folder, args.modelopt_python))
         reference = np.concatenate([rows["fp32 (ORT)"](evaluation[i : i + 1]) for i in range(len(evaluation))])
         scores = accuracy(rows, evaluation, labels, reference)
-        p50 = interleaved_p50(rows, evaluation[:1], args.warmup, args.runs)
+        p50: Dict[str, float] = {}
+        for runtime in ("torch", "onnxruntime", "openvino"):  # each runtime timed with the others idle
+            group = {name: infer for name, infer in rows.items() if runtime_of(name) == runtime}
+            p50.update(interleaved_p50(group, evaluation[:1], args.warmup, args.runs) if group else {})
     print_table(scores, p50, args, len(calib), len(evaluation))
     return 0
 
@@ -254,11 +287,12 @@ def print_table(scores, p50, args, n_calib: int, n_eval: int) -> None:
     host = host_info()
     isa = host["cpu_isa"]
     print(f"\nCPU: {host['cpu']} ({host['cpu_count']} cores; {', '.join(isa['features'])}; INT8 dot product: {isa['int8_dot'] or 'none'}); "
-          f"threads per runner: {args.threads}; calibration photos {n_calib}, evaluation photos {n_eval}; p50 of {args.runs} interleaved batch-1 runs\n")
-    print("| model | top-1 % | drop (pts) | agreement % | p50 b1 (ms) |")
-    print("|---|---|---|---|---|")
+          f"threads per runner, every runtime: {args.threads or 'its default'}; calibration photos {n_calib}, evaluation photos {n_eval}; "
+          f"p50 of {args.runs} batch-1 runs interleaved within each runtime, runtimes timed apart\n")
+    print("| model | runtime | top-1 % | drop (pts) | agreement % | p50 b1 (ms) |")
+    print("|---|---|---|---|---|---|")
     for name, (top1, drop, agree) in scores.items():
-        print(f"| {name} | {top1:.2f} | {drop:+.2f} | {agree:.2f} | {p50[name]:.3f} |")
+        print(f"| {name} | {runtime_of(name)} | {top1:.2f} | {drop:+.2f} | {agree:.2f} | {p50[name]:.3f} |")
 
 
 if __name__ == "__main__":

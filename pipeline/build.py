@@ -86,20 +86,20 @@ def engine_step(ctx: BuildContext, graphs: Graphs) -> EngineStep:
     from pipeline.stages.engine import plan_engines, run_cpu_engines
 
     if ctx.target.backend == "onnxruntime":
-        stage = ctx.log.run("engine", lambda: run_cpu_engines(ctx.config, ctx.cache, graphs.models, graphs.keys))
-        return EngineStep(stage=stage)
+        return EngineStep(stage=ctx.log.run("engine", lambda: run_cpu_engines(ctx.config, ctx.cache, graphs.models, graphs.keys)))
     planned = ctx.log.run("engine", lambda: plan_engines(ctx.config, ctx.target_name, ctx.target, ctx.config.preprocessing.crop, ctx.options.dla_core))
     return EngineStep(pending=planned.pending, files=planned.files, left_reason=planned.reason)
 
 
 def validate_step(ctx: BuildContext, graphs: Graphs, engine: EngineStep) -> StageResult:
+    from pipeline.stages.engine import openvino_graphs
     from pipeline.stages.validate import ValidationInputs, run_validation
 
     data, models, keys = graphs.data, graphs.models, graphs.keys
     if engine.stage:  # the cpu target ships ONNX Runtime's optimized graphs: those are what is validated
         models = {p: engine.stage.output(p) for p in graphs.models}
         keys = {p: sha256_file(path) for p, path in models.items()}
-    inputs = ValidationInputs(models, keys, data.evaluation.crops, data.evaluation.labels, data.content_hash, graphs.model)
+    inputs = ValidationInputs(models, keys, data.evaluation.crops, data.evaluation.labels, data.content_hash, graphs.model, openvino_graphs(ctx.target, graphs.models))
     return ctx.log.run("validate", lambda: run_validation(ctx.config, ctx.cache, inputs, ctx.cpu_proxy, ctx.options.progress))
 
 
@@ -114,20 +114,20 @@ def _unchanged_bundle(ctx: BuildContext, engine: EngineStep) -> BuildOutcome:
     command = rebuild_command(ctx, bool(manifest["pending"]))
     if manifest["rebuild_command"] != command:
         update_manifest(ctx.bundle_dir, [], {"rebuild_command": command})
-    return BuildOutcome(ctx.bundle_dir, report, report["gate"]["failures"], list(manifest["pending"]), ctx.log.as_json(),
-                        command, engine.left_reason)
+    return BuildOutcome(ctx.bundle_dir, report, report["gate"]["failures"], list(manifest["pending"]), ctx.log.as_json(), command, engine.left_reason)
 
 
 def _write_bundle(ctx: BuildContext, graphs: Graphs, engine: EngineStep, validation: StageResult, build_key: str) -> BuildOutcome:
     from pipeline.stages.bundle import BundleContents, BundleSources, bundle_files, make_manifest, reference_files, write_report_and_bundle
     from pipeline.stages.report import ReportSources, assemble_report, check_gate
+    from pipeline.stages.runtime_choice import optimized_graphs
 
     details = {name: result.record.details for name, result in graphs.stages.items()}
     results = json.loads(validation.output("results").read_text())
-    report = assemble_report(ctx, ReportSources(results, graphs.model, graphs.data, details, ctx.log.as_json()))
+    report = assemble_report(ctx, ReportSources(results, graphs.model, graphs.data, details, ctx.log.as_json(), validation.record.details.get("skipped")))
     failures = [f.message for f in check_gate(report)]
     report["gate"] = {"enabled": ctx.options.gate, "failures": failures}
-    optimized = {p: engine.stage.output(p) for p in graphs.models} if engine.stage else None
+    optimized = optimized_graphs(engine.stage, graphs.models, report["runtimes"] or {}) if engine.stage else None
     sources = BundleSources(graphs.models, optimized, engine.files, reference_files(graphs.data, validation), engine.pending)
     files, precisions = bundle_files(sources)
     contents = BundleContents(files, make_manifest(ctx, graphs.model, precisions, report, sources, build_key))

@@ -238,11 +238,16 @@ class TargetConfig(_Section):
     precisions: Annotated[Tuple[Precision, ...], Strict(False)] = ("fp32", "fp16", "int8")
     latency_budget_ms: Optional[float] = Field(None, gt=0)
     opset: Optional[int] = Field(None, ge=13, le=23)
+    # The cpu target's runtime: "auto" measures every graph on ONNX Runtime and OpenVINO and
+    # ships each on the faster one that meets its budget (pipeline.stages.runtime_choice).
+    runtime: Literal["auto", "onnxruntime", "openvino"] = "onnxruntime"
 
     @model_validator(mode="after")
     def _consistent(self) -> "TargetConfig":
         if self.backend == "tensorrt" and not self.tensorrt_versions:
             raise ValueError("a tensorrt target needs tensorrt_versions")
+        if self.backend == "tensorrt" and self.runtime != "onnxruntime":
+            raise ValueError("runtime chooses between the CPU runtimes of an onnxruntime target; a tensorrt target runs TensorRT")
         if self.use_dla and self.dla_cores == 0:
             raise ValueError("use_dla is set but the target has no DLA cores")
         return self

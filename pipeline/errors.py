@@ -55,7 +55,8 @@ class LockError(VtEdgeError):
 
 def describe_validation(error: dict) -> str:
     """One pydantic error (an item of `ValidationError.errors()`) as `key 'a.b': message`."""
-    location = ".".join(str(part) for part in error["loc"] if part != "validate_")
+    # pydantic names the branch of a union it tried ("dict[...]", "tagged-union[...]"): not a key
+    location = ".".join(str(part) for part in error["loc"] if part != "validate_" and "[" not in str(part))
     if error["type"] == "extra_forbidden":
         return f"unknown key '{location}'"
     message = error["msg"]

@@ -245,7 +245,7 @@ def _escalation_with(tiny, tmp_path, monkeypatch, scores, finetune):
 
 
 def test_the_search_comes_first_and_no_fine_tune_runs_when_it_meets_the_budget(tiny, tmp_path, monkeypatch):
-    scores = iter([(0.5, 9.0, 0.2)] + [(0.995, 0.1, 0.01)] * 200)
+    scores = iter([(0.5, 9.0, 0.2)] * 2 + [(0.995, 0.1, 0.01)] * 200)  # the quantized graph, scored and ranked
     outcome, calls = _escalation(tiny, tmp_path, monkeypatch, scores)
     assert calls == [] and len(outcome.fp32_layers) == 1
     assert outcome.methods[0] == "calibration: minmax" and "7-bit" in outcome.methods[1]
@@ -253,7 +253,7 @@ def test_the_search_comes_first_and_no_fine_tune_runs_when_it_meets_the_budget(t
 
 
 def test_a_fine_tune_runs_once_when_the_most_fp32_modules_allowed_miss_the_budget(tiny, tmp_path, monkeypatch):
-    scores = iter([(0.5, 9.0, 0.2)] + [(0.9, 1.0, 0.1)] * 200)
+    scores = iter([(0.5, 9.0, 0.2)] * 2 + [(0.9, 1.0, 0.1)] * 200)
     outcome, calls = _escalation(tiny, tmp_path, monkeypatch, scores)
     assert len(calls) == 1 and len(outcome.fp32_layers) == 1  # the graph the FP32 module leaves
     assert any(m.startswith("budget not reached with the 1 costliest module(s)") for m in outcome.methods)
@@ -300,7 +300,7 @@ def test_a_graph_the_twin_cannot_take_goes_on_without_the_fine_tune(tiny, tmp_pa
     def refuses(*args, **kwargs):
         raise TwinUnsupportedOp("TopK", "/head/TopK", "not in the twin's tables")
 
-    scores = iter([(0.5, 9.0, 0.2)] + [(0.9, 1.0, 0.1)] * 200)
+    scores = iter([(0.5, 9.0, 0.2)] * 2 + [(0.9, 1.0, 0.1)] * 200)
     outcome = _escalation_with(tiny, tmp_path, monkeypatch, scores, refuses)
     assert outcome.methods[-1].startswith("no quantization-aware fine-tune: ") and "TopK" in outcome.methods[-1]
     assert (tmp_path / "model.int8.onnx").is_file() and len(outcome.fp32_layers) == 1

@@ -334,9 +334,10 @@ def test_cpu_bundle_ships_the_graphs_validation_ran_the_way_the_manifest_says(ti
     manifest = verify_bundle(bundle)
     report = json.loads((bundle / "report/report.json").read_text())
     runners = {r["precision"]: r["runner"] for r in report["results"]}
-    assert manifest["format_version"] == 2 and set(manifest["session"]) == set(manifest["precisions"])
+    assert manifest["format_version"] == 3 and set(manifest["session"]) == set(manifest["precisions"])
     for precision, files in manifest["precisions"].items():
-        session = manifest["session"][precision]
+        session = dict(manifest["session"][precision])
+        assert session.pop("runtime") == runners[precision]["backend"] == "onnxruntime"
         assert runners[precision]["model"] == Path(files["optimized"]).name  # validated what ships
         assert {key: runners[precision][key] for key in session} == session  # run as the manifest says
         assert session["qdq_fusion"] is (precision not in ("int8-trt", "int8-trt-fp16"))

@@ -17,7 +17,7 @@ from pipeline.config import load_config
 from pipeline.data import normalize
 from pipeline.metrics import Budget
 from pipeline.stages.calibrate import calibrate, load_tensors_data, ranges_to_json, save_tensors_data
-from pipeline.stages.fallback import FallbackPolicy, keep_costliest_in_fp32, quantizable_groups
+from pipeline.stages.fallback import FallbackPolicy, SearchProbe, keep_costliest_in_fp32, quantizable_groups
 from pipeline.stages.precision import CalibrationScorer, Int8Job, int8_with_fallback
 
 
@@ -162,6 +162,55 @@ def test_the_search_probes_each_module_once_then_bisects(tmp_path):
     assert outcome.fp32_layers == [f"/block.{i}" for i in range(39, 39 - len(outcome.fp32_layers), -1)]
 
 
+def test_a_priced_search_keeps_the_modules_that_remove_most_error_per_millisecond(tmp_path):
+    """With a profile (injected: module -> ms keeping it in FP32 costs), the order is logit error
+    removed per millisecond; a module that removes no error is never kept."""
+    errors = {"/conv.big": 0.004, "/conv.small": 0.002, "/matmul": 0.0015, "/useless": 0.0}
+    cost_ms = {"/conv.big": 2.0, "/conv.small": 0.1, "/matmul": -0.05, "/useless": 0.0}
+    groups = {module: [f"{module}/Conv"] for module in errors}
+
+    def score(path: Path) -> tuple:
+        kept = {node.rsplit("/", 1)[0] for node in json.loads(path.read_text())}
+        lost = sum(e for module, e in errors.items() if module not in kept)
+        return 1.0 - 10 * lost, 0.0, lost
+
+    write = lambda path, keep: path.write_text(json.dumps(keep))  # noqa: E731
+    priced = []
+    probe = SearchProbe(write, score, price=lambda path, g: priced.append(sorted(g)) or cost_ms)
+    outcome = keep_costliest_in_fp32("int8", tmp_path / "g.onnx", groups, probe, FallbackPolicy(Budget(min_agreement=0.96), 4))
+    assert priced == [sorted(groups)]  # one profile of the fully quantized graph prices every module
+    # /matmul costs nothing (INT8 is slower there): first; then /conv.small (0.02/ms) before /conv.big (0.002/ms)
+    assert [item["module"] for item in outcome.sensitivity] == ["/matmul", "/conv.small", "/conv.big", "/useless"]
+    assert [item["cost_ms"] for item in outcome.sensitivity] == [-0.05, 0.1, 2.0, 0.0]
+    assert outcome.fp32_layers == ["/matmul", "/conv.small"]  # agreement 1 - 10 * 0.004 = 0.96
+    unpriced = keep_costliest_in_fp32("int8", tmp_path / "h.onnx", groups, (write, score), FallbackPolicy(Budget(min_agreement=0.96), 4))
+    assert unpriced.fp32_layers == ["/conv.big"]  # by error alone: the biggest first, one is enough
+    everything = keep_costliest_in_fp32("int8", tmp_path / "i.onnx", groups, (write, score), FallbackPolicy(Budget(min_agreement=1.0), 4))
+    assert "/useless" not in everything.fp32_layers and len(everything.fp32_layers) == 3
+
+
+def test_module_costs_come_from_one_profile_of_each_graph(calibration_inputs, tmp_path):
+    """ONNX Runtime's per-node profile of the FP32 and the fully quantized graph prices modules by name."""
+    import onnx
+
+    from pipeline.stages.node_cost import module_costs, profile_node_ms
+    from pipeline.stages.quantize import fallback_ops, quantize_graph
+
+    config, fp32, images, _ = calibration_inputs
+    tensors = calibrate(fp32, images, config, progress=False)
+    int8 = tmp_path / "int8.onnx"
+    quantize_graph(fp32, int8, tensors, "int8")
+    nodes = profile_node_ms(fp32, images, runs=3)
+    assert nodes and all(ms >= 0 for ms in nodes.values())
+    groups: dict = {}
+    for node in onnx.load(str(fp32)).graph.node:
+        if node.op_type in fallback_ops("int8"):
+            groups.setdefault(node.name.rsplit("/", 1)[0], []).append(node.name)
+    costs = module_costs(fp32, int8, groups, images, runs=3)
+    assert set(costs) == set(groups)
+    assert sum(c.fp32_ms for c in costs.values()) > 0 and sum(c.int8_ms for c in costs.values()) > 0
+
+
 def test_the_search_stops_where_the_budget_cannot_be_reached_and_says_so(tmp_path):
     outcome, graphs = run_policy(tmp_path, Budget(max_top1_drop=0.0, min_agreement=1.0), 2)
     assert outcome.probes == {"rank": len(GROUPS), "confirm": 1}
@@ -185,8 +234,14 @@ def test_fallback_wiring_on_the_tiny_vt(calibration_inputs, tmp_path, monkeypatc
     groups = quantizable_groups(fp32, export_nodes, fallback_ops("int8"))
     assert any(module.startswith("/vt.") for module in groups)
     scorer = CalibrationScorer(images, labels, np.zeros((len(labels), 10), dtype=np.float32))
-    # A scorer that says every graph misses the budget: the fallback keeps exactly 2 modules.
-    monkeypatch.setattr(CalibrationScorer, "score", lambda self, path: (0.5, 50.0))
+    # A scorer that says every graph misses the budget, less so the more nodes read float weights
+    # (every module helps): the fallback keeps exactly 2 modules.
+    def float_nodes(path: Path) -> int:
+        g = onnx.load(str(path)).graph
+        dequantized = {o for n in g.node if n.op_type == "DequantizeLinear" for o in n.output}
+        return sum(1 for n in g.node if n.op_type in fallback_ops("int8") and not set(n.input) & dequantized)
+
+    monkeypatch.setattr(CalibrationScorer, "score", lambda self, path: (0.5 + 0.001 * float_nodes(path), 50.0))
     job = Int8Job(fp32, calibrate(fp32, images, config, progress=False), scorer, export_nodes, 2)
     outcome = int8_with_fallback(job, "int8", tmp_path / "int8.onnx", Budget(max_top1_drop=0.0, min_agreement=1.0), log=lambda m: None)
     assert outcome.sensitivity and len(outcome.fp32_layers) == 2

@@ -67,9 +67,9 @@ with tempfile.TemporaryDirectory() as tmp:
     data[0] ^= 1
     (bad / rel).write_bytes(bytes(data))
     expect("tampered bundle", run(bad, "--verify-only"), 1, stderr_has="fails its SHA-256 check")
-    manifest["format_version"] = 3
+    manifest["format_version"] = 4
     (bad / "manifest.json").write_text(json.dumps(manifest))
-    expect("format_version 3", run(bad, IMAGE), 1, stderr_has="unsupported format_version 3")
+    expect("format_version 4", run(bad, IMAGE), 1, stderr_has="unsupported format_version 4")
 
 print(f"{failures} failure(s)")
 sys.exit(1 if failures else 0)

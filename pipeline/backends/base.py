@@ -45,6 +45,11 @@ class Runner(Protocol):
     def __exit__(self, *exc: object) -> None: ...
 
 
+class RunnerUnavailable(Exception):
+    """A runtime cannot open this graph (it lacks an op, its compiler refuses a pattern): the
+    graph is skipped on that runtime, with this one-line reason, and measured on the others."""
+
+
 class ClosingRunner:
     """Context-manager behaviour for runners whose `close()` frees everything, and `time_batch`
     for runners that define `timed_call`."""

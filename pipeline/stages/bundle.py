@@ -111,7 +111,7 @@ def update_manifest(bundle: Path, changed: Iterable[str], updates: dict[str, Any
 def checked_manifest(manifest: Any, path: Path) -> Manifest:
     """`manifest` as the typed Manifest, or BundleError naming the file and the first bad key."""
     if isinstance(manifest, dict) and manifest.get("format_version") not in READABLE_VERSIONS:
-        readable = " and ".join(str(v) for v in READABLE_VERSIONS)
+        readable = ", ".join(str(v) for v in READABLE_VERSIONS[:-1]) + f" and {READABLE_VERSIONS[-1]}"
         raise BundleError(f"{path}: unsupported format_version {manifest.get('format_version')!r} (this tool reads {readable})")
     try:
         return Manifest.model_validate(manifest)
@@ -235,8 +235,6 @@ def rebuild_command(ctx: Any, pending: bool) -> str:
 def make_manifest(ctx: Any, model: Any, precisions: Dict[str, Any], report: Dict[str, Any], sources: BundleSources,
                   build_key: str) -> Dict[str, Any]:
     """The manifest fields of a new bundle (`files` is added when the bundle is written)."""
-    from pipeline.stages.engine import session_settings
-
     target, spec = ctx.target, ctx.config.preprocessing.spec()
     return {
         "format_version": FORMAT_VERSION,
@@ -256,9 +254,23 @@ def make_manifest(ctx: Any, model: Any, precisions: Dict[str, Any], report: Dict
         "rebuild_command": rebuild_command(ctx, bool(sources.pending)),
         "pending": list(sources.pending),
         "build_key": build_key,
-        # Each graph's session, as its optimized graph was saved and validated (engine.session_settings).
-        "session": {p: asdict(session_settings(ctx.config, p)) for p in precisions} if target.backend == "onnxruntime" else None,
+        # Each graph's session, as it was validated (engine.session_settings, engine.openvino_settings).
+        "session": cpu_sessions(ctx.config, precisions, report.get("runtimes") or {}) if target.backend == "onnxruntime" else None,
     }
+
+
+def cpu_sessions(config: Any, precisions: Dict[str, Any], runtimes: Dict[str, Any]) -> Dict[str, Dict[str, Any]]:
+    """Per graph of the cpu target, the session of the runtime that ships it (runtime_choice)."""
+    from pipeline.backends.openvino import RUNTIME, openvino_version
+    from pipeline.stages.engine import openvino_settings, session_settings
+
+    sessions = {}
+    for p in precisions:
+        if runtimes.get(p, {}).get("runtime") == RUNTIME:
+            sessions[p] = {"runtime": RUNTIME, "openvino": openvino_version() or "", **asdict(openvino_settings(config))}
+        else:
+            sessions[p] = {"runtime": "onnxruntime", **asdict(session_settings(config, p))}
+    return sessions
 
 
 def write_report_and_bundle(bundle: Path, contents: BundleContents, report: Dict[str, Any], work: Path) -> Path:

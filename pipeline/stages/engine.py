@@ -16,7 +16,7 @@ from typing import Any, Dict, List, Optional
 from pipeline.artifacts import StageCache, StageResult
 from pipeline.backends.onnxruntime import SessionSettings, precision_settings, save_optimized
 from pipeline.config import Config, TargetConfig
-from pipeline.errors import PlanError
+from pipeline.errors import PlanError, StageError
 from pipeline.names import FP32, onnx_file
 
 STAGE_VERSION = "2"  # 2: each graph optimized with its own session settings (TensorRT graphs: exact Q/DQ)
@@ -26,6 +26,34 @@ def session_settings(config: Config, precision: str) -> SessionSettings:
     """How `precision`'s graph is run: when its optimized graph is saved, when it is validated,
     and as the manifest records it (one function, so the three cannot differ)."""
     return precision_settings(precision, SessionSettings(intra_op_threads=config.validate_.threads))
+
+
+def openvino_settings(config: Config) -> Any:
+    """How OpenVINO compiles every graph it runs (validation and the manifest use this one function)."""
+    from pipeline.backends.openvino import OpenVinoSettings
+
+    return OpenVinoSettings(threads=config.validate_.threads)
+
+
+def cpu_runtimes(target: TargetConfig) -> List[str]:
+    """The runtimes the cpu target's graphs are measured on (OpenVINO when asked for; with "auto"
+    when it is installed, else ONNX Runtime alone, which the report says)."""
+    from pipeline.backends.openvino import openvino_version
+
+    if target.runtime == "onnxruntime":
+        return ["onnxruntime"]
+    if openvino_version() is None:
+        if target.runtime == "openvino":
+            raise StageError("runtime = \"openvino\" but OpenVINO is not installed: pip install -e \".[host]\" installs it "
+                             "(or set [targets.cpu] runtime = \"onnxruntime\")")
+        return ["onnxruntime"]
+    return ["onnxruntime", "openvino"]
+
+
+def openvino_graphs(target: TargetConfig, models: Dict[str, Path]) -> Dict[str, Path]:
+    """The graphs OpenVINO is to measure (the precision stage's: OpenVINO compiles them itself,
+    not ONNX Runtime's optimized graphs with their fused contrib ops); {} when it measures none."""
+    return dict(models) if "openvino" in cpu_runtimes(target) else {}
 
 
 def run_cpu_engines(config: Config, cache: StageCache, models: Dict[str, Path], model_keys: Dict[str, str]) -> StageResult:

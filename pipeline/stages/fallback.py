@@ -34,6 +34,10 @@ from pipeline.progress import ProgressFn, Step, silent
 
 # (destination, node names to keep in FP32) -> writes the graph at destination
 GraphWriter = Callable[[Path, List[str]], None]
+# The cost below which keeping a module in FP32 counts as free, as a share of what keeping every
+# module would cost: profiles of sub-0.01 ms nodes are noise, and a module INT8 does not speed up
+# is ranked by the error it removes alone.
+LATENCY_FLOOR_SHARE = 0.01
 
 
 @dataclass(frozen=True)
@@ -160,14 +164,20 @@ class FallbackPolicy:
     max_fp32_layers: int
 
 
+# (the fully quantized graph, module -> its nodes) -> module -> milliseconds keeping it in FP32 costs
+Pricer = Callable[[Path, Dict[str, List[str]]], Dict[str, float]]
+
+
 @dataclass
 class SearchProbe:
     """How the search makes and judges graphs: `score` decides (every calibration photo);
-    `rank` orders the modules (a seeded subset; `score` when not given)."""
+    `rank` orders the modules (a seeded subset; `score` when not given); `price`, when given,
+    makes the order latency-aware: logit error removed per millisecond lost (node_cost)."""
 
     write: GraphWriter
     score: Scorer
     rank: Optional[Scorer] = None
+    price: Optional[Pricer] = None
 
 
 def keep_costliest_in_fp32(
@@ -189,11 +199,31 @@ def keep_costliest_in_fp32(
     if scored.meets(policy.budget) or policy.max_fp32_layers == 0 or not groups:
         return outcome
     baseline = scored if probe.rank is None else Score.of(probe.rank(destination))
+    kept_ms = probe.price(destination, groups) if probe.price is not None else None
     outcome.sensitivity = measure_sensitivity(groups, probe.write, probe.rank or probe.score, baseline, watch, destination.parent)
-    ranked = [item["module"] for item in outcome.sensitivity]
+    # Only modules whose FP32 copy removes some error (or wins back an answer) are candidates:
+    # keeping any other buys nothing.
+    helpful = {item["module"] for item in outcome.sensitivity if item["error_gain"] > 0 or item["gain"] > 0}
+    ranked = [module for module in _ranked(outcome.sensitivity, kept_ms) if module in helpful]
     _shortest_prefix(outcome, ranked[: policy.max_fp32_layers], (probe, destination, groups), policy.budget, watch)
     outcome.probes, outcome.notes = dict(watch.probes), list(watch.notes)
     return outcome
+
+
+def _ranked(sensitivity: List[Dict[str, Any]], kept_ms: Optional[Dict[str, float]]) -> List[str]:
+    """The search's order: by the logit error each module's FP32 copy removes, per millisecond
+    it costs when priced (each entry then records its `cost_ms`)."""
+    from pipeline.stages.node_cost import latency_order
+
+    if kept_ms is None:
+        return [item["module"] for item in sensitivity]
+    for item in sensitivity:
+        item["cost_ms"] = round(kept_ms.get(item["module"], 0.0), 5)
+    floor = LATENCY_FLOOR_SHARE * sum(max(ms, 0.0) for ms in kept_ms.values())
+    order = latency_order({item["module"]: item["error_gain"] for item in sensitivity}, kept_ms, max(floor, 1e-6))
+    position = {module: i for i, module in enumerate(order)}
+    sensitivity.sort(key=lambda item: position[item["module"]])
+    return order
 
 
 def _shortest_prefix(outcome: Int8Outcome, ranked: List[str], where: Tuple[SearchProbe, Path, Dict[str, List[str]]],

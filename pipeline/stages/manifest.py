@@ -22,12 +22,12 @@ try:
 except ImportError:  # Python 3.8 (JetPack 5)
     from typing_extensions import Annotated
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, Strict, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Discriminator, Field, Strict, Tag, model_validator
 
 from pipeline.names import INPUT_NAME, OUTPUT_NAME
 
-FORMAT_VERSION = 2  # 2: `session` per precision
-READABLE_VERSIONS = (1, 2)  # a version 1 manifest (one `session` for every precision) is still read
+FORMAT_VERSION = 3  # 2: `session` per precision; 3: a session names its runtime (ONNX Runtime or OpenVINO)
+READABLE_VERSIONS = (1, 2, 3)  # a version 1 manifest (one `session` for every precision) is still read
 # What a device needs besides the models: validation against the host's FP32 logits, and the report it updates.
 REFERENCE_FILES = ("reference/fp32_logits.npy", "reference/eval_set.json", "reference/eval_labels.npy", "reference/eval_crops.npy")
 REQUIRED_FILES = REFERENCE_FILES + ("report/report.json",)
@@ -148,6 +148,7 @@ class HostInfo(_Strict):
 class SessionInfo(_Strict):
     """The ONNX Runtime session a graph was validated with, and is to be run with."""
 
+    runtime: Literal["onnxruntime"] = "onnxruntime"  # absent before format_version 3
     graph_optimization: str
     intra_op_threads: int
     execution_mode: str
@@ -155,11 +156,33 @@ class SessionInfo(_Strict):
     qdq_fusion: bool = True  # False: Q/DQ run as float ops (exact arithmetic of TensorRT graphs)
 
 
+class OpenVinoSessionInfo(_Strict):
+    """The OpenVINO compiled model a graph was validated with, and is to be run with: it compiles
+    the graph named by `precisions.<graph>.onnx` (format_version 3)."""
+
+    runtime: Literal["openvino"]
+    openvino: str  # the version it was validated with
+    device: str
+    threads: int = Field(ge=0)  # 0: OpenVINO's default
+    performance_hint: str
+    inference_precision: str
+
+
+def _runtime_of(session: Any) -> str:
+    """Which session model a graph's session is read as: its `runtime` (ONNX Runtime's when absent, as before version 3)."""
+    runtime = session.get("runtime", "onnxruntime") if isinstance(session, dict) else getattr(session, "runtime", "onnxruntime")
+    return runtime if runtime in ("onnxruntime", "openvino") else "onnxruntime"
+
+
+GraphSession = Annotated[Union[Annotated[SessionInfo, Tag("onnxruntime")], Annotated[OpenVinoSessionInfo, Tag("openvino")]],
+                         Discriminator(_runtime_of)]
+
+
 class Manifest(_Strict):
-    """manifest.json, format_version 2 (version 1 is read too): the keys of
+    """manifest.json, format_version 3 (versions 1 and 2 are read too): the keys of
     docs/bundle-format.md, each required."""
 
-    format_version: Literal[1, 2]
+    format_version: Literal[1, 2, 3]
     name: str = Field(min_length=1)
     created_utc: str
     target: TargetInfo
@@ -176,8 +199,9 @@ class Manifest(_Strict):
     rebuild_command: str
     pending: List[str]
     build_key: str
-    # Version 2: graph name -> its session (cpu target); version 1: one session for every graph.
-    session: Optional[Union[Dict[GraphName, SessionInfo], SessionInfo]]
+    # Version 2: graph name -> its session (cpu target); version 1: one session for every graph;
+    # version 3: a graph's session may be OpenVINO's.
+    session: Optional[Union[Dict[GraphName, GraphSession], SessionInfo]]
 
     model_config = ConfigDict(
         extra="forbid", strict=True, frozen=True, title="vt-edge bundle manifest",
@@ -231,6 +255,8 @@ def _check_session(m: Manifest) -> None:
         raise ValueError(f"session: format_version {m.format_version} has {shape}")
     if per_graph and set(m.session) != set(m.precisions):
         raise ValueError(f"session names graphs {sorted(m.session)}, precisions lists {sorted(m.precisions)}: one session per graph")
+    if per_graph and m.format_version < 3 and any(isinstance(s, OpenVinoSessionInfo) for s in m.session.values()):
+        raise ValueError(f"session: an OpenVINO session needs format_version 3, not {m.format_version}")
 
 
 def schema() -> Dict[str, Any]:

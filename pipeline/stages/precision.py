@@ -28,6 +28,7 @@ import numpy as np
 from pipeline.artifacts import StageCache, StageResult, sha256_file
 from pipeline.backends.onnxruntime import onnx_logits
 from pipeline.config import Config
+from pipeline.host import host_info
 from pipeline.metrics import Budget, agreement_lower_bound, budget_met, top1_accuracy, top1_drop
 from pipeline.names import FP16, FP32, INT8, INT8_FLAVOURS, INT8_TRT, INT8_TRT_FP16, TENSORRT_GRAPHS
 from pipeline.progress import ProgressFn, or_silent
@@ -36,7 +37,7 @@ from pipeline.stages.calibrate import load_tensors_data
 from pipeline.stages.fallback import FallbackPolicy, Int8Outcome, Score, SearchProbe, SearchWatch, keep_costliest_in_fp32, quantizable_groups
 from pipeline.stages.fp16 import convert_fp16, qdq_to_fp16
 
-STAGE_VERSION = "8"  # 7: search before fine-tune, ranked on a subset, bisected; 8: int8 quantizes matrix products only
+STAGE_VERSION = "9"  # 7: search before fine-tune, ranked on a subset, bisected; 8: int8 quantizes matrix products only; 9: int8 ranked per ms
 
 
 @dataclass
@@ -91,6 +92,7 @@ class Int8Job:
     rank_images: int = 0  # calibration photos the fallback ranks modules on (0: all)
     search: SearchWatch = field(default_factory=SearchWatch)  # progress and the time bound
     fp32_graph: Optional[quantize.Fp32Graph] = None  # the FP32 graph, read once (load_fp32)
+    threads: int = 0  # the CPU target's session threads (its profile prices the modules)
 
     def fp32(self) -> Any:
         if self.fp32_graph is None:
@@ -159,14 +161,15 @@ def int8_with_fallback(job: Int8Job, flavour: str, destination: Path, budget: Op
     groups = _fallback_groups(job, flavour)
     policy = FallbackPolicy(budget, job.max_fp32_layers)
     ranker = scorer.subset(job.rank_images)
-    probe = SearchProbe(_writer(job, flavour), scorer.score, ranker.score)
+    probe = SearchProbe(_writer(job, flavour), scorer.score, ranker.score, _pricer(job) if flavour in PRICED else None)
     watch = replace(job.search, task=flavour, probes={}, notes=[])
     outcome = keep_costliest_in_fp32(flavour, destination, groups, probe, policy, watch)
     outcome.methods = methods
     if outcome.fp32_layers:
         nodes = sum(len(names) for names in groups.values())
         log(f"  {flavour}: missed its budget; kept {len(outcome.fp32_layers)} module(s) in FP32 of {len(groups)} ({nodes} quantizable nodes)")
-        methods.append(f"FP32 fallback: {len(outcome.fp32_layers)} module(s), ranked by the logit error they remove on "
+        per_ms = " per millisecond they cost (ONNX Runtime's per-node profile on this CPU)" if probe.price else ""
+        methods.append(f"FP32 fallback: {len(outcome.fp32_layers)} module(s), ranked by the logit error they remove{per_ms} on "
                        f"{len(ranker.labels)} photos, confirmed on {len(scorer.labels)} ({_probe_line(outcome)})")
     methods.extend(outcome.notes)
     if budget_met(budget, outcome.agreement, outcome.top1_drop) or not _finetune_wanted(job):
@@ -178,6 +181,22 @@ def int8_with_fallback(job: Int8Job, flavour: str, destination: Path, budget: Op
     if after is not None:
         outcome.take(after)
     return outcome
+
+
+# The flavours whose fallback weighs speed: `int8` runs on the CPU runtimes, whose per-node
+# profile is at hand; TensorRT graphs' speed is the device's, not measurable here.
+PRICED = (INT8,)
+PROFILE_RUNS = 30
+
+
+def _pricer(job: Int8Job) -> Callable[[Path, Dict[str, List[str]]], Dict[str, float]]:
+    def price(quantized: Path, groups: Dict[str, List[str]]) -> Dict[str, float]:
+        from pipeline.stages.node_cost import module_costs
+
+        costs = module_costs(job.fp32_path, quantized, groups, job.scorer.images[:1], PROFILE_RUNS, job.threads)
+        return {module: cost.kept_fp32_ms for module, cost in costs.items()}
+
+    return price
 
 
 def _probe_line(outcome: Int8Outcome) -> str:
@@ -254,6 +273,8 @@ def run_precision(config: Config, cache: StageCache, inputs: PrecisionInputs, pr
     wanted = sorted(p for p in set(precisions) if p != FP32)
     budgets = {p: b.model_dump() for p, b in config.budgets.items() if p in wanted}
     settings = {"precisions": wanted, **config.precision.model_dump(), "budgets": budgets}
+    if any(p in PRICED for p in wanted):  # the search prices modules by this CPU's profile
+        settings["cpu"] = {"int8_kernel": host_info()["cpu_isa"]["int8_kernel"], "threads": config.validate_.threads}
     keys = {"onnx": sha256_file(inputs.simplified.output("onnx"))}
     if inputs.calibration is not None:
         keys["calibration"] = inputs.calibration.record.key
@@ -272,7 +293,8 @@ def run_precision(config: Config, cache: StageCache, inputs: PrecisionInputs, pr
             job = Int8Job(fp32_path, load_tensors_data(inputs.calibration.output("tensors")), scorer,
                           json.loads(inputs.exported.output("nodes").read_text()), config.precision.max_fp32_layers,
                           finetune_settings(config), calibration=calibration_line(config),
-                          rank_images=config.precision.rank_images, search=_search_watch(config, progress))
+                          rank_images=config.precision.rank_images, search=_search_watch(config, progress),
+                          threads=config.validate_.threads)
             for flavour, (name, outcome) in _make_int8(config, job, flavours, workdir, log).items():
                 outputs[flavour] = name
                 if outcome is not None:

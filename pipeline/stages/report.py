@@ -27,6 +27,8 @@ from pipeline.stages.report_gate import GateFailure, check_gate, choose_precisio
 from pipeline.stages.report_model import FORMAT_VERSION, check_report
 from pipeline.stages.report_plots import make_figures
 from pipeline.stages.report_text import markdown_text, visible
+from pipeline.stages.runtime_choice import as_json as runtime_json
+from pipeline.stages.runtime_choice import runtime_choices, shipped_results
 from pipeline.stages.report_views import make_verdict, what_changed
 
 # Files `report` re-makes from report.json (which itself must verify).
@@ -156,20 +158,25 @@ def render_comparison(comparison: Any) -> str:
 class ReportSources:
     """The build's records the report is assembled from."""
 
-    results: List[Dict[str, Any]]  # validate stage's results.json
+    results: List[Dict[str, Any]]  # validate stage's results.json: every runner, shipped or not
     model: Any  # the loaded checkpoint
     data: Any  # the data split (image counts, skipped images)
     stage_details: Dict[str, Dict[str, Any]]  # export / simplify / precision record details
     stages: List[Dict[str, Any]]  # the stage log
+    skipped: Optional[List[Dict[str, str]]] = None  # graphs a runtime could not open (validate stage)
 
 
 def assemble_report(ctx: Any, sources: ReportSources) -> Dict[str, Any]:
     config, target, data, model = ctx.config, ctx.target, sources.data, sources.model
-    notes = _fp16_note(sources.results) + _int8_cpu_note(sources.results, host_info().get("cpu_isa", {}))
+    choices = runtime_choices(config, target, sources.results, sources.skipped or [])
+    results = shipped_results(sources.results, choices)  # one row per precision: the runner that ships
+    notes = _fp16_note(results) + _int8_cpu_note(results, host_info().get("cpu_isa", {}))
     if ctx.cpu_proxy:
         notes.append(f"- CPU proxy: the {ctx.target_name} precision graphs were run with ONNX Runtime on this host's CPU; accuracy carries over to the device, latency does not. The device finish measures the engines.")
     details = sources.stage_details
     notes += _model_notes(model, details)
+    notes += _runtime_note(choices, host_info()) if choices else []
+    reference = next(r for r in sources.results if r["precision"] == REFERENCE and r.get("runtime") in (None, "", "onnxruntime"))
     return {
         "format_version": FORMAT_VERSION,
         "bundle": ctx.bundle_name, "target": ctx.target_name, "backend": target.backend, "cpu_proxy": ctx.cpu_proxy,
@@ -181,7 +188,7 @@ def assemble_report(ctx: Any, sources: ReportSources) -> Dict[str, Any]:
         "calibration_method": config.precision.calibration,
         "precision_settings": config.precision.model_dump(),  # what the verdict's advice names
         "budgets": with_variants({p: b.model_dump() for p, b in config.budgets.items() if p in target.precisions}),
-        "results": sources.results,
+        "results": results,
         "precision_details": {k: v for k, v in details["precision"].items() if k in INT8_FLAVOURS},
         "export": details["export"],
         "simplify": {k: v for k, v in details["simplify"].items() if not k.startswith("ops_")},
@@ -192,7 +199,8 @@ def assemble_report(ctx: Any, sources: ReportSources) -> Dict[str, Any]:
         "class_names": list(model.class_names),
         "evaluation_set_sha256": sha256_file(data.eval_list),  # a comparison checks both reports saw the same images
         # On the host the FP32 ONNX Runtime graph is the reference every precision is compared against.
-        "per_image": per_image_record(data.evaluation.labels, result_of({"results": sources.results}, REFERENCE)["predictions"]),
+        "per_image": per_image_record(data.evaluation.labels, reference["predictions"]),
+        "runtimes": runtime_json(choices) if choices else None,
     }
 
 
@@ -228,6 +236,38 @@ def _fp16_note(results: List[Dict[str, Any]]) -> List[str]:
         "FP32 around the rest, so FP16 brings no compute speed-up on a CPU; it is validated here for accuracy, "
         "and its speed is measured on the GPU."
     ]
+
+
+# The CPU kinds whose INT8 kernels differ: what a report says it did not measure.
+CPU_KINDS = ("AVX2 only (no 8-bit dot product)", "AVX-512 VNNI / AVX-VNNI", "AMX", "Arm dotprod / i8mm")
+
+
+def _cpu_kind(isa: Dict[str, Any]) -> str:
+    dot = str(isa.get("int8_dot") or "")
+    if not dot:
+        return CPU_KINDS[0]
+    return next((kind for kind, key in zip(CPU_KINDS[1:], ("VNNI", "AMX", "Arm")) if key.lower() in dot.lower()), dot)
+
+
+def _runtime_note(runtimes: Dict[str, Any], host: Dict[str, Any]) -> List[str]:
+    """What to expect: per precision the runtime that won on this CPU and by how much, and which
+    kinds of CPU (whose INT8 kernels differ) were not measured."""
+    rows = []
+    for precision, choice in runtimes.items():
+        timed = {m.runtime: m.p50_ms for m in choice.measured if m.p50_ms is not None}
+        if len(timed) == 2:
+            (a, ta), (b, tb) = sorted(timed.items(), key=lambda item: item[1])
+            rows.append(f"{precision} {a} {ta:.3f} ms vs {b} {tb:.3f} ms ({tb / ta:.2f}x; ships on {choice.runtime})")
+        elif timed:
+            rows.append(f"{precision} on {choice.runtime} only ({next(iter(timed.values())):.3f} ms)")
+    if not rows:
+        return []
+    isa = host.get("cpu_isa") or {}
+    here = _cpu_kind(isa)
+    others = ", ".join(kind for kind in CPU_KINDS if kind != here)
+    return [f"- What to expect: measured on {host.get('cpu', 'this CPU')} ({here}), batch 1: {'; '.join(rows)}. "
+            f"Not measured: {others}, where the INT8 kernels of both runtimes differ (a dot-product instruction "
+            "gives INT8 about four times FP32's arithmetic rate, AVX2 about twice), so the winner may differ there."]
 
 
 def _int8_cpu_note(results: List[Dict[str, Any]], isa: Dict[str, Any]) -> List[str]:

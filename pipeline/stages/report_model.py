@@ -161,6 +161,26 @@ class Gate(_Open):
     failures: List[str] = []
 
 
+class RuntimeMeasured(_Open):
+    runtime: Name
+    version: str
+    p50_ms: Optional[NonNegative]
+    spread_ms: NonNegative
+    agreement: Share
+    top1_drop: Points
+    meets_budget: bool
+
+
+class RuntimeChoice(_Open):
+    """Which CPU runtime ships a precision's graph, and why (pipeline.stages.runtime_choice)."""
+
+    precision: Name
+    runtime: Name
+    reason: str
+    measured: List[RuntimeMeasured] = []
+    skipped: Dict[Name, str] = {}
+
+
 class Report(_Open):
     """report.json, format_version 1. A report without `format_version` (made before it was
     recorded) is read when it fits this model."""
@@ -188,6 +208,7 @@ class Report(_Open):
     class_names: Optional[List[str]] = None
     evaluation_set_sha256: Optional[str] = None
     per_image: Optional[PerImage] = None
+    runtimes: Optional[Dict[Name, RuntimeChoice]] = None  # cpu target: the runtime per precision
     gate: Gate = Gate()
 
     model_config = ConfigDict(

@@ -8,6 +8,11 @@ machine falls on every precision alike (the latency choice in report_gate compar
 backend's runners plug in (ONNX Runtime here, TensorRT on the device), so the comparison is the
 same everywhere. Each runtime's runners are closed before the next runtime's are opened, so
 nothing is left allocated.
+
+The cpu target may run its graphs on two runtimes (`[targets.cpu] runtime`): with "auto" (or
+"openvino") every graph is measured on ONNX Runtime and on OpenVINO, accuracy included, since
+their INT8 arithmetic differs; a graph a runtime cannot compile is skipped there with its reason.
+Which runtime ships each graph is decided from these results (pipeline.stages.runtime_choice).
 """
 
 from __future__ import annotations
@@ -16,19 +21,20 @@ import json
 from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 
-from pipeline.artifacts import StageCache, StageResult, save_array
-from pipeline.backends.base import Runner
+from pipeline.artifacts import StageCache, StageResult, save_array, sha256_file
+from pipeline.backends.openvino import RUNTIME, open_runner, openvino_version
+from pipeline.backends.base import Runner, RunnerUnavailable
 from pipeline.backends.timing import time_interleaved
 from pipeline.config import Config
 from pipeline.host import host_info
 from pipeline.metrics import AccuracyMetrics, LatencyMetrics, accuracy_metrics, image_predictions, latency_metrics
 from pipeline.names import FP32, FP32_TORCH
 
-STAGE_VERSION = "4"  # 2: per-image predictions in results.json; 3: TensorRT graphs run with exact Q/DQ on the CPU proxy; 4: interleaved timing
+STAGE_VERSION = "5"  # 2: per-image predictions in results.json; 3: TensorRT graphs run with exact Q/DQ on the CPU proxy; 4: interleaved timing; 5: runtime per result, OpenVINO
 
 
 @dataclass
@@ -40,6 +46,16 @@ class PrecisionResult:
     samples_ms: Dict[int, List[float]] = field(default_factory=dict)
     # Per image, in evaluation order: top1, confidence, reference_class_confidence (metrics.image_predictions)
     predictions: Dict[str, List[Any]] = field(default_factory=dict)
+    runtime: str = ""  # "onnxruntime", "openvino", "torch", "tensorrt"
+
+
+@dataclass
+class Skipped:
+    """A graph a runtime could not open, and why (one line)."""
+
+    precision: str
+    runtime: str
+    reason: str
 
 
 @dataclass(frozen=True)
@@ -103,13 +119,14 @@ def _batch_of(images: np.ndarray, batch: int) -> np.ndarray:
 
 
 def validate_all(runtimes: Dict[str, Factories], evaluation: EvaluationSet, timing: Timing,
-                 progress: bool = True) -> List[PrecisionResult]:
+                 progress: bool = True, skipped: Optional[List[Skipped]] = None) -> List[PrecisionResult]:
     """Measure every runner, one runtime at a time (runtime name -> its runners).
 
     The runners of one runtime are open together: each one's accuracy pass, then their timed
     calls interleaved. Runtimes that would disturb each other's timing (thread pools of ONNX
     Runtime and torch) are measured apart, and each runtime's runners are closed before the
-    next runtime's are opened.
+    next runtime's are opened. A runner whose runtime cannot open its graph (RunnerUnavailable)
+    is left out and appended to `skipped`.
     """
     from rich.progress import Progress
 
@@ -121,21 +138,27 @@ def validate_all(runtimes: Dict[str, Factories], evaluation: EvaluationSet, timi
             bar.update(task, description=description, advance=1)
 
         for runtime, factories in runtimes.items():
-            results += _measure_runtime(runtime, factories, evaluation, timing, step)
+            results += _measure_runtime(runtime, factories, evaluation, timing, step, skipped if skipped is not None else [])
     return results
 
 
 def _measure_runtime(runtime: str, factories: Factories, evaluation: EvaluationSet, timing: Timing,
-                     step: Callable[[str], None]) -> List[PrecisionResult]:
+                     step: Callable[[str], None], skipped: List[Skipped]) -> List[PrecisionResult]:
     """The runners of one runtime: open together, accuracy one by one, then timed interleaved."""
     with ExitStack() as stack:
         opened, results = [], []
         for name, make in factories.items():
-            opened.append(stack.enter_context(make()))
+            try:
+                opened.append(stack.enter_context(make()))
+            except RunnerUnavailable as exc:
+                skipped.append(Skipped(name, runtime, str(exc)))
+                step(f"{runtime} cannot run {name}")
+                continue
             results.append(accuracy_of(opened[-1], evaluation, timing))
-            step(f"validated {name}")
-        samples = time_together(opened, evaluation, timing)
-        step(f"timed {runtime}: {', '.join(factories)}, interleaved")
+            results[-1].runtime = runtime
+            step(f"validated {name} on {runtime}")
+        samples = time_together(opened, evaluation, timing) if opened else {}
+        step(f"timed {runtime}: {', '.join(r.name for r in opened)}, interleaved")
     return [_with_latency(result, samples[result.precision]) for result in results]
 
 
@@ -147,27 +170,36 @@ def results_to_json(results: List[PrecisionResult]) -> List[Dict[str, Any]]:
 class ValidationInputs:
     """What the validate stage measures: the graphs, the evaluation crops, the torch module."""
 
-    models: Dict[str, Path]  # precision -> ONNX graph
+    models: Dict[str, Path]  # precision -> ONNX graph (the cpu target: ONNX Runtime's optimized graph)
     model_keys: Dict[str, str]  # precision -> content hash of that graph
     eval_crops: np.ndarray  # uint8 NCHW
     eval_labels: np.ndarray
     data_hash: str
     model: Any  # the loaded checkpoint (torch module and its hash)
+    # precision -> the graph OpenVINO compiles (the precision stage's, not ONNX Runtime's
+    # optimized one, whose fused contrib ops only ONNX Runtime reads); empty: ONNX Runtime only
+    openvino_models: Dict[str, Path] = field(default_factory=dict)
 
 
 def run_validation(config: Config, cache: StageCache, inputs: ValidationInputs, cpu_proxy: bool,
                    progress: bool = True) -> StageResult:
-    """Measure FP32 (torch and ONNX Runtime) and each precision graph on the evaluation subset."""
+    """Measure FP32 (torch and ONNX Runtime) and each precision graph on the evaluation subset,
+    and on OpenVINO too when `inputs.openvino_models` names graphs."""
     import onnxruntime
 
     from pipeline.backends.onnxruntime import OrtRunner, TorchRunner
     from pipeline.data import normalize
-    from pipeline.stages.engine import session_settings
+    from pipeline.stages.engine import openvino_settings, session_settings
 
     vc = config.validate_
-    settings = {**vc.model_dump(), "cpu_proxy": cpu_proxy, "host": host_info()["cpu"]}
+    settings = {**vc.model_dump(), "cpu_proxy": cpu_proxy, "host": host_info()["cpu"], "openvino": sorted(inputs.openvino_models)}
     keys = {**inputs.model_keys, "evaluation_images": inputs.data_hash, "checkpoint": inputs.model.checkpoint_sha256}
+    if inputs.openvino_models:
+        keys["openvino_graphs"] = {p: sha256_file(path) for p, path in inputs.openvino_models.items()}
     timing = Timing(tuple(vc.batch_sizes), vc.warmup, vc.runs)
+    versions = {"onnxruntime": onnxruntime.__version__}
+    if inputs.openvino_models:
+        versions["openvino"] = openvino_version() or "none"
 
     def body(workdir: Path) -> Tuple[Dict[str, str], Dict[str, Any]]:
         images = np.ascontiguousarray(normalize(inputs.eval_crops, config.preprocessing.spec()))
@@ -180,9 +212,16 @@ def run_validation(config: Config, cache: StageCache, inputs: ValidationInputs, 
                 precision: (lambda: fp32) if precision == FP32 else (lambda p=precision, f=path: OrtRunner(p, f, session_settings(config, p)))
                 for precision, path in inputs.models.items()
             }
-            results = validate_all(runtimes, evaluation, timing, progress)
+            if inputs.openvino_models:
+                runtimes[RUNTIME] = {
+                    precision: (lambda p=precision, f=path: open_runner(p, f, openvino_settings(config)))
+                    for precision, path in inputs.openvino_models.items()
+                }
+            skipped: List[Skipped] = []
+            results = validate_all(runtimes, evaluation, timing, progress, skipped)
         (workdir / "results.json").write_text(json.dumps(results_to_json(results)))
         save_array(workdir / "fp32_logits.npy", evaluation.reference)
-        return {"results": "results.json", "reference": "fp32_logits.npy"}, {"images": int(len(inputs.eval_labels))}
+        details = {"images": int(len(inputs.eval_labels)), "skipped": [asdict(s) for s in skipped]}
+        return {"results": "results.json", "reference": "fp32_logits.npy"}, details
 
-    return cache.run("validate", keys, settings, {"onnxruntime": onnxruntime.__version__}, body, STAGE_VERSION)
+    return cache.run("validate", keys, settings, versions, body, STAGE_VERSION)

@@ -11,10 +11,10 @@
 
 namespace vtedge {
 
-// The manifest formats this loader reads: 1 up to 2 (2 gives each graph its own ONNX Runtime
-// `session`, a key the loader does not read, so both read the same).
+// The manifest formats this loader reads: 1 up to 3 (2 gives each graph its own ONNX Runtime
+// `session`, 3 lets a session be OpenVINO's: a key the loader does not read, so all read the same).
 inline constexpr int kOldestManifestFormatVersion = 1;
-inline constexpr int kManifestFormatVersion = 2;
+inline constexpr int kManifestFormatVersion = 3;
 
 struct Target {
     std::string name;                               // "cpu", "jetson-agx-orin", ...

@@ -1,0 +1,122 @@
+"""node_cost: what each module of a graph costs in time on the target's CPU runtime.
+
+The FP32 fallback keeps modules in FP32 to buy accuracy, and each one it keeps costs speed: the
+difference between its nodes' time in the FP32 graph and in the fully quantized graph. ONNX
+Runtime's profiler gives every node's kernel time in one run of a graph, so two profiled runs
+(the FP32 graph and the INT8 graph) price every module at once; no graph per module is needed.
+
+The graphs are profiled at ONNX Runtime's "extended" level, where a fused node keeps the name
+of the node it was made from (a QDQ-fused `QLinearConv` or a Conv+ReLU `FusedConv` is named
+after its Conv; at the "all" level the layout pass renames them after tensors), so each profiled
+node is found among a module's nodes by name. A QuantizeLinear or DequantizeLinear left
+standing (named `<tensor>_QuantizeLinear` by ONNX Runtime's quantizer) belongs to the modules
+whose quantized nodes read that tensor: keeping them in FP32 removes it. The "all" level's layout
+pass speeds FP32 convolutions more than INT8 ones, so these costs are relative: they order the
+modules; the validate stage measures what the graph that ships costs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class ModuleCost:
+    """Per module, milliseconds a batch-1 run spends in its nodes: as FP32, as INT8, and what
+    keeping it in FP32 costs (negative: INT8 is slower there, keeping it in FP32 is a gain)."""
+
+    module: str
+    fp32_ms: float
+    int8_ms: float
+
+    @property
+    def kept_fp32_ms(self) -> float:
+        return self.fp32_ms - self.int8_ms
+
+
+def profile_node_ms(onnx_path: Path, image: np.ndarray, runs: int = 20, threads: int = 0) -> Dict[str, float]:
+    """Median kernel milliseconds per node of one batch-1 call, from ONNX Runtime's profiler at
+    the "extended" level (the median over `runs` calls leaves out the first calls' allocations)."""
+    import onnxruntime as ort
+
+    with tempfile.TemporaryDirectory(prefix="vt-edge-profile.") as folder:
+        options = ort.SessionOptions()
+        options.enable_profiling = True
+        options.profile_file_prefix = os.path.join(folder, "profile")
+        options.log_severity_level = 3
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        if threads:
+            options.intra_op_num_threads = threads
+        session = ort.InferenceSession(str(onnx_path), sess_options=options, providers=["CPUExecutionProvider"])
+        feed = {session.get_inputs()[0].name: np.ascontiguousarray(image[:1], dtype=np.float32)}
+        for _ in range(runs):
+            session.run(None, feed)
+        events = json.loads(Path(session.end_profiling()).read_text())
+    return _kernel_ms(events)
+
+
+def _kernel_ms(events: List[Dict[str, Any]]) -> Dict[str, float]:
+    durations: Dict[str, List[float]] = {}
+    suffix = "_kernel_time"
+    for event in events:
+        if event.get("cat") == "Node" and str(event.get("name", "")).endswith(suffix):
+            durations.setdefault(event["name"][: -len(suffix)], []).append(float(event.get("dur", 0)) / 1000.0)
+    return {node: float(np.median(ms)) for node, ms in durations.items()}
+
+
+Q_SUFFIXES = ("_QuantizeLinear", "_DequantizeLinear")
+
+
+def module_ms(node_ms: Dict[str, float], groups: Dict[str, List[str]], readers: Dict[str, List[str]]) -> Dict[str, float]:
+    """Per module (`groups`: module -> its quantizable nodes), the milliseconds of its profiled
+    nodes and its share of the Q/DQ nodes on the tensors they read (`readers`: tensor -> nodes)."""
+    owner = {node: module for module, nodes in groups.items() for node in nodes}
+    owned = {module: 0.0 for module in groups}
+    for node, ms in node_ms.items():
+        if node in owner:
+            owned[owner[node]] += ms
+            continue
+        tensor = next((node[: -len(s)] for s in Q_SUFFIXES if node.endswith(s)), None)
+        modules = sorted({owner[r] for r in readers.get(tensor, []) if r in owner}) if tensor else []
+        for module in modules:
+            owned[module] += ms / len(modules)
+    return owned
+
+
+def module_costs(fp32_path: Path, int8_path: Path, groups: Dict[str, List[str]], image: np.ndarray,
+                 runs: int = 20, threads: int = 0) -> Dict[str, ModuleCost]:
+    """What keeping each module in FP32 costs, from one profiled run of each graph."""
+    import onnx
+
+    readers: Dict[str, List[str]] = {}
+    for node in onnx.load(str(fp32_path), load_external_data=False).graph.node:
+        for name in node.input:
+            readers.setdefault(name, []).append(node.name)
+    fp32 = module_ms(profile_node_ms(fp32_path, image, runs, threads), groups, readers)
+    int8 = module_ms(profile_node_ms(int8_path, image, runs, threads), groups, readers)
+    return {m: ModuleCost(m, fp32[m], int8[m]) for m in groups}
+
+
+def latency_order(gains: Dict[str, float], kept_ms: Optional[Dict[str, float]], floor_ms: float) -> List[str]:
+    """Modules in the order the fallback keeps them in FP32: logit error removed per
+    millisecond lost (`kept_ms`: module -> what keeping it in FP32 costs; a module INT8 does not
+    speed up costs nothing, and `floor_ms` stands in so the order among those follows the error
+    they remove). Modules that remove no error come last, the cheapest first. Without costs, by
+    error alone."""
+    def key(module: str) -> float:
+        gain = gains[module]
+        if kept_ms is None or gain <= 0:
+            return gain
+        return gain / max(kept_ms.get(module, 0.0), floor_ms)
+
+    helpful = sorted((m for m in gains if gains[m] > 0), key=key, reverse=True)
+    useless = sorted((m for m in gains if gains[m] <= 0), key=lambda m: (-gains[m], kept_ms.get(m, 0.0) if kept_ms else 0.0))
+    return helpful + useless

@@ -1,0 +1,148 @@
+"""runtime_choice: which CPU runtime ships each graph of the cpu target.
+
+Validation measured every graph on each runtime the target allows (ONNX Runtime, OpenVINO), for
+accuracy and for latency. Per precision:
+
+- a runtime that could not open the graph is out (its reason is kept);
+- of the others, those whose measurement meets the precision's accuracy budget come first (each
+  runtime's own INT8 arithmetic is what was measured: OpenVINO's u8/s8 kernels are not ONNX
+  Runtime's exact Q/DQ);
+- `runtime = "auto"`: the faster at batch 1 (p50) ships when it is faster by more than the two
+  measurements' spread (pipeline.stages.report_gate.timing_spread); otherwise ONNX Runtime, the
+  runtime every bundle can run;
+- `runtime = "onnxruntime"` / `"openvino"`: that runtime, unless it could not open the graph or
+  misses a budget the other meets.
+
+The reason is a sentence the report prints beside the choice.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any, Callable, Dict, List, Optional, Tuple
+
+from pipeline.metrics import Budget, budget_met, interquartile_range
+from pipeline.names import FP32_TORCH
+
+ONNXRUNTIME, OPENVINO = "onnxruntime", "openvino"
+
+
+@dataclass
+class Measured:
+    """One graph on one runtime, as the choice and the report see it."""
+
+    runtime: str
+    version: str
+    p50_ms: Optional[float]  # batch 1
+    spread_ms: float
+    agreement: float
+    top1_drop: float  # points
+    meets_budget: bool
+
+
+@dataclass
+class RuntimeChoice:
+    precision: str
+    runtime: str  # the runtime that ships the graph
+    reason: str
+    measured: List[Measured] = field(default_factory=list)
+    skipped: Dict[str, str] = field(default_factory=dict)  # runtime -> why it could not open the graph
+
+
+def _batch1(result: Dict[str, Any]) -> Tuple[Optional[float], float]:
+    """(p50, interquartile spread) of the batch-1 samples, in ms."""
+    samples = result.get("samples_ms", {}).get(1) or result.get("samples_ms", {}).get("1")
+    row = next((lat for lat in result.get("latency", []) if lat["batch"] == 1), None)
+    if row is None:
+        return None, 0.0
+    spread = interquartile_range(samples) if samples else 0.0
+    return float(row["p50_ms"]), spread
+
+
+def _measured(result: Dict[str, Any], reference_top1: float, budget: Optional[Budget]) -> Measured:
+    accuracy = result["accuracy"]
+    drop = 100.0 * (reference_top1 - accuracy["top1"])
+    p50, spread = _batch1(result)
+    runtime = result.get("runtime") or ONNXRUNTIME
+    return Measured(runtime, str(result.get("runner", {}).get(runtime, "")), p50, spread, accuracy["agreement"], drop,
+                    budget_met(budget, accuracy["agreement"], drop))
+
+
+def choose_runtimes(results: List[Dict[str, Any]], skipped: List[Dict[str, str]], setting: str,
+                    budget_of: Callable[[str], Optional[Budget]], reference_top1: float) -> Dict[str, RuntimeChoice]:
+    """Per precision measured on a CPU runtime, the runtime that ships it and why."""
+    by_precision: Dict[str, List[Dict[str, Any]]] = {}
+    for result in results:
+        if result["precision"] != FP32_TORCH and (result.get("runtime") or ONNXRUNTIME) in (ONNXRUNTIME, OPENVINO):
+            by_precision.setdefault(result["precision"], []).append(result)
+    choices = {}
+    for precision, measured in by_precision.items():
+        rows = [_measured(r, reference_top1, budget_of(precision)) for r in measured]
+        out = {s["runtime"]: s["reason"] for s in skipped if s["precision"] == precision}
+        choices[precision] = _choose(precision, rows, out, setting)
+    return choices
+
+
+def runtime_choices(config: Any, target: Any, results: List[Dict[str, Any]], skipped: List[Dict[str, str]]) -> Dict[str, RuntimeChoice]:
+    """A build's choice: {} for TensorRT targets and for a cpu target measured on ONNX Runtime
+    alone (nothing to choose), else per precision the runtime that ships it."""
+    from pipeline.stages.engine import cpu_runtimes
+
+    if target.backend != "onnxruntime" or len(cpu_runtimes(target)) < 2:
+        return {}
+    reference = next(r for r in results if r["precision"] == "fp32" and (r.get("runtime") or ONNXRUNTIME) == ONNXRUNTIME)
+    return choose_runtimes(results, skipped, target.runtime, config.budget, reference["accuracy"]["top1"])
+
+
+def _choose(precision: str, rows: List[Measured], skipped: Dict[str, str], setting: str) -> RuntimeChoice:
+    by_runtime = {m.runtime: m for m in rows}
+    if len(by_runtime) == 1:
+        only = rows[0]
+        reason = "the only runtime measured" if not skipped else f"{_other(only.runtime)} cannot run it ({skipped[_other(only.runtime)]})"
+        return RuntimeChoice(precision, only.runtime, reason, rows, skipped)
+    meeting = [m for m in rows if m.meets_budget]
+    if len(meeting) == 1:
+        ship, other = meeting[0], by_runtime[_other(meeting[0].runtime)]
+        reason = (f"{other.runtime} misses the accuracy budget there ({100 * other.agreement:.2f} % agreement, "
+                  f"{other.top1_drop:+.2f} pts); {ship.runtime} meets it ({100 * ship.agreement:.2f} %, {ship.top1_drop:+.2f} pts)")
+        return RuntimeChoice(precision, ship.runtime, reason, rows, skipped)
+    if setting in (ONNXRUNTIME, OPENVINO):
+        return RuntimeChoice(precision, setting, f"runtime = \"{setting}\"", rows, skipped)
+    return _faster(precision, by_runtime[ONNXRUNTIME], by_runtime[OPENVINO], rows, skipped)
+
+
+def _faster(precision: str, ort: Measured, ov: Measured, rows: List[Measured], skipped: Dict[str, str]) -> RuntimeChoice:
+    if ort.p50_ms is None or ov.p50_ms is None:
+        return RuntimeChoice(precision, ONNXRUNTIME, "no batch-1 timing to compare", rows, skipped)
+    spread = max(ort.spread_ms, ov.spread_ms)
+    if ov.p50_ms < ort.p50_ms - spread:
+        reason = f"faster: {ov.p50_ms:.3f} ms against onnxruntime's {ort.p50_ms:.3f} ms at batch 1 ({ort.p50_ms / ov.p50_ms:.2f}x)"
+        return RuntimeChoice(precision, OPENVINO, reason, rows, skipped)
+    if ort.p50_ms < ov.p50_ms - spread:
+        reason = f"faster: {ort.p50_ms:.3f} ms against openvino's {ov.p50_ms:.3f} ms at batch 1 ({ov.p50_ms / ort.p50_ms:.2f}x)"
+    else:
+        reason = f"openvino {ov.p50_ms:.3f} ms is within the {spread:.3f} ms spread of onnxruntime's {ort.p50_ms:.3f} ms"
+    return RuntimeChoice(precision, ONNXRUNTIME, reason, rows, skipped)
+
+
+def _other(runtime: str) -> str:
+    return OPENVINO if runtime == ONNXRUNTIME else ONNXRUNTIME
+
+
+def shipped_results(results: List[Dict[str, Any]], choices: Dict[str, RuntimeChoice]) -> List[Dict[str, Any]]:
+    """The results of the runners that ship (every other runner's result is left out): one per precision."""
+    def ships(result: Dict[str, Any]) -> bool:
+        choice = choices.get(result["precision"])
+        return choice is None or (result.get("runtime") or ONNXRUNTIME) == choice.runtime
+
+    return [r for r in results if ships(r)]
+
+
+def optimized_graphs(engine: Any, models: Dict[str, Any], choices: Dict[str, Dict[str, Any]]) -> Dict[str, Any]:
+    """The ONNX Runtime optimized graphs the bundle carries: those of the graphs ONNX Runtime
+    ships (`choices`: the report's `runtimes`; OpenVINO compiles the graph itself where it runs)."""
+    return {p: engine.output(p) for p in models if choices.get(p, {}).get("runtime", ONNXRUNTIME) == ONNXRUNTIME}
+
+
+def as_json(choices: Dict[str, RuntimeChoice]) -> Dict[str, Any]:
+    return {precision: asdict(choice) for precision, choice in choices.items()}
