@@ -147,3 +147,17 @@ def test_an_auto_build_records_the_runtime_of_each_precision(tiny_project):
         assert (optimized is None) == (choice["runtime"] == "openvino")
     assert "CPU runtime per precision" in (bundle / "report" / "report.md").read_text()
     assert run_cli(tiny_project, "verify", str(bundle)).returncode == 0
+
+
+def test_a_graph_variant_is_judged_by_its_precisions_budget():
+    """int8-trt-fp16 has no budget of its own: int8-trt's decides where it ships."""
+    from types import SimpleNamespace
+
+    from pipeline.stages.runtime_choice import runtime_choices
+
+    results = [_result("fp32", "onnxruntime", 10.0, 0.1), _result("fp32", "openvino", 10.0, 0.1),
+               _result("int8-trt-fp16", "onnxruntime", 9.0, 0.1), _result("int8-trt-fp16", "openvino", 5.0, 0.1, agreement=0.9)]
+    config = SimpleNamespace(budgets={"int8-trt": Budget(max_top1_drop=0.3, min_agreement=0.99)})
+    target = SimpleNamespace(backend="onnxruntime", runtime="auto")
+    choice = runtime_choices(config, target, results, [])["int8-trt-fp16"]
+    assert choice.runtime == "onnxruntime" and "openvino misses the accuracy budget" in choice.reason

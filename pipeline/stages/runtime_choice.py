@@ -22,7 +22,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from pipeline.metrics import Budget, budget_met, interquartile_range
-from pipeline.names import FP32_TORCH
+from pipeline.names import FP32_TORCH, with_variants
 
 ONNXRUNTIME, OPENVINO = "onnxruntime", "openvino"
 
@@ -91,7 +91,8 @@ def runtime_choices(config: Any, target: Any, results: List[Dict[str, Any]], ski
     if target.backend != "onnxruntime" or len(cpu_runtimes(target)) < 2:
         return {}
     reference = next(r for r in results if r["precision"] == "fp32" and (r.get("runtime") or ONNXRUNTIME) == ONNXRUNTIME)
-    return choose_runtimes(results, skipped, target.runtime, config.budget, reference["accuracy"]["top1"])
+    budgets = with_variants(dict(config.budgets))  # int8-trt-fp16 is judged by int8-trt's budget
+    return choose_runtimes(results, skipped, target.runtime, budgets.get, reference["accuracy"]["top1"])
 
 
 def _choose(precision: str, rows: List[Measured], skipped: Dict[str, str], setting: str) -> RuntimeChoice:
