@@ -187,9 +187,9 @@ TEST(wrong_types_are_refused) {
 TEST(unknown_format_version_is_refused) {
     for (const std::string& name : bundles()) {
         json m = fixture_manifest(name);
-        m["format_version"] = 3;
+        m["format_version"] = 4;
         CHECK_THROWS(parse(m), vtedge::ManifestError,
-                     "manifest.json: unsupported format_version 3 (this loader reads 1 to 2)");
+                     "manifest.json: unsupported format_version 4 (this loader reads 1 to 3)");
         m["format_version"] = 0;
         CHECK_THROWS(parse(m), vtedge::ManifestError, "manifest.json: unsupported format_version 0");
     }
