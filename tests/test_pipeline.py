@@ -193,6 +193,41 @@ def test_interrupted_run_leaves_nothing_half_written_and_resumes(tiny_project, m
     verify_bundle(bundle_of(tiny_project))
 
 
+def test_a_build_killed_in_its_second_int8_flavour_redoes_only_that_one(tiny_project, monkeypatch):
+    """Each INT8 flavour is a cache entry of its own: the finished one is taken from the cache."""
+    from pipeline import build as build_module
+    from pipeline.config import load_config
+    from pipeline.stages import quantize
+
+    config = load_config(tiny_project / "pipeline.toml")
+    real = quantize.quantize_graph
+
+    def dies_in_int8_trt(fp32, destination, tensors, flavour, exclude=()):
+        if flavour == "int8-trt":
+            raise KeyboardInterrupt  # as if the build were killed while making int8-trt
+        real(fp32, destination, tensors, flavour, exclude)
+
+    monkeypatch.setattr(quantize, "quantize_graph", dies_in_int8_trt)
+    with pytest.raises(KeyboardInterrupt):
+        build_module.build(config, build_module.BuildOptions(config_path=tiny_project / "pipeline.toml", progress=False))
+    cache = tiny_project / ".cache"
+
+    def entries(stage: str) -> list:
+        folder = cache / stage
+        return sorted(p.name for p in folder.iterdir() if not p.name.startswith(".")) if folder.is_dir() else []
+
+    finished = entries("precision-int8")
+    assert len(finished) == 1 and entries("precision-int8-trt") == [] and entries("precision") == []
+    record = (cache / "precision-int8" / finished[0] / "record.json").read_text()
+    monkeypatch.setattr(quantize, "quantize_graph", real)
+    result = run_cli(tiny_project, "build", "--no-progress")
+    assert result.returncode == 0, result.stderr
+    assert "int8: taken from the cache" in result.stderr
+    assert entries("precision-int8") == finished and (cache / "precision-int8" / finished[0] / "record.json").read_text() == record
+    assert len(entries("precision-int8-trt")) == 1
+    verify_bundle(bundle_of(tiny_project))
+
+
 def test_impossible_budget_fails_the_build_with_its_message(tiny_cpu_bundle, tiny_project):
     measured = json.loads((bundle_of(tiny_cpu_bundle) / "report/report.json").read_text())
     int8 = next(r for r in measured["results"] if r["precision"] == "int8")

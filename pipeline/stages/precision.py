@@ -17,6 +17,7 @@ through ONNX Runtime's fused integer kernels (what the CPU target runs).
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field, replace
@@ -37,7 +38,7 @@ from pipeline.stages.calibrate import load_tensors_data
 from pipeline.stages.fallback import FallbackPolicy, Int8Outcome, Score, SearchProbe, SearchWatch, keep_costliest_in_fp32, quantizable_groups
 from pipeline.stages.fp16 import convert_fp16, qdq_to_fp16
 
-STAGE_VERSION = "9"  # 7: search before fine-tune, ranked on a subset, bisected; 8: int8 quantizes matrix products only; 9: int8 ranked per ms
+STAGE_VERSION = "10"  # 7: search before fine-tune, ranked on a subset, bisected; 8: int8 quantizes matrix products only; 9: int8 ranked per ms; 10: a cache entry per flavour
 
 
 @dataclass
@@ -213,15 +214,42 @@ def _fallback_groups(job: Int8Job, flavour: str) -> Dict[str, List[str]]:
     return {module: names for module, names in kept.items() if names}
 
 
-def _make_int8(config: Config, job: Int8Job, flavours: List[str], workdir: Path, log: Callable[[str], Any]) -> Dict[str, Any]:
+@dataclass(frozen=True)
+class FlavourKey:
+    """What an INT8 flavour's own cache entry is keyed by: the stage's inputs and versions, and
+    its settings without the other precisions' (a finished flavour survives a change of theirs)."""
+
+    inputs: Dict[str, str]
+    settings: Dict[str, Any]
+    versions: Dict[str, str]
+
+
+def _make_int8(config: Config, cache: StageCache, job: Int8Job, flavours: List[str], workdir: Path, log: Callable[[str], Any],
+               key: FlavourKey) -> Dict[str, Any]:
+    """Each flavour as a cache entry of its own (`precision-<flavour>`), copied into the stage's
+    folder: a build killed while making one flavour redoes only the flavours it had not finished."""
     outputs: Dict[str, Any] = {}
     for flavour in flavours:
-        destination = workdir / f"model.{flavour}.onnx"
-        outcome = int8_with_fallback(job, flavour, destination, config.budget(flavour), log)
-        if flavour == INT8_TRT:
-            outputs[INT8_TRT_FP16] = (_fp16_outside(job, destination, outcome), None)
-        outputs[flavour] = (destination.name, {**asdict(outcome), "ops": quantize.op_precisions(destination)})
+        others = ("budgets", "precisions")
+        settings = {**{k: v for k, v in key.settings.items() if k not in others}, "flavour": flavour, "budget": key.settings["budgets"].get(flavour)}
+        made = cache.run(f"precision-{flavour}", key.inputs, settings, key.versions,
+                         lambda work, f=flavour: _one_flavour(config, job, f, work, log), STAGE_VERSION)
+        if made.cached:
+            log(f"  {flavour}: taken from the cache (finished by an earlier build)")
+        for name, file in made.record.outputs.items():
+            shutil.copyfile(made.output(name), workdir / file)
+            outputs[name] = (file, made.record.details.get(name))
     return outputs
+
+
+def _one_flavour(config: Config, job: Int8Job, flavour: str, workdir: Path, log: Callable[[str], Any]) -> Tuple[Dict[str, str], Dict[str, Any]]:
+    destination = workdir / f"model.{flavour}.onnx"
+    outcome = int8_with_fallback(job, flavour, destination, config.budget(flavour), log)
+    outputs = {}
+    if flavour == INT8_TRT:
+        outputs[INT8_TRT_FP16] = _fp16_outside(job, destination, outcome)
+    outputs[flavour] = destination.name
+    return outputs, {flavour: {**asdict(outcome), "ops": quantize.op_precisions(destination)}}
 
 
 def _fp16_outside(job: Int8Job, int8_trt: Path, outcome: Int8Outcome) -> str:
@@ -295,7 +323,8 @@ def run_precision(config: Config, cache: StageCache, inputs: PrecisionInputs, pr
                           finetune_settings(config), calibration=calibration_line(config),
                           rank_images=config.precision.rank_images, search=_search_watch(config, progress),
                           threads=config.validate_.threads)
-            for flavour, (name, outcome) in _make_int8(config, job, flavours, workdir, log).items():
+            flavour_key = FlavourKey(keys, settings, versions)
+            for flavour, (name, outcome) in _make_int8(config, cache, job, flavours, workdir, log, flavour_key).items():
                 outputs[flavour] = name
                 if outcome is not None:
                     details[flavour] = outcome
