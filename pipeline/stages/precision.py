@@ -216,15 +216,17 @@ def _fallback_groups(job: Int8Job, flavour: str) -> Dict[str, List[str]]:
 
 @dataclass(frozen=True)
 class FlavourKey:
-    """What an INT8 flavour's own cache entry is keyed by: the stage's inputs and versions, and
-    its settings without the other precisions' (a finished flavour survives a change of theirs)."""
+    """Where an INT8 flavour's own cache entry lives and what it is keyed by: the stage's inputs
+    and versions, and its settings without the other precisions' (a finished flavour survives a
+    change of theirs)."""
 
+    cache: StageCache
     inputs: Dict[str, str]
     settings: Dict[str, Any]
     versions: Dict[str, str]
 
 
-def _make_int8(config: Config, cache: StageCache, job: Int8Job, flavours: List[str], workdir: Path, log: Callable[[str], Any],
+def _make_int8(config: Config, job: Int8Job, flavours: List[str], workdir: Path, log: Callable[[str], Any],
                key: FlavourKey) -> Dict[str, Any]:
     """Each flavour as a cache entry of its own (`precision-<flavour>`), copied into the stage's
     folder: a build killed while making one flavour redoes only the flavours it had not finished."""
@@ -232,7 +234,7 @@ def _make_int8(config: Config, cache: StageCache, job: Int8Job, flavours: List[s
     for flavour in flavours:
         others = ("budgets", "precisions")
         settings = {**{k: v for k, v in key.settings.items() if k not in others}, "flavour": flavour, "budget": key.settings["budgets"].get(flavour)}
-        made = cache.run(f"precision-{flavour}", key.inputs, settings, key.versions,
+        made = key.cache.run(f"precision-{flavour}", key.inputs, settings, key.versions,
                          lambda work, f=flavour: _one_flavour(config, job, f, work, log), STAGE_VERSION)
         if made.cached:
             log(f"  {flavour}: taken from the cache (finished by an earlier build)")
@@ -323,8 +325,8 @@ def run_precision(config: Config, cache: StageCache, inputs: PrecisionInputs, pr
                           finetune_settings(config), calibration=calibration_line(config),
                           rank_images=config.precision.rank_images, search=_search_watch(config, progress),
                           threads=config.validate_.threads)
-            flavour_key = FlavourKey(keys, settings, versions)
-            for flavour, (name, outcome) in _make_int8(config, cache, job, flavours, workdir, log, flavour_key).items():
+            flavour_key = FlavourKey(cache, keys, settings, versions)
+            for flavour, (name, outcome) in _make_int8(config, job, flavours, workdir, log, flavour_key).items():
                 outputs[flavour] = name
                 if outcome is not None:
                     details[flavour] = outcome
