@@ -172,6 +172,7 @@ class LockHolder:
 # same lock twice in one process (a build that finishes its own bundle) would wait for itself.
 _HELD: Dict[str, int] = {}
 LOCK_POLL_S = 0.2
+HOLDER_GRACE_S = 1.0  # how long a waiter waits for the holder's name before saying "another process"
 
 
 @contextmanager
@@ -208,7 +209,8 @@ def exclusive_lock(lock_file: Path, what: str, on_wait: Optional[Callable[[str],
 def _acquire(fd: int, what: str, on_wait: Optional[Callable[[str], Any]], timeout_s: Optional[float]) -> None:
     import fcntl  # POSIX (Linux, Jetson): the only platforms the pipeline runs on
 
-    deadline = None if timeout_s is None else time.monotonic() + timeout_s
+    started = time.monotonic()
+    deadline = None if timeout_s is None else started + timeout_s
     told = False
     while True:
         try:
@@ -218,9 +220,11 @@ def _acquire(fd: int, what: str, on_wait: Optional[Callable[[str], Any]], timeou
             pass
         holder = _read_holder(fd)
         if deadline is not None and time.monotonic() >= deadline:
-            raise LockError(f"{what} is locked by {holder}: another build is writing it; run again when it has finished")
-        if not told and on_wait is not None:
-            on_wait(f"waiting for {what}: locked by {holder}")
+            raise LockError(f"{what} is locked by {holder or 'another process'}: another build is writing it; run again when it has finished")
+        # A holder that locked a moment ago has not written its name yet: wait a poll or a few
+        # for it before telling whom this process waits for.
+        if not told and on_wait is not None and (holder is not None or time.monotonic() - started > HOLDER_GRACE_S):
+            on_wait(f"waiting for {what}: locked by {holder or 'another process'}")
             told = True
         time.sleep(LOCK_POLL_S)
     info = LockHolder(os.getpid(), socket.gethostname(), time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
@@ -228,11 +232,12 @@ def _acquire(fd: int, what: str, on_wait: Optional[Callable[[str], Any]], timeou
     os.pwrite(fd, json.dumps(asdict(info)).encode("utf-8"), 0)
 
 
-def _read_holder(fd: int) -> str:
+def _read_holder(fd: int) -> Optional[str]:
+    """Who holds the lock, or None while that is not readable (locked a moment ago, or by an older tool)."""
     try:
         return LockHolder(**json.loads(os.pread(fd, 4096, 0).decode("utf-8"))).describe()
-    except (ValueError, TypeError, OSError):  # written a moment ago, or by an older tool
-        return "another process"
+    except (ValueError, TypeError, OSError):
+        return None
 
 
 def _inside(path: Path, root: Path) -> bool:
