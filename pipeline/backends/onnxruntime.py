@@ -40,7 +40,18 @@ def precision_settings(precision: str, base: SessionSettings = SessionSettings()
 
 def cpu_session(model: Union[Path, bytes], threads: int = 0, optimized_path: Path | None = None, level: str = "all",
                 qdq_fusion: bool = True, spinning: bool = True):
-    """An ONNX Runtime CPU session; optionally saves the optimized graph it runs.
+    """An ONNX Runtime CPU session (`session_options`); optionally saves the optimized graph it runs."""
+    import onnxruntime as ort
+
+    options = session_options(threads, level, qdq_fusion, spinning)
+    if optimized_path is not None:
+        options.optimized_model_filepath = str(optimized_path)
+    source = str(model) if isinstance(model, Path) else model
+    return ort.InferenceSession(source, sess_options=options, providers=["CPUExecutionProvider"])
+
+
+def session_options(threads: int = 0, level: str = "all", qdq_fusion: bool = True, spinning: bool = True) -> Any:
+    """The SessionOptions every ONNX Runtime CPU session of the project is opened with.
 
     `qdq_fusion=False` keeps QuantizeLinear/DequantizeLinear as float ops (every other
     optimization stays): the arithmetic TensorRT's INT8 kernels do (32-bit accumulation), where
@@ -65,10 +76,7 @@ def cpu_session(model: Union[Path, bytes], threads: int = 0, optimized_path: Pat
         # runner but the last slowed down (paper-size FP32: 63 ms spinning, see README).
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     options.log_severity_level = 3  # warnings about unused initializers are noise here
-    if optimized_path is not None:
-        options.optimized_model_filepath = str(optimized_path)
-    source = str(model) if isinstance(model, Path) else model
-    return ort.InferenceSession(source, sess_options=options, providers=["CPUExecutionProvider"])
+    return options
 
 
 def runtime_error_line(exc: BaseException) -> Optional[str]:

@@ -46,15 +46,12 @@ def profile_node_ms(onnx_path: Path, image: np.ndarray, runs: int = 20, threads:
     the "extended" level (the median over `runs` calls leaves out the first calls' allocations)."""
     import onnxruntime as ort
 
+    from pipeline.backends.onnxruntime import session_options
+
+    options = session_options(threads, level="extended", spinning=False)
     with tempfile.TemporaryDirectory(prefix="vt-edge-profile.") as folder:
-        options = ort.SessionOptions()
-        options.enable_profiling = True
+        options.enable_profiling = True  # every run, until end_profiling()
         options.profile_file_prefix = os.path.join(folder, "profile")
-        options.log_severity_level = 3
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        if threads:
-            options.intra_op_num_threads = threads
         session = ort.InferenceSession(str(onnx_path), sess_options=options, providers=["CPUExecutionProvider"])
         feed = {session.get_inputs()[0].name: np.ascontiguousarray(image[:1], dtype=np.float32)}
         for _ in range(runs):

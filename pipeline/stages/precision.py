@@ -16,6 +16,7 @@ through ONNX Runtime's fused integer kernels (what the CPU target runs).
 
 from __future__ import annotations
 
+import functools
 import json
 import shutil
 import time
@@ -226,16 +227,17 @@ class FlavourKey:
     versions: Dict[str, str]
 
 
-def _make_int8(config: Config, job: Int8Job, flavours: List[str], workdir: Path, log: Callable[[str], Any],
+def _make_int8(config: Config, job: Callable[[], Int8Job], flavours: List[str], workdir: Path, log: Callable[[str], Any],
                key: FlavourKey) -> Dict[str, Any]:
     """Each flavour as a cache entry of its own (`precision-<flavour>`), copied into the stage's
-    folder: a build killed while making one flavour redoes only the flavours it had not finished."""
+    folder: a build killed while making one flavour redoes only the flavours it had not finished,
+    and `job` (the FP32 answers on every calibration photo) is made only for a flavour to make."""
     outputs: Dict[str, Any] = {}
     for flavour in flavours:
         others = ("budgets", "precisions")
         settings = {**{k: v for k, v in key.settings.items() if k not in others}, "flavour": flavour, "budget": key.settings["budgets"].get(flavour)}
         made = key.cache.run(f"precision-{flavour}", key.inputs, settings, key.versions,
-                         lambda work, f=flavour: _one_flavour(config, job, f, work, log), STAGE_VERSION)
+                         lambda work, f=flavour: _one_flavour(config, job(), f, work, log), STAGE_VERSION)
         if made.cached:
             log(f"  {flavour}: taken from the cache (finished by an earlier build)")
         for name, file in made.record.outputs.items():
@@ -319,12 +321,15 @@ def run_precision(config: Config, cache: StageCache, inputs: PrecisionInputs, pr
             outputs[FP16] = "model.fp16.onnx"
         flavours = [p for p in wanted if p in INT8_FLAVOURS]
         if flavours and inputs.calibration is not None:
-            scorer = CalibrationScorer(inputs.calib_images, inputs.calib_labels, onnx_logits(fp32_path, inputs.calib_images))
-            job = Int8Job(fp32_path, load_tensors_data(inputs.calibration.output("tensors")), scorer,
-                          json.loads(inputs.exported.output("nodes").read_text()), config.precision.max_fp32_layers,
-                          finetune_settings(config), calibration=calibration_line(config),
-                          rank_images=config.precision.rank_images, search=_search_watch(config, progress),
-                          threads=config.validate_.threads)
+            @functools.lru_cache(maxsize=None)  # made when a flavour is not in the cache, once
+            def job() -> Int8Job:
+                scorer = CalibrationScorer(inputs.calib_images, inputs.calib_labels, onnx_logits(fp32_path, inputs.calib_images))
+                return Int8Job(fp32_path, load_tensors_data(inputs.calibration.output("tensors")), scorer,
+                               json.loads(inputs.exported.output("nodes").read_text()), config.precision.max_fp32_layers,
+                               finetune_settings(config), calibration=calibration_line(config),
+                               rank_images=config.precision.rank_images, search=_search_watch(config, progress),
+                               threads=config.validate_.threads)
+
             flavour_key = FlavourKey(cache, keys, settings, versions)
             for flavour, (name, outcome) in _make_int8(config, job, flavours, workdir, log, flavour_key).items():
                 outputs[flavour] = name

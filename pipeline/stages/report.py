@@ -22,13 +22,13 @@ import numpy as np
 from pipeline.artifacts import read_json, refuse_symlinks, sha256_file, write_bytes_atomic, write_json_atomic, write_text_atomic
 from pipeline.errors import BundleError
 from pipeline.host import host_info, utc_now
-from pipeline.names import FP16, FP32, INT8, INT8_FLAVOURS, REFERENCE, with_variants
-from pipeline.stages.report_gate import GateFailure, check_gate, choose_precision, fastest_precision, result_of, summary_rows
+from pipeline.names import FP16, FP32, INT8, INT8_FLAVOURS, with_variants
+from pipeline.stages.report_gate import GateFailure, check_gate, choose_precision, fastest_precision, summary_rows
 from pipeline.stages.report_model import FORMAT_VERSION, check_report
 from pipeline.stages.report_plots import make_figures
 from pipeline.stages.report_text import markdown_text, visible
 from pipeline.stages.runtime_choice import as_json as runtime_json
-from pipeline.stages.runtime_choice import runtime_choices, shipped_results
+from pipeline.stages.runtime_choice import reference_result, runtime_choices, shipped_results
 from pipeline.stages.report_views import make_verdict, what_changed
 
 # Files `report` re-makes from report.json (which itself must verify).
@@ -176,7 +176,7 @@ def assemble_report(ctx: Any, sources: ReportSources) -> Dict[str, Any]:
     details = sources.stage_details
     notes += _model_notes(model, details)
     notes += _runtime_note(choices, host_info()) if choices else []
-    reference = next(r for r in sources.results if r["precision"] == REFERENCE and r.get("runtime") in (None, "", "onnxruntime"))
+    reference = reference_result(sources.results)
     return {
         "format_version": FORMAT_VERSION,
         "bundle": ctx.bundle_name, "target": ctx.target_name, "backend": target.backend, "cpu_proxy": ctx.cpu_proxy,

@@ -19,10 +19,11 @@ The reason is a sentence the report prints beside the choice.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional
 
-from pipeline.metrics import Budget, budget_met, interquartile_range
-from pipeline.names import FP32_TORCH, with_variants
+from pipeline.metrics import Budget, budget_met, interquartile_range, top1_drop
+from pipeline.names import FP32_TORCH, REFERENCE, with_variants
+from pipeline.stages.report_gate import latency_at, samples_at
 
 ONNXRUNTIME, OPENVINO = "onnxruntime", "openvino"
 
@@ -49,22 +50,21 @@ class RuntimeChoice:
     skipped: Dict[str, str] = field(default_factory=dict)  # runtime -> why it could not open the graph
 
 
-def _batch1(result: Dict[str, Any]) -> Tuple[Optional[float], float]:
-    """(p50, interquartile spread) of the batch-1 samples, in ms."""
-    samples = result.get("samples_ms", {}).get(1) or result.get("samples_ms", {}).get("1")
-    row = next((lat for lat in result.get("latency", []) if lat["batch"] == 1), None)
-    if row is None:
-        return None, 0.0
-    spread = interquartile_range(samples) if samples else 0.0
-    return float(row["p50_ms"]), spread
+def runtime_of(result: Dict[str, Any]) -> str:
+    """The runtime a result was measured on (results made before runtimes were recorded: ONNX Runtime)."""
+    return result.get("runtime") or ONNXRUNTIME
+
+
+def reference_result(results: List[Dict[str, Any]]) -> Dict[str, Any]:
+    """The FP32 graph on ONNX Runtime: the reference every precision is compared against."""
+    return next(r for r in results if r["precision"] == REFERENCE and runtime_of(r) == ONNXRUNTIME)
 
 
 def _measured(result: Dict[str, Any], reference_top1: float, budget: Optional[Budget]) -> Measured:
-    accuracy = result["accuracy"]
-    drop = 100.0 * (reference_top1 - accuracy["top1"])
-    p50, spread = _batch1(result)
-    runtime = result.get("runtime") or ONNXRUNTIME
-    return Measured(runtime, str(result.get("runner", {}).get(runtime, "")), p50, spread, accuracy["agreement"], drop,
+    accuracy, runtime, batch1 = result["accuracy"], runtime_of(result), latency_at(result, 1)
+    drop = top1_drop(reference_top1, accuracy["top1"])
+    return Measured(runtime, str(result.get("runner", {}).get(runtime, "")), batch1["p50_ms"] if batch1 else None,
+                    interquartile_range(samples_at(result, 1)), accuracy["agreement"], drop,
                     budget_met(budget, accuracy["agreement"], drop))
 
 
@@ -73,7 +73,7 @@ def choose_runtimes(results: List[Dict[str, Any]], skipped: List[Dict[str, str]]
     """Per precision measured on a CPU runtime, the runtime that ships it and why."""
     by_precision: Dict[str, List[Dict[str, Any]]] = {}
     for result in results:
-        if result["precision"] != FP32_TORCH and (result.get("runtime") or ONNXRUNTIME) in (ONNXRUNTIME, OPENVINO):
+        if result["precision"] != FP32_TORCH and runtime_of(result) in (ONNXRUNTIME, OPENVINO):
             by_precision.setdefault(result["precision"], []).append(result)
     choices = {}
     for precision, measured in by_precision.items():
@@ -90,9 +90,8 @@ def runtime_choices(config: Any, target: Any, results: List[Dict[str, Any]], ski
 
     if target.backend != "onnxruntime" or len(cpu_runtimes(target)) < 2:
         return {}
-    reference = next(r for r in results if r["precision"] == "fp32" and (r.get("runtime") or ONNXRUNTIME) == ONNXRUNTIME)
     budgets = with_variants(dict(config.budgets))  # int8-trt-fp16 is judged by int8-trt's budget
-    return choose_runtimes(results, skipped, target.runtime, budgets.get, reference["accuracy"]["top1"])
+    return choose_runtimes(results, skipped, target.runtime, budgets.get, reference_result(results)["accuracy"]["top1"])
 
 
 def _choose(precision: str, rows: List[Measured], skipped: Dict[str, str], setting: str) -> RuntimeChoice:
@@ -134,7 +133,7 @@ def shipped_results(results: List[Dict[str, Any]], choices: Dict[str, RuntimeCho
     """The results of the runners that ship (every other runner's result is left out): one per precision."""
     def ships(result: Dict[str, Any]) -> bool:
         choice = choices.get(result["precision"])
-        return choice is None or (result.get("runtime") or ONNXRUNTIME) == choice.runtime
+        return choice is None or runtime_of(result) == choice.runtime
 
     return [r for r in results if ships(r)]
 

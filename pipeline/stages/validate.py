@@ -192,14 +192,13 @@ def run_validation(config: Config, cache: StageCache, inputs: ValidationInputs, 
     from pipeline.stages.engine import openvino_settings, session_settings
 
     vc = config.validate_
-    settings = {**vc.model_dump(), "cpu_proxy": cpu_proxy, "host": host_info()["cpu"], "openvino": sorted(inputs.openvino_models)}
+    settings = {**vc.model_dump(), "cpu_proxy": cpu_proxy, "host": host_info()["cpu"]}
     keys = {**inputs.model_keys, "evaluation_images": inputs.data_hash, "checkpoint": inputs.model.checkpoint_sha256}
-    if inputs.openvino_models:
-        keys["openvino_graphs"] = {p: sha256_file(path) for p, path in inputs.openvino_models.items()}
     timing = Timing(tuple(vc.batch_sizes), vc.warmup, vc.runs)
     versions = {"onnxruntime": onnxruntime.__version__}
-    if inputs.openvino_models:
-        versions["openvino"] = openvino_version() or "none"
+    if inputs.openvino_models:  # the graphs OpenVINO measures, and which OpenVINO
+        keys["openvino_graphs"] = {p: sha256_file(path) for p, path in inputs.openvino_models.items()}
+        versions["openvino"] = str(openvino_version())
 
     def body(workdir: Path) -> Tuple[Dict[str, str], Dict[str, Any]]:
         images = np.ascontiguousarray(normalize(inputs.eval_crops, config.preprocessing.spec()))
