@@ -74,7 +74,7 @@ def make_graphs(ctx: BuildContext) -> Graphs:
     if any(p in INT8_FLAVOURS for p in ctx.target.precisions):
         calibration = log.run("calibrate", lambda: run_calibrate(config, cache, simplified, calib_images, data.content_hash, log.progress))
     inputs = PrecisionInputs(simplified, exported, calibration, calib_images, data.calib.labels)
-    precision = log.run("precision", lambda: run_precision(config, cache, inputs, ctx.target.precisions, log.message, log.progress))
+    precision = log.run("precision", lambda: run_precision(config, cache, inputs, ctx.target, log.message, log.progress))
     graphs = [p for p in ctx.target.precisions if p != FP32] + graph_variants(ctx.target.precisions)
     models = {FP32: simplified.output("onnx"), **{p: precision.output(p) for p in graphs}}
     # Downstream keys are the graphs' content, so a re-made graph that differs re-runs what follows.

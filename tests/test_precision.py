@@ -189,26 +189,44 @@ def test_a_priced_search_keeps_the_modules_that_remove_most_error_per_millisecon
     assert "/useless" not in everything.fp32_layers and len(everything.fp32_layers) == 3
 
 
-def test_module_costs_come_from_one_profile_of_each_graph(calibration_inputs, tmp_path):
-    """ONNX Runtime's per-node profile of the FP32 and the fully quantized graph prices modules by name."""
+@pytest.mark.parametrize("runtime, flavour", [("onnxruntime", "int8"), ("openvino", "int8-trt")])
+def test_module_costs_come_from_one_profile_of_each_graph(calibration_inputs, tmp_path, runtime, flavour):
+    """A runtime's per-node profile of the FP32 and the fully quantized graph prices modules by name."""
     import onnx
 
-    from pipeline.stages.node_cost import module_costs, profile_node_ms
+    from pipeline.stages.node_cost import NODE_PROFILERS, module_costs
     from pipeline.stages.quantize import fallback_ops, quantize_graph
 
+    if runtime == "openvino":
+        pytest.importorskip("openvino")
     config, fp32, images, _ = calibration_inputs
     tensors = calibrate(fp32, images, config, progress=False)
     int8 = tmp_path / "int8.onnx"
-    quantize_graph(fp32, int8, tensors, "int8")
-    nodes = profile_node_ms(fp32, images, runs=3)
+    quantize_graph(fp32, int8, tensors, flavour)
+    graph = onnx.load(str(fp32)).graph
+    nodes = NODE_PROFILERS[runtime](fp32, images, runs=3)
     assert nodes and all(ms >= 0 for ms in nodes.values())
+    if runtime == "openvino":  # each layer is found among the nodes (ONNX Runtime names its fused nodes anew)
+        assert set(nodes) <= {node.name for node in graph.node}
     groups: dict = {}
-    for node in onnx.load(str(fp32)).graph.node:
-        if node.op_type in fallback_ops("int8"):
+    for node in graph.node:
+        if node.op_type in fallback_ops(flavour):
             groups.setdefault(node.name.rsplit("/", 1)[0], []).append(node.name)
-    costs = module_costs(fp32, int8, groups, images, runs=3)
+    costs = module_costs(fp32, int8, groups, images, runs=3, runtime=runtime)
     assert set(costs) == set(groups)
     assert sum(c.fp32_ms for c in costs.values()) > 0 and sum(c.int8_ms for c in costs.values()) > 0
+
+
+def test_openvino_layers_are_found_among_the_onnx_nodes():
+    from pipeline.stages.node_cost import onnx_node_of
+
+    names = {"/stem/stem.0/Conv", "/a/x_QuantizeLinear", "/fc/Gemm"}
+    writers = {"logits": "/fc/Gemm"}
+    assert onnx_node_of("/stem/stem.0/Conv/WithoutBiases", names, writers) == "/stem/stem.0/Conv"
+    assert onnx_node_of("/a/x_QuantizeLinear/DequantizationSubtract", names, writers) == "/a/x_QuantizeLinear"
+    assert onnx_node_of("logits", names, writers) == "/fc/Gemm"
+    assert onnx_node_of("images_abcd_acdb_/stem/stem.0/Conv/WithoutBiases", names, writers) is None  # a Reorder
+    assert onnx_node_of("/stem", names, writers) is None
 
 
 def test_the_search_stops_where_the_budget_cannot_be_reached_and_says_so(tmp_path):

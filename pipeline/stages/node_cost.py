@@ -2,10 +2,16 @@
 
 The FP32 fallback keeps modules in FP32 to buy accuracy, and each one it keeps costs speed: the
 difference between its nodes' time in the FP32 graph and in the fully quantized graph. ONNX
-Runtime's profiler gives every node's kernel time in one run of a graph, so two profiled runs
-(the FP32 graph and the INT8 graph) price every module at once; no graph per module is needed.
+Runtime's and OpenVINO's profilers give every node's time in one run of a graph, so two profiled
+runs (the FP32 graph and the INT8 graph) price every module at once; no graph per module is needed.
 
-The graphs are profiled at ONNX Runtime's "extended" level, where a fused node keeps the name
+OpenVINO names a layer after the ONNX node it was made from, with a suffix for what its passes
+did (`/stem/stem.0/Conv/WithoutBiases`; a Q/DQ pair becomes a FakeQuantize named after its
+QuantizeLinear), or after the tensor it writes (`logits`): a layer is found by its name, by the
+node writing a tensor of that name, or by the longest `/`-prefix that names a node. Layout
+conversions between layers (Reorder, named after both ends) belong to no module and are left out.
+
+ONNX Runtime's graphs are profiled at ONNX Runtime's "extended" level, where a fused node keeps the name
 of the node it was made from (a QDQ-fused `QLinearConv` or a Conv+ReLU `FusedConv` is named
 after its Conv; at the "all" level the layout pass renames them after tensors), so each profiled
 node is found among a module's nodes by name. A QuantizeLinear or DequantizeLinear left
@@ -22,7 +28,7 @@ import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Set
 
 import numpy as np
 
@@ -60,6 +66,50 @@ def profile_node_ms(onnx_path: Path, image: np.ndarray, runs: int = 20, threads:
     return _kernel_ms(events)
 
 
+def openvino_node_ms(onnx_path: Path, image: np.ndarray, runs: int = 20, threads: int = 0) -> Dict[str, float]:
+    """Median milliseconds per ONNX node of one batch-1 call, from OpenVINO's per-layer counters
+    (`PERF_COUNT`), each layer found among the graph's nodes by name (see the module's note)."""
+    import onnx
+    import openvino
+
+    from pipeline.backends.openvino import OpenVinoSettings
+
+    core = openvino.Core()
+    properties = {**OpenVinoSettings(threads=threads).properties(), "PERF_COUNT": True}
+    request = core.compile_model(core.read_model(str(onnx_path)), "CPU", properties).create_infer_request()
+    feed = {0: np.ascontiguousarray(image[:1], dtype=np.float32)}
+    layers: Dict[str, List[float]] = {}
+    for _ in range(runs):
+        request.infer(feed)
+        for layer in request.profiling_info:
+            layers.setdefault(layer.node_name, []).append(layer.real_time.total_seconds() * 1000.0)
+    graph = onnx.load(str(onnx_path), load_external_data=False).graph
+    names = {node.name for node in graph.node}
+    writers = {tensor: node.name for node in graph.node for tensor in node.output}
+    per_node: Dict[str, float] = {}
+    for layer, ms in layers.items():
+        node = onnx_node_of(layer, names, writers)
+        if node is not None:
+            per_node[node] = per_node.get(node, 0.0) + float(np.median(ms))
+    return per_node
+
+
+def onnx_node_of(layer: str, names: Set[str], writers: Dict[str, str]) -> Optional[str]:
+    """The ONNX node an OpenVINO layer was made from: by its name, by the tensor it writes, or by
+    the longest `/`-prefix of its name that names a node; None for a layer of no node (Reorder)."""
+    candidate = layer
+    while candidate:
+        if candidate in names:
+            return candidate
+        if candidate in writers:
+            return writers[candidate]
+        candidate = candidate.rsplit("/", 1)[0] if "/" in candidate.lstrip("/") else ""
+    return None
+
+
+NODE_PROFILERS = {"onnxruntime": profile_node_ms, "openvino": openvino_node_ms}
+
+
 def _kernel_ms(events: List[Dict[str, Any]]) -> Dict[str, float]:
     durations: Dict[str, List[float]] = {}
     suffix = "_kernel_time"
@@ -89,16 +139,17 @@ def module_ms(node_ms: Dict[str, float], groups: Dict[str, List[str]], readers: 
 
 
 def module_costs(fp32_path: Path, int8_path: Path, groups: Dict[str, List[str]], image: np.ndarray,
-                 runs: int = 20, threads: int = 0) -> Dict[str, ModuleCost]:
-    """What keeping each module in FP32 costs, from one profiled run of each graph."""
+                 runs: int = 20, threads: int = 0, runtime: str = "onnxruntime") -> Dict[str, ModuleCost]:
+    """What keeping each module in FP32 costs on `runtime`, from one profiled run of each graph."""
     import onnx
 
+    profile = NODE_PROFILERS[runtime]
     readers: Dict[str, List[str]] = {}
     for node in onnx.load(str(fp32_path), load_external_data=False).graph.node:
         for name in node.input:
             readers.setdefault(name, []).append(node.name)
-    fp32 = module_ms(profile_node_ms(fp32_path, image, runs, threads), groups, readers)
-    int8 = module_ms(profile_node_ms(int8_path, image, runs, threads), groups, readers)
+    fp32 = module_ms(profile(fp32_path, image, runs, threads), groups, readers)
+    int8 = module_ms(profile(int8_path, image, runs, threads), groups, readers)
     return {m: ModuleCost(m, fp32[m], int8[m]) for m in groups}
 
 

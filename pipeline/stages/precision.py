@@ -20,7 +20,7 @@ import functools
 import json
 import shutil
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
@@ -29,7 +29,7 @@ import numpy as np
 
 from pipeline.artifacts import StageCache, StageResult, sha256_file
 from pipeline.backends.onnxruntime import onnx_logits
-from pipeline.config import Config
+from pipeline.config import Config, TargetConfig
 from pipeline.host import host_info
 from pipeline.metrics import Budget, agreement_lower_bound, budget_met, top1_accuracy, top1_drop
 from pipeline.names import FP16, FP32, INT8, INT8_FLAVOURS, INT8_TRT, INT8_TRT_FP16, TENSORRT_GRAPHS
@@ -95,6 +95,7 @@ class Int8Job:
     search: SearchWatch = field(default_factory=SearchWatch)  # progress and the time bound
     fp32_graph: Optional[quantize.Fp32Graph] = None  # the FP32 graph, read once (load_fp32)
     threads: int = 0  # the CPU target's session threads (its profile prices the modules)
+    pricing: Dict[str, str] = field(default_factory=dict)  # flavour -> the CPU runtime whose profile prices its modules
 
     def fp32(self) -> Any:
         if self.fp32_graph is None:
@@ -163,14 +164,15 @@ def int8_with_fallback(job: Int8Job, flavour: str, destination: Path, budget: Op
     groups = _fallback_groups(job, flavour)
     policy = FallbackPolicy(budget, job.max_fp32_layers)
     ranker = scorer.subset(job.rank_images)
-    probe = SearchProbe(_writer(job, flavour), scorer.score, ranker.score, _pricer(job) if flavour in PRICED else None)
+    runtime = job.pricing.get(flavour)
+    probe = SearchProbe(_writer(job, flavour), scorer.score, ranker.score, _pricer(job, runtime) if runtime else None)
     watch = replace(job.search, task=flavour, probes={}, notes=[])
     outcome = keep_costliest_in_fp32(flavour, destination, groups, probe, policy, watch)
     outcome.methods = methods
     if outcome.fp32_layers:
         nodes = sum(len(names) for names in groups.values())
         log(f"  {flavour}: missed its budget; kept {len(outcome.fp32_layers)} module(s) in FP32 of {len(groups)} ({nodes} quantizable nodes)")
-        per_ms = " per millisecond they cost (ONNX Runtime's per-node profile on this CPU)" if probe.price else ""
+        per_ms = f" per millisecond they cost ({RUNTIME_NAMES[runtime]}'s per-node profile on this CPU)" if runtime else ""
         methods.append(f"FP32 fallback: {len(outcome.fp32_layers)} module(s), ranked by the logit error they remove{per_ms} on "
                        f"{len(ranker.labels)} photos, confirmed on {len(scorer.labels)} ({_probe_line(outcome)})")
     methods.extend(outcome.notes)
@@ -185,20 +187,41 @@ def int8_with_fallback(job: Int8Job, flavour: str, destination: Path, budget: Op
     return outcome
 
 
-# The flavours whose fallback weighs speed: `int8` runs on the CPU runtimes, whose per-node
-# profile is at hand; TensorRT graphs' speed is the device's, not measurable here.
-PRICED = (INT8,)
 PROFILE_RUNS = 30
+RUNTIME_NAMES = {"onnxruntime": "ONNX Runtime", "openvino": "OpenVINO"}
 
 
-def _pricer(job: Int8Job) -> Callable[[Path, Dict[str, List[str]]], Dict[str, float]]:
+def pricing_runtimes(target: TargetConfig) -> Dict[str, str]:
+    """The flavours whose fallback weighs speed, with the CPU runtime whose per-node profile
+    prices their modules: `int8` runs on the CPU runtimes (ONNX Runtime's profile); `int8-trt`
+    on a cpu target that measures OpenVINO, which ships it there (ONNX Runtime runs its exact
+    Q/DQ arithmetic, never faster). A TensorRT target's graphs are timed on its device, not here."""
+    from pipeline.stages.engine import cpu_runtimes
+
+    pricing = {INT8: "onnxruntime"} if INT8 in target.precisions else {}
+    if INT8_TRT in target.precisions and target.backend == "onnxruntime" and "openvino" in cpu_runtimes(target):
+        pricing[INT8_TRT] = "openvino"
+    return pricing
+
+
+def _pricer(job: Int8Job, runtime: str) -> Callable[[Path, Dict[str, List[str]]], Dict[str, float]]:
     def price(quantized: Path, groups: Dict[str, List[str]]) -> Dict[str, float]:
         from pipeline.stages.node_cost import module_costs
 
-        costs = module_costs(job.fp32_path, quantized, groups, job.scorer.images[:1], PROFILE_RUNS, job.threads)
+        costs = module_costs(job.fp32_path, quantized, groups, job.scorer.images[:1], PROFILE_RUNS, job.threads, runtime)
         return {module: cost.kept_fp32_ms for module, cost in costs.items()}
 
     return price
+
+
+def _pricing_versions(pricing: Dict[str, str]) -> Dict[str, str]:
+    """flavour -> "runtime version": the cache key's record of what priced each flavour's modules."""
+    import onnxruntime
+
+    from pipeline.backends.openvino import openvino_version
+
+    versions = {"onnxruntime": onnxruntime.__version__, "openvino": openvino_version()}
+    return {flavour: f"{runtime} {versions[runtime]}" for flavour, runtime in sorted(pricing.items())}
 
 
 def _probe_line(outcome: Int8Outcome) -> str:
@@ -297,16 +320,18 @@ class PrecisionInputs:
     calib_labels: np.ndarray
 
 
-def run_precision(config: Config, cache: StageCache, inputs: PrecisionInputs, precisions: Iterable[str],
+def run_precision(config: Config, cache: StageCache, inputs: PrecisionInputs, target: TargetConfig,
                   log: Callable[[str], Any] = print, progress: Optional[ProgressFn] = None) -> StageResult:
     import onnx
     import onnxruntime
 
-    wanted = sorted(p for p in set(precisions) if p != FP32)
+    wanted = sorted(p for p in set(target.precisions) if p != FP32)
     budgets = {p: b.model_dump() for p, b in config.budgets.items() if p in wanted}
     settings = {"precisions": wanted, **config.precision.model_dump(), "budgets": budgets}
-    if any(p in PRICED for p in wanted):  # the search prices modules by this CPU's profile
-        settings["cpu"] = {"int8_kernel": host_info()["cpu_isa"]["int8_kernel"], "threads": config.validate_.threads}
+    pricing = pricing_runtimes(target)
+    if pricing:  # the search prices modules by this CPU's profile on these runtimes
+        settings["cpu"] = {"int8_kernel": host_info()["cpu_isa"]["int8_kernel"], "threads": config.validate_.threads,
+                           "pricing": _pricing_versions(pricing)}
     keys = {"onnx": sha256_file(inputs.simplified.output("onnx"))}
     if inputs.calibration is not None:
         keys["calibration"] = inputs.calibration.record.key
@@ -328,7 +353,7 @@ def run_precision(config: Config, cache: StageCache, inputs: PrecisionInputs, pr
                                json.loads(inputs.exported.output("nodes").read_text()), config.precision.max_fp32_layers,
                                finetune_settings(config), calibration=calibration_line(config),
                                rank_images=config.precision.rank_images, search=_search_watch(config, progress),
-                               threads=config.validate_.threads)
+                               threads=config.validate_.threads, pricing=pricing)
 
             flavour_key = FlavourKey(cache, keys, settings, versions)
             for flavour, (name, outcome) in _make_int8(config, job, flavours, workdir, log, flavour_key).items():
