@@ -31,8 +31,8 @@ from pipeline.config import load_config  # noqa: E402
 from pipeline.data import PreprocessSpec, generate_demo_set, load_crops, normalize  # noqa: E402
 from pipeline.stages.export import export_onnx  # noqa: E402
 from pipeline.stages.calibrate import calibrate  # noqa: E402
-from pipeline.stages.fp16 import convert_fp16  # noqa: E402
-from pipeline.stages.quantize import quantize_graph  # noqa: E402
+from pipeline.graphs.fp16 import convert_fp16  # noqa: E402
+from pipeline.graphs.quantize import quantize_graph  # noqa: E402
 from pipeline.stages.simplify import simplify_onnx  # noqa: E402
 
 

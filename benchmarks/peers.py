@@ -223,8 +223,8 @@ def paper_size(folder: Path, calibration_images: int) -> Tuple[object, Path, Dic
     from pipeline.models import ModelSpec, build_model
     from pipeline.stages.calibrate import calibrate
     from pipeline.stages.export import export_onnx
-    from pipeline.stages.fp16 import qdq_to_fp16
-    from pipeline.stages.quantize import quantize_graph
+    from pipeline.graphs.fp16 import qdq_to_fp16
+    from pipeline.graphs.quantize import quantize_graph
     from pipeline.stages.simplify import simplify_onnx
 
     torch.manual_seed(0)

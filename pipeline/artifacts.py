@@ -9,7 +9,7 @@ need the same entry (or the same bundle) take turns through a lock file (see `ex
 
 from __future__ import annotations
 
-from pipeline.errors import LockError, PathEscapeError
+from pipeline.errors import LockError
 
 import errno
 import hashlib
@@ -22,7 +22,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any, Callable, Dict, Optional, Tuple
 
 RECORD_NAME = "record.json"
@@ -132,26 +132,6 @@ def read_json_file(path: Path, missing: str) -> Any:
         raise BundleError(f"{path}: not valid JSON ({exc})") from None
 
 
-def safe_relative(root: Path, relative: str) -> Path:
-    """`root / relative`, refusing any path that would leave `root` (absolute, `..`, symlinks)."""
-    pure = PurePosixPath(relative)
-    if pure.is_absolute() or ".." in pure.parts or relative.strip() == "":
-        raise PathEscapeError(f"path {relative!r} leaves the bundle folder")
-    candidate = (root / pure).resolve()
-    if not _inside(candidate, root.resolve()):
-        raise PathEscapeError(f"path {relative!r} leaves the bundle folder")
-    return root / pure
-
-
-def refuse_symlinks(root: Path) -> None:
-    """Refuse any symbolic link inside `root`: a link could point a read or a write outside it."""
-    for folder, dirs, files in os.walk(root):  # os.walk lists a linked folder but never enters it
-        for name in sorted(dirs + files):
-            path = Path(folder, name)
-            if path.is_symlink():
-                raise PathEscapeError(f"{path}: a symbolic link inside {root}, refused (only plain files and folders belong there)")
-
-
 # ---------------------------------------------------------------------------------------------
 # Locks: one writer per bundle and per cache entry
 
@@ -240,7 +220,7 @@ def _read_holder(fd: int) -> Optional[str]:
         return None
 
 
-def _inside(path: Path, root: Path) -> bool:
+def is_inside(path: Path, root: Path) -> bool:
     """`path.is_relative_to(root)`, which Python 3.8 (JetPack 5) lacks."""
     return path == root or root in path.parents
 
@@ -250,7 +230,7 @@ def path_for_user(path: Path, cwd: Path | None = None) -> str:
     when it lies inside that folder, absolute otherwise; POSIX separators."""
     target = Path(path).resolve()
     here = Path(cwd or os.getcwd()).resolve()
-    return "." if target == here else target.relative_to(here).as_posix() if _inside(target, here) else target.as_posix()
+    return "." if target == here else target.relative_to(here).as_posix() if is_inside(target, here) else target.as_posix()
 
 
 @dataclass

@@ -56,7 +56,7 @@ def make_graphs(ctx: BuildContext) -> Graphs:
     from pipeline.stages.calibrate import run_calibrate
     from pipeline.stages.dataset import prepare_data_cached
     from pipeline.stages.export import run_export
-    from pipeline.stages.layernorm import needs_decomposed_layernorm
+    from pipeline.graphs.layernorm import needs_decomposed_layernorm
     from pipeline.stages.model_input import load_model
     from pipeline.stages.precision import PrecisionInputs, run_precision
     from pipeline.stages.simplify import run_simplify

@@ -7,13 +7,12 @@ Errors the user can fix are printed as one line starting with `error:` and exit 
 from __future__ import annotations
 
 import json
-import math
 import os
 import sys
 from collections.abc import Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, List, Optional
+from typing import Any, List, Optional, Tuple
 
 import typer
 from rich.console import Console
@@ -44,7 +43,7 @@ EXIT_CONFIG = 2
 
 
 def fail(message: str, code: int = 1) -> None:
-    from pipeline.stages.report_text import visible
+    from pipeline.report.text import visible
 
     # Messages quote files and keys the user gave: no markup, no control sequence reaches the terminal.
     err.print(f"[red]error:[/red] {escape(visible(message))}", soft_wrap=True)
@@ -73,53 +72,27 @@ def build(
     labels: Annotated[Optional[Path], typer.Option("--labels", help="Class names, one a line, in the model's output order (instead of [model] labels).")] = None,
 ) -> None:
     """Run every stage for a target and write its bundle to engines/<model>-<target>/."""
+    from pipeline import api
     from pipeline.context import BuildOptions, StageLog
 
-    cfg = with_model_file(_config(config), model, labels)
     options = BuildOptions(target=target, config_path=config, gate=not no_gate, progress=not no_progress, require_engine=require_engine,
-                           dla_core=dla_core, lock_timeout_s=lock_timeout, model_args=_model_args(model, labels))
+                           dla_core=dla_core, lock_timeout_s=lock_timeout)
     with _user_errors():
+        cfg = api.load(config, model, labels)
         target_name, target_config = cfg.target(target)
-        if dla_core is not None and (target_config.backend != "tensorrt" or bundle is not None):
-            raise ConfigError("--dla-core applies to TensorRT targets when the bundle is made (the device finish uses the bundle's plans)")
+        api.check_options(cfg, options, finishing=bundle is not None)
         if dry_run:
             _print_plans(cfg, options, bundle)
             return
         bars = ProgressLines(live=not no_progress and err.is_terminal)
         log = StageLog(on_stage=bars.stage_done(_print_stage), on_message=_say, on_progress=bars.step)
         if bundle is not None:
-            from pipeline.finish import finish_bundle
-
-            outcome = finish_bundle(cfg, options, bundle, log.message)
+            outcome = api.finish(bundle, config, options=options, log=log)
         else:
-            from pipeline.build import build as run_build
-
             err.print(f"[bold]vt-edge build[/bold] target [cyan]{target_name}[/cyan] ({target_config.backend}), config {escape(str(config))}")
-            outcome = run_build(cfg, options, log)
+            outcome = api.build(target, config, model=model, labels=labels, options=options, log=log)
         _print_summary(outcome.report, log)
     _gate_and_pending(outcome, options)
-
-
-def _model_args(model: Optional[Path], labels: Optional[Path]) -> tuple:
-    from pipeline.artifacts import path_for_user
-
-    pairs = (("--model", model), ("--labels", labels))
-    return tuple(part for flag, value in pairs if value is not None for part in (flag, path_for_user(value.resolve())))
-
-
-def with_model_file(cfg, model: Optional[Path], labels: Optional[Path]):
-    """The config with `--model` / `--labels` in [model] (paths as typed, from this folder).
-    A model given on the command line names the bundle after its file unless [model] name is set."""
-    import re
-
-    update = {}
-    if model is not None:
-        update["checkpoint"] = model.resolve()
-        if "name" not in cfg.model.model_fields_set:
-            update["name"] = re.sub(r"[^A-Za-z0-9_.-]", "_", model.stem).lstrip("._-") or "model"
-    if labels is not None:
-        update["labels"] = labels.resolve()
-    return cfg.model_copy(update={"model": cfg.model.model_copy(update=update)}) if update else cfg
 
 
 def _gate_and_pending(outcome, options) -> None:
@@ -394,68 +367,29 @@ def report(
     lock_timeout: LockTimeoutOption = None,
 ) -> None:
     """Re-render a bundle's report (Markdown, HTML, plots) from its report.json; with BASELINE, compare the two and fail on regression."""
-    from contextlib import nullcontext
-
-    from pipeline.stages.bundle import bundle_lock, update_manifest
-    from pipeline.stages.report import rerender
+    from pipeline import api
 
     if baseline is not None:
-        from pipeline.stages.report_compare import LatencyRule
-
-        if not (math.isfinite(max_slowdown) and math.isfinite(min_slowdown_ms)):
-            fail("--max-slowdown and --min-slowdown-ms must be finite numbers", EXIT_CONFIG)
-        _compare_reports(bundle, baseline, output, LatencyRule(max_slowdown, min_slowdown_ms))
+        _compare_reports(bundle, baseline, output, (max_slowdown, min_slowdown_ms))
         return
-    # A folder that does not exist gets its one-line error from rerender, and no lock file.
-    with _user_errors(), (bundle_lock(bundle, _say, lock_timeout) if bundle.is_dir() else nullcontext()):
-        if (bundle / "manifest.json").is_file():
-            # Never re-hash a bundle whose data changed behind its back; only renderings are re-made.
-            _verified(bundle)
-        written = rerender(bundle)
-        if (bundle / "manifest.json").is_file():
-            update_manifest(bundle, [p.relative_to(bundle).as_posix() for p in written])
+    with _user_errors():
+        written = api.report(bundle, lock_timeout, _say)
     out.print("wrote " + ", ".join(_shown(p) for p in written), markup=False)
 
 
 def _shown(value: Any) -> str:
     """A name or path from the user or from a report.json, as plain text for the terminal."""
-    from pipeline.stages.report_text import visible
+    from pipeline.report.text import visible
 
     return visible(str(value))
 
 
-def _report_for_comparison(path: Path):
-    """A bundle's report.json (the bundle verified first) or a saved report.json."""
-    from pipeline.stages.report import read_report
-
-    if path.is_dir():
-        if (path / "manifest.json").is_file():
-            _verified(path)
-        path = path / "report" / "report.json"
-    return read_report(path)
-
-
-def _verified(bundle: Path) -> None:
-    """verify_bundle, the renderings excepted (`report` re-makes them)."""
-    from pipeline.stages.bundle import verify_bundle
-    from pipeline.stages.report import RENDERED
-
-    try:
-        verify_bundle(bundle, regenerable=RENDERED)
-    except RecursionError:  # json.loads of a hand-made manifest nested thousands deep
-        fail(f"{bundle}/manifest.json: not a vt-edge manifest (JSON nested too deeply to read)")
-
-
-def _compare_reports(candidate: Path, baseline: Path, output: Optional[Path], rule) -> None:
+def _compare_reports(candidate: Path, baseline: Path, output: Optional[Path], slowdown: Tuple[float, float]) -> None:
     """`report A B`: what changed from B to A per precision; exit 1 on any regression."""
-    from pipeline.artifacts import write_text_atomic
-    from pipeline.stages.report import render_comparison
-    from pipeline.stages.report_compare import compare_reports
+    from pipeline import api
 
     with _user_errors():
-        comparison = compare_reports(_report_for_comparison(candidate), _report_for_comparison(baseline), rule)
-        if output is not None:
-            write_text_atomic(output, render_comparison(comparison))
+        comparison = api.compare(candidate, baseline, *slowdown, output=output)
     out.print(_comparison_table(comparison, candidate, baseline))
     for note in comparison.notes:
         err.print("note: " + _shown(note), soft_wrap=True, markup=False)
@@ -510,11 +444,11 @@ def generate_data(
 @app.command()
 def verify(bundle: Annotated[Path, typer.Argument(help="Bundle folder.")]) -> None:
     """Check a bundle's manifest and the SHA-256 of every file."""
-    from pipeline.stages.bundle import verify_bundle
+    from pipeline import api
 
     with _user_errors():
-        manifest = verify_bundle(bundle)
-    out.print(f"bundle OK: {len(manifest['files'])} files verified ({manifest['name']}, target {manifest['target']['name']})")
+        manifest = api.verify(bundle)
+    out.print(f"bundle OK: {len(manifest.files)} files verified ({manifest.name}, target {manifest.target.name})")
 
 
 def main() -> None:

@@ -117,6 +117,11 @@ class BuildOutcome:
     finish_command: str = ""
     left_reason: str = ""  # why the engines were left for the device
 
+    @property
+    def passed(self) -> bool:
+        """Whether the regression gate passed (every budget met)."""
+        return not self.gate_failures
+
 
 @dataclass
 class Graphs:

@@ -12,14 +12,17 @@ PACKAGE = Path(__file__).resolve().parents[1] / "pipeline"
 
 # Lowest room first. A module may import modules of its own room or of lower rooms only.
 ROOMS = [
-    ("errors", "names", "metrics", "artifacts", "host", "graph", "progress"),
+    ("errors", "names", "metrics", "artifacts", "host", "progress"),
+    ("graphs", "report", "bundle"),  # libraries: the graph writers and twin, the report's parts, the bundle format
     ("data", "models"),
     ("config",),
     ("backends",),
+    ("search",),  # the INT8 search: over graphs, priced and scored by the runtimes
     ("context",),
     ("stages",),
     ("train", "finish"),
     ("build",),
+    ("api",),  # the Python entry: build, finish, verify, report, compare
     ("cli", "__main__"),
 ]
 RANK = {room: rank for rank, rooms in enumerate(ROOMS) for room in rooms}

@@ -324,7 +324,7 @@ def test_the_limit_is_a_setting_and_the_simplify_stage_checks_it_too(tmp_path):
 def test_folded_sizes_are_read_from_the_graph_without_running_it():
     from onnx import TensorProto, helper, numpy_helper
 
-    from pipeline.stages.constant_size import folded_constants
+    from pipeline.graphs.constant_size import folded_constants
 
     nodes = [
         helper.make_node("Constant", [], ["dims"], name="dims", value_ints=[1000, 1000]),
@@ -343,3 +343,20 @@ def test_folded_sizes_are_read_from_the_graph_without_running_it():
     assert sizes["node 'tile' (Tile)"] == 1000 * 1_000_000 * 4
     assert sizes["node 'range' (Range)"] == 34 * 8
     assert not any("not_constant" in what for what in sizes)
+
+
+def _path_cases():
+    cases = Path(__file__).resolve().parents[1] / "loader" / "tests" / "bundle_path_cases.txt"
+    for line in cases.read_text().splitlines():
+        if line and not line.startswith("#"):
+            verdict, quoted, *reason = line.split("\t")
+            yield verdict, quoted[1:-1], reason[0] if reason else None
+
+
+@pytest.mark.parametrize("verdict, path, reason", list(_path_cases()))
+def test_bundle_path_rule_matches_the_shared_cases(verdict, path, reason):
+    """The rule of pipeline/bundle/paths.py on the cases the C++ loader's test reads too."""
+    from pipeline.bundle.paths import path_problem
+
+    problem = path_problem(path)
+    assert (problem is None) if verdict == "accept" else (reason in problem)

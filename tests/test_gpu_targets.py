@@ -187,6 +187,28 @@ def test_off_target_bundle_validates_against_the_schema_file(jetson_project):
     assert "build_plan.json" in manifest["files"]  # the contract requires it of a TensorRT bundle
 
 
+def test_the_build_plan_follows_its_generated_schema(jetson_project, tmp_path):
+    """docs/build_plan.schema.json is the plan model's; a real bundle's plans validate against it;
+    a format-1 document (the same keys) is still read."""
+    jsonschema = pytest.importorskip("jsonschema")
+    from pipeline.backends.tensorrt_plan import PLAN_FORMAT_VERSION, plan_schema_text, read_build_plans
+
+    assert (ROOT / "docs/build_plan.schema.json").read_text() == plan_schema_text(), (
+        "docs/build_plan.schema.json is stale: python -c \"from pipeline.backends.tensorrt_plan import plan_schema_text; "
+        "open('docs/build_plan.schema.json', 'w').write(plan_schema_text())\"")
+    folder, _ = jetson_project
+    document = json.loads((folder / BUNDLE / "build_plan.json").read_text())
+    assert document["format_version"] == PLAN_FORMAT_VERSION
+    jsonschema.validate(document, json.loads(plan_schema_text()))
+    assert all(plan["network_flags"] is not None for plan in document["plans"])
+    older = {**document, "format_version": 1, "plans": [{**plan, "format_version": 1} for plan in document["plans"]]}
+    (tmp_path / "build_plan.json").write_text(json.dumps(older))
+    assert [plan.network_flags for plan in read_build_plans(tmp_path)] == [tuple(plan["network_flags"]) for plan in document["plans"]]
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate({**document, "plans": [{k: v for k, v in document["plans"][0].items() if k != "network_flags"}]},
+                            json.loads(plan_schema_text()))
+
+
 def test_a_simulated_device_finish_leaves_a_bundle_that_verifies(jetson_project, tmp_path, monkeypatch):
     """The finish's own bookkeeping (engines, timing caches, report, manifest) on a host without
     TensorRT: the engine builder writes placeholder files and the "engines" run the precision

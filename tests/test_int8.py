@@ -142,7 +142,7 @@ def test_bundle_and_plans_carry_both_int8_trt_graphs(tiny_cpu_bundle):
 def test_twin_quantizes_weights_exactly_as_the_graph_stores_them(tiny):
     import onnx
 
-    from pipeline.stages.twin import load_twin, quantize_weight
+    from pipeline.graphs.twin import load_twin, quantize_weight
 
     for flavour in ("int8", "int8-trt"):
         twin = load_twin(tiny[2] / f"model.{flavour}.onnx", tiny[1])
@@ -161,7 +161,7 @@ def test_twin_matches_exact_qdq_arithmetic(tiny):
     import torch
 
     from pipeline.backends.onnxruntime import onnx_logits
-    from pipeline.stages.twin import load_twin
+    from pipeline.graphs.twin import load_twin
 
     images = tiny[3][:8]
     for flavour in ("int8", "int8-trt"):
@@ -177,8 +177,8 @@ def test_finetune_exports_the_same_qdq_graph_with_new_weights(tiny, tmp_path):
     import onnx
 
     from pipeline.stages.calibrate import load_tensors_data
-    from pipeline.stages.qat import FinetuneSettings, finetune, write_weights
-    from pipeline.stages.quantize import quantize_graph
+    from pipeline.search.qat import FinetuneSettings, finetune, write_weights
+    from pipeline.graphs.quantize import quantize_graph
 
     config, fp32, precision, images = tiny
     tensors = load_tensors_data(next((fp32.parents[2] / "calibrate").glob("*/tensors.npz")))
@@ -198,7 +198,7 @@ def test_finetune_exports_the_same_qdq_graph_with_new_weights(tiny, tmp_path):
 
 
 def test_fallback_orders_modules_by_the_logit_error_they_remove(tmp_path):
-    from pipeline.stages.fallback import FallbackPolicy, keep_costliest_in_fp32
+    from pipeline.search.fallback import FallbackPolicy, keep_costliest_in_fp32
 
     errors = {"/stem": 0.001, "/layer3": 0.02, "/vt.1/tokenizer": 0.05, "/fc": 0.0}
     groups = {m: [f"{m}/Conv"] for m in errors}
@@ -218,7 +218,7 @@ def test_fallback_orders_modules_by_the_logit_error_they_remove(tmp_path):
 
 def _escalation(tiny, tmp_path, monkeypatch, scores):
     """int8_with_fallback on the tiny VT with a scripted scorer and a recorded (no-op) fine-tune."""
-    from pipeline.stages import qat
+    from pipeline.search import qat
 
     calls = []
 
@@ -230,7 +230,7 @@ def _escalation(tiny, tmp_path, monkeypatch, scores):
 
 
 def _escalation_with(tiny, tmp_path, monkeypatch, scores, finetune):
-    from pipeline.stages import qat
+    from pipeline.search import qat
     from pipeline.stages.calibrate import load_tensors_data
     from pipeline.stages.precision import CalibrationScorer, Int8Job, int8_with_fallback
 
@@ -283,7 +283,7 @@ def test_twin_with_every_qdq_left_float_is_the_fp32_graph(tiny):
     import torch
 
     from pipeline.backends.onnxruntime import onnx_logits
-    from pipeline.stages.twin import QUANTIZE, load_twin
+    from pipeline.graphs.twin import QUANTIZE, load_twin
 
     images = tiny[3][:4]
     reference = onnx_logits(tiny[1], images)
@@ -295,7 +295,7 @@ def test_twin_with_every_qdq_left_float_is_the_fp32_graph(tiny):
 
 
 def test_a_graph_the_twin_cannot_take_goes_on_without_the_fine_tune(tiny, tmp_path, monkeypatch):
-    from pipeline.stages.twin import TwinUnsupportedOp
+    from pipeline.graphs.twin import TwinUnsupportedOp
 
     def refuses(*args, **kwargs):
         raise TwinUnsupportedOp("TopK", "/head/TopK", "not in the twin's tables")

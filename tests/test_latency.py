@@ -14,8 +14,8 @@ import pytest
 
 from pipeline.backends.base import ClosingRunner
 from pipeline.backends.timing import TimedCall, time_interleaved
-from pipeline.stages.report_gate import check_gate, choose_precision, fastest_precision
-from pipeline.stages.report_views import make_verdict
+from pipeline.report.gate import check_gate, choose_precision, fastest_precision
+from pipeline.report.views import make_verdict
 from pipeline.stages.validate import EvaluationSet, Timing, results_to_json, validate_all
 
 

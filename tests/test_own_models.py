@@ -92,7 +92,7 @@ def test_a_plain_state_dict_and_labels_build_for_cpu(tiny_project):
         assert {"LayerNormalization", "Erf", "Softmax", "MatMul"} <= set(ops["float"]), flavour
     # The quantization-aware fine-tune's torch twin computes what ONNX Runtime does on ViT graphs.
     from pipeline.backends.onnxruntime import onnx_logits
-    from pipeline.stages.twin import load_twin
+    from pipeline.graphs.twin import load_twin
 
     models = tiny_project / "engines/tiny-cpu/models"
     images = np.random.default_rng(0).standard_normal((3, 3, 64, 64)).astype(np.float32)
@@ -272,7 +272,7 @@ def test_decomposed_layernorm_computes_the_same(tmp_path, opset):
     import onnx
 
     from pipeline.backends.onnxruntime import cpu_session
-    from pipeline.stages.layernorm import decompose_layernorm, layernorm_count, needs_decomposed_layernorm
+    from pipeline.graphs.layernorm import decompose_layernorm, layernorm_count, needs_decomposed_layernorm
 
     assert needs_decomposed_layernorm(("8.5", "10.3")) and not needs_decomposed_layernorm(("8.6", "10.3", "11.4"))
     fused = _layernorm_graph(tmp_path / "fused.onnx", opset)
@@ -293,8 +293,8 @@ def test_fp16_graphs_keep_layernorm_in_fp32_where_fp16_would_overflow(tmp_path, 
     import onnx
 
     from pipeline.backends.onnxruntime import cpu_session
-    from pipeline.stages.fp16 import convert_fp16
-    from pipeline.stages.layernorm import decompose_layernorm
+    from pipeline.graphs.fp16 import convert_fp16
+    from pipeline.graphs.layernorm import decompose_layernorm
 
     source = _layernorm_graph(tmp_path / "fused.onnx")
     if decomposed:

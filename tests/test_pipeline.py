@@ -99,7 +99,7 @@ def test_int8_tensorrt_graph_is_symmetric_s8_qdq_without_bias(tiny_cpu_bundle):
             zero_point = inits[node.input[2]]
             assert zero_point.dtype == np.int8 and np.all(zero_point == 0)
     quantized_ops = {"Conv", "Gemm", "MatMul"}
-    from pipeline.stages.quantize import activation_matmuls
+    from pipeline.graphs.quantize import activation_matmuls
 
     in_float = set(activation_matmuls(bundle_of(tiny_cpu_bundle) / "models/model.fp32.onnx"))
     assert in_float  # the tokenizer's and transformer's MatMuls between two activations
@@ -165,7 +165,7 @@ def test_changing_calibration_reruns_precision_and_downstream_only(tiny_project)
 def test_interrupted_run_leaves_nothing_half_written_and_resumes(tiny_project, monkeypatch):
     from pipeline import build as build_module
     from pipeline.config import load_config
-    from pipeline.stages import quantize
+    from pipeline.graphs import quantize
 
     config = load_config(tiny_project / "pipeline.toml")
     calls = {"n": 0}
@@ -197,7 +197,7 @@ def test_a_build_killed_in_its_second_int8_flavour_redoes_only_that_one(tiny_pro
     """Each INT8 flavour is a cache entry of its own: the finished one is taken from the cache."""
     from pipeline import build as build_module
     from pipeline.config import load_config
-    from pipeline.stages import quantize
+    from pipeline.graphs import quantize
 
     config = load_config(tiny_project / "pipeline.toml")
     real = quantize.quantize_graph

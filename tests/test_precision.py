@@ -17,7 +17,7 @@ from pipeline.config import load_config
 from pipeline.data import normalize
 from pipeline.metrics import Budget
 from pipeline.stages.calibrate import calibrate, load_tensors_data, ranges_to_json, save_tensors_data
-from pipeline.stages.fallback import FallbackPolicy, SearchProbe, keep_costliest_in_fp32, quantizable_groups
+from pipeline.search.fallback import FallbackPolicy, SearchProbe, keep_costliest_in_fp32, quantizable_groups
 from pipeline.stages.precision import CalibrationScorer, Int8Job, int8_with_fallback
 
 
@@ -194,8 +194,8 @@ def test_module_costs_come_from_one_profile_of_each_graph(calibration_inputs, tm
     """A runtime's per-node profile of the FP32 and the fully quantized graph prices modules by name."""
     import onnx
 
-    from pipeline.stages.node_cost import NODE_PROFILERS, module_costs
-    from pipeline.stages.quantize import fallback_ops, quantize_graph
+    from pipeline.search.node_cost import NODE_PROFILERS, Profiling, module_costs
+    from pipeline.graphs.quantize import fallback_ops, quantize_graph
 
     if runtime == "openvino":
         pytest.importorskip("openvino")
@@ -212,13 +212,13 @@ def test_module_costs_come_from_one_profile_of_each_graph(calibration_inputs, tm
     for node in graph.node:
         if node.op_type in fallback_ops(flavour):
             groups.setdefault(node.name.rsplit("/", 1)[0], []).append(node.name)
-    costs = module_costs(fp32, int8, groups, images, runs=3, runtime=runtime)
+    costs = module_costs(fp32, int8, groups, images, Profiling(runtime, runs=3))
     assert set(costs) == set(groups)
     assert sum(c.fp32_ms for c in costs.values()) > 0 and sum(c.int8_ms for c in costs.values()) > 0
 
 
 def test_openvino_layers_are_found_among_the_onnx_nodes():
-    from pipeline.stages.node_cost import onnx_node_of
+    from pipeline.search.node_cost import onnx_node_of
 
     names = {"/stem/stem.0/Conv", "/a/x_QuantizeLinear", "/fc/Gemm"}
     writers = {"logits": "/fc/Gemm"}
@@ -247,7 +247,7 @@ def test_fallback_wiring_on_the_tiny_vt(calibration_inputs, tmp_path, monkeypatc
 
     config, fp32, images, labels = calibration_inputs
     export_nodes = json.loads(next((fp32.parents[2] / "export").glob("*/nodes.json")).read_text())
-    from pipeline.stages.quantize import fallback_ops
+    from pipeline.graphs.quantize import fallback_ops
 
     groups = quantizable_groups(fp32, export_nodes, fallback_ops("int8"))
     assert any(module.startswith("/vt.") for module in groups)

@@ -115,7 +115,7 @@ def test_failing_report_says_what_failed_what_to_change_and_which_images_changed
 
 
 def test_gallery_is_capped_and_works_without_crops(tiny_cpu_bundle, tmp_path):
-    from pipeline.stages.report_views import GALLERY_SIZE, what_changed
+    from pipeline.report.views import GALLERY_SIZE, what_changed
 
     report = built_report(tiny_cpu_bundle)
     int8 = next(r for r in report["results"] if r["precision"] == "int8")
@@ -138,7 +138,7 @@ def test_report_without_per_image_data_still_renders(tiny_cpu_bundle, tmp_path):
 
 
 def test_plots_have_stated_ranges_and_captions(tiny_cpu_bundle):
-    from pipeline.stages.report_plots import make_figures
+    from pipeline.report.plots import make_figures
 
     figures = {f.name: f for f in make_figures(failing_report(built_report(tiny_cpu_bundle)))}
     assert {"accuracy", "latency"} <= set(figures)
@@ -149,7 +149,7 @@ def test_plots_have_stated_ranges_and_captions(tiny_cpu_bundle):
 
 
 def test_latency_rule_needs_both_the_relative_and_the_absolute_slowdown():
-    from pipeline.stages.report_compare import LatencyRule
+    from pipeline.report.compare import LatencyRule
 
     rule = LatencyRule(max_slowdown=0.10, min_slowdown_ms=0.1)
     assert rule.regressed(1.0, 1.2)  # +20%, +0.2 ms
@@ -184,7 +184,7 @@ def test_report_compare_passes_on_itself_and_fails_on_regression(tiny_cpu_bundle
 
 
 def test_compare_judges_answers_image_by_image_and_skips_latency_across_machines(tiny_cpu_bundle):
-    from pipeline.stages.report_compare import compare_reports
+    from pipeline.report.compare import compare_reports
 
     baseline = built_report(tiny_cpu_bundle)
     candidate = failing_report(baseline)
@@ -255,7 +255,7 @@ def test_device_finish_times_its_engines_interleaved(tiny_cpu_bundle, tmp_path, 
     from pipeline.config import load_config
     from pipeline.finish import validate_on_device
     from pipeline.stages.bundle import read_manifest
-    from pipeline.stages.report_gate import choose_precision, result_of, samples_at
+    from pipeline.report.gate import choose_precision, result_of, samples_at
 
     calls: list = []
 
@@ -281,7 +281,7 @@ def test_device_finish_times_its_engines_interleaved(tiny_cpu_bundle, tmp_path, 
 
 def test_the_fp16_outside_tensorrt_graph_is_judged_by_the_int8_trt_budget(tiny_cpu_bundle):
     from pipeline.names import with_variants
-    from pipeline.stages.report_gate import check_gate
+    from pipeline.report.gate import check_gate
 
     report = built_report(tiny_cpu_bundle)
     assert "int8-trt-fp16" in {r["precision"] for r in report["results"]}

@@ -231,7 +231,7 @@ def test_report_md_shows_hostile_names_as_text(built, tmp_path):
 
 def test_comparison_md_shows_hostile_names_as_text(built):
     from pipeline.stages.report import render_comparison
-    from pipeline.stages.report_compare import compare_reports
+    from pipeline.report.compare import compare_reports
 
     candidate = {**copy.deepcopy(built), "bundle": HOSTILE[0] + HOSTILE[4]}
     baseline = {**copy.deepcopy(built), "bundle": HOSTILE[1] + HOSTILE[3], "host": {**built["host"], "cpu": HOSTILE[2] + HOSTILE[5]}}
@@ -245,10 +245,10 @@ def test_comparison_md_shows_hostile_names_as_text(built):
 
 
 def test_the_committed_report_schema_is_the_models_schema(built):
-    from pipeline.stages.report_model import schema_text
+    from pipeline.report.model import schema_text
 
     assert (ROOT / "docs/report.schema.json").read_text() == schema_text(), (
-        "docs/report.schema.json is stale: python -c \"from pipeline.stages.report_model import schema_text; "
+        "docs/report.schema.json is stale: python -c \"from pipeline.report.model import schema_text; "
         "print(schema_text(), end='')\" > docs/report.schema.json")
     jsonschema = pytest.importorskip("jsonschema")
     schema = json.loads(schema_text())
@@ -368,7 +368,7 @@ def test_fuzzed_reports_never_crash_and_never_pass_a_non_finite_number(built, tm
     or in a comparison of finite numbers only."""
     from pipeline.errors import VtEdgeError
     from pipeline.stages.report import read_report, render_comparison
-    from pipeline.stages.report_compare import compare_reports
+    from pipeline.report.compare import compare_reports
 
     base = copy.deepcopy(built)
     for result in base["results"]:  # the shape matters, not 30 images

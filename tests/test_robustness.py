@@ -152,8 +152,8 @@ def _set(path: str, value):
 
 
 @pytest.mark.parametrize("change, expected", [
-    (_set("precisions.fp32.onnx", "../../../../etc/passwd"), "key 'precisions.fp32.onnx': path '../../../../etc/passwd' leaves the bundle folder"),
-    (_set("precisions.fp16.optimized", "/etc/passwd"), "key 'precisions.fp16.optimized': path '/etc/passwd' leaves the bundle folder"),
+    (_set("precisions.fp32.onnx", "../../../../etc/passwd"), "key 'precisions.fp32.onnx': path '../../../../etc/passwd' leaves the bundle folder: it contains '..'"),
+    (_set("precisions.fp16.optimized", "/etc/passwd"), "key 'precisions.fp16.optimized': path '/etc/passwd' leaves the bundle folder: it is absolute"),
     (_set("files", {}), "key 'files': Dictionary should have at least 1 item"),
     (_set("target", {}), "key 'target.name': Field required"),
     (_set("target", "cpu"), "key 'target': Input should be a valid dictionary"),
@@ -226,10 +226,10 @@ def test_report_plots_are_written_atomically_replacing_a_link(tmp_path):
 
 
 def test_the_committed_schema_is_the_models_schema():
-    from pipeline.stages.manifest import schema_text
+    from pipeline.bundle.manifest import schema_text
 
     assert (ROOT / "docs/manifest.schema.json").read_text() == schema_text(), (
-        "docs/manifest.schema.json is stale: python -c \"from pipeline.stages.manifest import schema_text; "
+        "docs/manifest.schema.json is stale: python -c \"from pipeline.bundle.manifest import schema_text; "
         "print(schema_text(), end='')\" > docs/manifest.schema.json")
 
 
@@ -243,7 +243,7 @@ def test_a_real_bundle_validates_against_the_schema_file(tiny_cpu_bundle):
 
 
 def test_bundle_format_doc_names_every_manifest_key():
-    from pipeline.stages.manifest import Manifest
+    from pipeline.bundle.manifest import Manifest
 
     doc = (ROOT / "docs/bundle-format.md").read_text()
     for key in Manifest.model_fields:

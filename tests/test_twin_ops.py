@@ -1,4 +1,4 @@
-"""The torch twin (pipeline.stages.twin) against ONNX Runtime, op by op and on whole models.
+"""The torch twin (pipeline.graphs.twin) against ONNX Runtime, op by op and on whole models.
 
 Three tiny hand-written models stand for common vision families (torchvision does not import
 with the pinned CPU torch): a torchvision-style ViT with nn.MultiheadAttention, a MobileNetV3-
@@ -19,7 +19,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from pipeline.backends.onnxruntime import cpu_session, onnx_logits
-from pipeline.stages.twin import Twin, TwinUnsupportedOp, load_twin, unsupported_ops
+from pipeline.graphs.twin import Twin, TwinUnsupportedOp, load_twin, unsupported_ops
 from tiny_project import write_tiny_config
 
 # --- the models ------------------------------------------------------------------------------------
@@ -138,7 +138,7 @@ def graphs(tmp_path_factory) -> dict:
     """name -> {"fp32", "raw", "int8", "int8-trt": path}, calibrated (minmax) on 8 images."""
     from pipeline.config import load_config
     from pipeline.stages.calibrate import calibrate
-    from pipeline.stages.quantize import quantize_graph
+    from pipeline.graphs.quantize import quantize_graph
 
     folder = tmp_path_factory.mktemp("twin-models")
     config = load_config(write_tiny_config(folder))
@@ -194,7 +194,7 @@ def test_gradients_reach_the_weights_and_spare_batchnorm_statistics(graphs):
 
 
 def test_finetune_runs_on_the_vit_qdq_graph(graphs):
-    from pipeline.stages.qat import FinetuneSettings, finetune
+    from pipeline.search.qat import FinetuneSettings, finetune
 
     paths = graphs["vit"]
     before = load_twin(paths["int8-trt"], paths["fp32"]).float_initializers()

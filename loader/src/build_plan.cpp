@@ -1,6 +1,7 @@
 #include "vtedge/build_plan.hpp"
 
 #include <algorithm>
+#include <optional>
 #include <fstream>
 #include <sstream>
 
@@ -39,17 +40,52 @@ std::string optional_string(const json& p, const std::string& key, const std::st
     return it->get<std::string>();
 }
 
-void read_optional_keys(const json& p, const std::string& prefix, const std::string& source,
-                        BuildPlan* plan) {
-    if (auto it = p.find("format_version"); it != p.end() && *it != 1) {
-        fail(source, "unsupported format_version " + it->dump() + " (this loader reads 1)");
+// The plan format versions this loader reads. 2: every key below is required, and
+// network_flags and builder_flags are what the builder sets. 1: the first plans and the
+// hand-written layouts (an array of plans, one plan), whose keys below are optional.
+constexpr int kPlanFormatVersion = 2;
+
+int plan_version(const json& obj, int otherwise, const std::string& prefix, const std::string& source) {
+    auto it = obj.find("format_version");
+    if (it == obj.end()) return otherwise;
+    if (!it->is_number_integer() || it->get<int64_t>() < 1 || it->get<int64_t>() > kPlanFormatVersion) {
+        fail(source, "unsupported " + prefix + "format_version " + it->dump() + " (this loader reads 1 and 2)");
     }
-    plan->model = optional_string(p, "model", prefix, source);
-    plan->target = optional_string(p, "target", prefix, source);
-    plan->engine = optional_string(p, "engine", prefix, source);
-    plan->tensorrt_version = optional_string(p, "tensorrt_version", prefix, source);
-    plan->compute_capability = optional_string(p, "compute_capability", prefix, source);
-    if (auto it = p.find("input_chw"); it != p.end()) {
+    return static_cast<int>(it->get<int64_t>());
+}
+
+// The key's value; nullptr when it is absent and may be (format version 1).
+const json* plan_key(const json& p, const std::string& key, bool required, const std::string& prefix,
+                     const std::string& source) {
+    auto it = p.find(key);
+    if (it != p.end()) return &*it;
+    if (required) fail(source, "missing key '" + prefix + key + "'");
+    return nullptr;
+}
+
+std::optional<std::vector<std::string>> string_list(const json* v, const std::string& key,
+                                                    const std::string& source) {
+    if (v == nullptr) return std::nullopt;
+    const bool ok = v->is_array() && std::all_of(v->begin(), v->end(), [](const json& x) { return x.is_string(); });
+    if (!ok) fail(source, "key '" + key + "' must be an array of strings");
+    return v->get<std::vector<std::string>>();
+}
+
+void read_plan_keys(const json& p, const std::string& prefix, const std::string& source, int version,
+                    BuildPlan* plan) {
+    const bool required = version >= 2;
+    auto text = [&](const std::string& key) {
+        const json* v = plan_key(p, key, required, prefix, source);
+        if (v == nullptr || (v->is_null() && !required)) return std::string();
+        if (!v->is_string()) fail(source, "key '" + prefix + key + "' must be a string");
+        return v->get<std::string>();
+    };
+    plan->model = text("model");
+    plan->target = text("target");
+    plan->engine = text("engine");
+    plan->tensorrt_version = text("tensorrt_version");
+    plan->compute_capability = text("compute_capability");
+    if (const json* it = plan_key(p, "input_chw", required, prefix, source)) {
         const bool ok = it->is_array() && it->size() == 3 &&
                         std::all_of(it->begin(), it->end(), [](const json& v) {
                             return v.is_number_integer() && v.get<int64_t>() > 0;
@@ -57,21 +93,20 @@ void read_optional_keys(const json& p, const std::string& prefix, const std::str
         if (!ok) fail(source, "key '" + prefix + "input_chw' must be 3 positive integers");
         plan->input_chw = it->get<std::vector<int64_t>>();
     }
-    if (auto it = p.find("builder_flags"); it != p.end()) {
-        const bool ok = it->is_array() && std::all_of(it->begin(), it->end(),
-                                                      [](const json& v) { return v.is_string(); });
-        if (!ok) fail(source, "key '" + prefix + "builder_flags' must be an array of strings");
-        plan->builder_flags = it->get<std::vector<std::string>>();
-    }
-    if (auto it = p.find("gpu_fallback"); it != p.end()) {
+    plan->network_flags = string_list(plan_key(p, "network_flags", required, prefix, source),
+                                      prefix + "network_flags", source);
+    plan->builder_flags = string_list(plan_key(p, "builder_flags", required, prefix, source),
+                                      prefix + "builder_flags", source);
+    if (const json* it = plan_key(p, "gpu_fallback", required, prefix, source)) {
         if (!it->is_boolean()) fail(source, "key '" + prefix + "gpu_fallback' must be a boolean");
         plan->gpu_fallback = it->get<bool>();
     }
 }
 
-BuildPlan parse_plan(const json& p, const std::string& path, const std::string& source) {
+BuildPlan parse_plan(const json& p, const std::string& path, const std::string& source, int version) {
     if (!p.is_object()) fail(source, "key '" + path + "' must be an object");
     const std::string prefix = path.empty() ? "" : path + ".";
+    version = plan_version(p, version, prefix, source);
     auto str = [&](const std::string& key) {
         const json& v = require(p, key, prefix, source);
         if (!v.is_string()) fail(source, "key '" + prefix + key + "' must be a string");
@@ -114,7 +149,7 @@ BuildPlan parse_plan(const json& p, const std::string& path, const std::string& 
     } else if (!cache.is_null()) {
         fail(source, "key '" + prefix + "timing_cache' must be a string or null");
     }
-    read_optional_keys(p, prefix, source, &plan);
+    read_plan_keys(p, prefix, source, version, &plan);
     return plan;
 }
 
@@ -150,23 +185,21 @@ std::vector<BuildPlan> parse_build_plans(const std::string& text, const std::str
     }
     std::vector<BuildPlan> plans;
     if (doc.is_object() && doc.contains("plans")) {
-        // The pipeline's document: {"format_version": 1, "target": ..., "plans": [...]}.
-        if (auto it = doc.find("format_version"); it != doc.end() && *it != 1) {
-            fail(source, "unsupported format_version " + it->dump() + " (this loader reads 1)");
-        }
+        // The pipeline's document: {"format_version": 2, "target": ..., "plans": [...]}.
+        const int version = plan_version(doc, 1, "", source);
         const std::string target = optional_string(doc, "target", "", source);
         const json& list = doc["plans"];
         if (!list.is_array()) fail(source, "key 'plans' must be an array");
         for (std::size_t i = 0; i < list.size(); ++i) {
-            plans.push_back(parse_plan(list[i], "plans[" + std::to_string(i) + "]", source));
+            plans.push_back(parse_plan(list[i], "plans[" + std::to_string(i) + "]", source, version));
             if (plans.back().target.empty()) plans.back().target = target;
         }
-    } else if (doc.is_array()) {
+    } else if (doc.is_array()) {  // format version 1's layouts: an array of plans, or one plan
         for (std::size_t i = 0; i < doc.size(); ++i) {
-            plans.push_back(parse_plan(doc[i], "[" + std::to_string(i) + "]", source));
+            plans.push_back(parse_plan(doc[i], "[" + std::to_string(i) + "]", source, 1));
         }
     } else {
-        plans.push_back(parse_plan(doc, "", source));
+        plans.push_back(parse_plan(doc, "", source, 1));
     }
     if (plans.empty()) fail(source, "holds no build plan");
     return plans;

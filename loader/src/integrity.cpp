@@ -1,6 +1,7 @@
 #include "vtedge/integrity.hpp"
 
 #include <array>
+#include <cctype>
 #include <fstream>
 #include <memory>
 #include <vector>
@@ -127,20 +128,29 @@ std::string sha256_file(const fs::path& path) {
     return finish_hex(ctx.get());
 }
 
-fs::path resolve_bundle_path(const fs::path& bundle_dir, const std::string& relative) {
-    const fs::path rel(relative);
-    if (relative.empty()) {
-        throw IntegrityError("bundle path '' is empty");
+std::string bundle_path_problem(const std::string& relative) {
+    if (relative.find_first_not_of(" \t\r\n\f\v") == std::string::npos) return "is empty";
+    if (relative.find('\\') != std::string::npos) {
+        return "contains a backslash (bundle paths use '/')";
     }
-    if (rel.is_absolute() || rel.has_root_name() || rel.has_root_directory()) {
-        throw IntegrityError("bundle path '" + relative + "' is absolute; paths must be relative "
-                             "to the bundle folder");
+    const fs::path rel(relative);
+    const bool drive = relative.size() >= 2 && relative[1] == ':' &&
+                       std::isalpha(static_cast<unsigned char>(relative[0])) != 0;
+    if (rel.is_absolute() || rel.has_root_name() || rel.has_root_directory() || drive) {
+        return "is absolute (bundle paths are relative to the bundle folder)";
     }
     for (const auto& part : rel) {
-        if (part == "..") {
-            throw IntegrityError("bundle path '" + relative + "' contains '..'");
-        }
+        if (part == "..") return "contains '..'";
     }
+    return "";
+}
+
+fs::path resolve_bundle_path(const fs::path& bundle_dir, const std::string& relative) {
+    const std::string problem = bundle_path_problem(relative);
+    if (!problem.empty()) {
+        throw IntegrityError("bundle path '" + relative + "' " + problem);
+    }
+    const fs::path rel(relative);
     // Symlinks are resolved on both sides, so a link that leaves the folder is caught while a
     // bundle folder reached through a link still works.
     const fs::path root = fs::weakly_canonical(fs::absolute(bundle_dir));

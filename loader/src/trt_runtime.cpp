@@ -566,17 +566,42 @@ void write_atomically(const fs::path& path, const void* data, std::size_t size) 
     }
 }
 
+// One NetworkDefinitionCreationFlag by its name in the plan; a flag this TensorRT lacks
+// (EXPLICIT_BATCH is gone in 11, STRONGLY_TYPED came in 9) is refused in one line.
+uint32_t network_flag_bit(const std::string& name) {
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wdeprecated-declarations"
+#if NV_TENSORRT_MAJOR < 11
+    if (name == "EXPLICIT_BATCH") {
+        return 1U << static_cast<uint32_t>(nvinfer1::NetworkDefinitionCreationFlag::kEXPLICIT_BATCH);
+    }
+#endif
+#if NV_TENSORRT_MAJOR >= 9
+    if (name == "STRONGLY_TYPED") {
+        return 1U << static_cast<uint32_t>(nvinfer1::NetworkDefinitionCreationFlag::kSTRONGLY_TYPED);
+    }
+#endif
+#pragma GCC diagnostic pop
+    throw RuntimeError("build plan asks for network flag " + name + ", which TensorRT " +
+                       std::to_string(NV_TENSORRT_MAJOR) + "." + std::to_string(NV_TENSORRT_MINOR) +
+                       " does not have: make the bundle's plans for this TensorRT release");
+}
+
+// The plan's network_flags (every format-2 plan names them: the release rules are stated once,
+// in pipeline/backends/tensorrt_plan.py); a format-1 plan without them gets what those rules
+// give for the TensorRT compiled against.
 uint32_t network_flags(const BuildPlan& plan) {
+    if (plan.network_flags) {
+        uint32_t bits = 0;
+        for (const std::string& name : *plan.network_flags) bits |= network_flag_bit(name);
+        return bits;
+    }
 #if NV_TENSORRT_MAJOR >= 11
-    (void)plan;
     return 0;  // every network is strongly typed
 #elif NV_TENSORRT_MAJOR >= 10
-    return plan.strongly_typed
-               ? 1U << static_cast<uint32_t>(nvinfer1::NetworkDefinitionCreationFlag::kSTRONGLY_TYPED)
-               : 0U;
+    return plan.strongly_typed ? network_flag_bit("STRONGLY_TYPED") : 0U;
 #else
-    (void)plan;
-    return 1U << static_cast<uint32_t>(nvinfer1::NetworkDefinitionCreationFlag::kEXPLICIT_BATCH);
+    return network_flag_bit("EXPLICIT_BATCH");
 #endif
 }
 

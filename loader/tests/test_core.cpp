@@ -174,8 +174,8 @@ TEST(pipeline_build_plan_is_read) {
              std::string("vt_demo.int8-trt.b1-8-32.trt10.3.0.sm87.dla0.engine"));
     CHECK_THROWS(vtedge::parse_build_plans(R"({"onnx": "m", "precision": "fp16", "profile": {"min": 1, "opt": 1, "max": 1},
                      "workspace_mib": 0, "dla_core": null, "strongly_typed": true, "timing_cache": null,
-                     "format_version": 2})"),
-                 vtedge::ManifestError, "build_plan.json: unsupported format_version 2");
+                     "format_version": 3})"),
+                 vtedge::ManifestError, "build_plan.json: unsupported format_version 3");
 }
 
 TEST(plan_version_matching) {
@@ -191,7 +191,7 @@ TEST(plan_version_matching) {
 namespace {
 
 // A plan object as pipeline/backends/tensorrt_plan.py writes it (the Jetson AGX Orin target).
-std::string orin_plan(const std::string& precision, const std::string& trt) {
+std::string orin_plan(const std::string& precision, const std::string& trt, int version = 2) {
     const bool typed = trt != "8.6";
     const std::string flags = typed ? "[]" : precision == "fp16" ? R"(["FP16"])"
                               : precision == "int8-trt" ? R"(["INT8", "FP16"])" : "[]";
@@ -205,18 +205,19 @@ std::string orin_plan(const std::string& precision, const std::string& trt) {
            R"(, "network_flags": )" + network + R"(, "builder_flags": )" + flags +
            R"(, "dla_core": null, "gpu_fallback": false, "timing_cache": "engines/timing.trt)" + trt +
            R"(.sm87.cache", "compute_capability": "8.7", "input_name": "images",
-           "output_name": "logits", "format_version": 1})";
+           "output_name": "logits", "format_version": )" + std::to_string(version) + "}";
 }
 
 // build_plan.json as the pipeline writes it: one plan per (precision, TensorRT version).
-std::string orin_document(const std::vector<std::string>& versions) {
+std::string orin_document(const std::vector<std::string>& versions, int version = 2) {
     std::string plans;
     for (const auto& trt : versions) {
         for (const char* precision : {"fp32", "fp16", "int8-trt"}) {
-            plans += (plans.empty() ? "" : ",\n") + orin_plan(precision, trt);
+            plans += (plans.empty() ? "" : ",\n") + orin_plan(precision, trt, version);
         }
     }
-    return R"({"format_version": 1, "target": "jetson-agx-orin", "plans": [)" + plans + "]}";
+    return R"({"format_version": )" + std::to_string(version) +
+           R"(, "target": "jetson-agx-orin", "plans": [)" + plans + "]}";
 }
 
 }  // namespace
@@ -249,6 +250,22 @@ TEST(build_plan_document_per_tensorrt_version) {
     const vtedge::BuildPlan& any = vtedge::select_build_plan(plans, "", "10.3.0");
     CHECK_EQ(any.precision, std::string("fp32"));
     CHECK_EQ(any.tensorrt_version, std::string("10.3"));
+}
+
+TEST(build_plan_format_2_names_its_network_flags_and_requires_every_key) {
+    const auto plans = vtedge::parse_build_plans(orin_document({"8.6", "10.3", "11.4"}));
+    using Names = std::optional<std::vector<std::string>>;
+    CHECK(vtedge::select_build_plan(plans, "fp16", "8.6.2").network_flags == Names({{"EXPLICIT_BATCH"}}));
+    CHECK(vtedge::select_build_plan(plans, "fp16", "10.3.0").network_flags == Names({{"STRONGLY_TYPED"}}));
+    CHECK(vtedge::select_build_plan(plans, "fp16", "11.4.0").network_flags == Names(std::vector<std::string>{}));
+    // Version 1 documents are still read, their flags as written.
+    CHECK_EQ(vtedge::parse_build_plans(orin_document({"10.3"}, 1)).size(), 3u);
+    // A format-2 plan lacking a key is refused, naming it.
+    std::string lacking = orin_document({"10.3"});
+    const std::string key = R"("network_flags": ["STRONGLY_TYPED"], )";
+    lacking.erase(lacking.find(key), key.size());
+    CHECK_THROWS(vtedge::parse_build_plans(lacking), vtedge::ManifestError,
+                 "build_plan.json: missing key 'plans[0].network_flags'");
 }
 
 TEST(build_plan_no_match_lists_what_there_is) {
@@ -290,9 +307,9 @@ TEST(build_plan_wildcards_and_specificity) {
 
 TEST(build_plan_document_errors) {
     std::string doc = orin_document({"10.3"});
-    CHECK_THROWS(vtedge::parse_build_plans(R"({"format_version": 2, "target": "x", "plans": [)" +
+    CHECK_THROWS(vtedge::parse_build_plans(R"({"format_version": 3, "target": "x", "plans": [)" +
                                            orin_plan("fp16", "10.3") + "]}"),
-                 vtedge::ManifestError, "build_plan.json: unsupported format_version 2 (this loader reads 1)");
+                 vtedge::ManifestError, "build_plan.json: unsupported format_version 3 (this loader reads 1 and 2)");
     CHECK_THROWS(vtedge::parse_build_plans(R"({"format_version": 1, "target": 5, "plans": []})"),
                  vtedge::ManifestError, "build_plan.json: key 'target' must be a string");
     CHECK_THROWS(vtedge::parse_build_plans(R"({"format_version": 1, "target": "x", "plans": []})"),

@@ -1,4 +1,6 @@
 // Integrity: hashes, byte counts, missing files and paths that leave the bundle folder.
+#include <fstream>
+
 #include <nlohmann/json.hpp>
 
 #include "bundle_util.hpp"
@@ -182,6 +184,30 @@ TEST(engine_hash_must_match_files_entry) {
         CHECK_THROWS(verify(bundle), vtedge::IntegrityError,
                      "has a different sha256 in 'engines' and in 'files'");
     }
+}
+
+// The rule's cases, shared with the Python tests (bundle_path_cases.txt beside this file).
+TEST(bundle_path_rule_matches_the_shared_cases) {
+    std::ifstream cases(VTEDGE_PATH_CASES);
+    CHECK(cases.good());
+    std::string line;
+    int checked = 0;
+    while (std::getline(cases, line)) {
+        if (line.empty() || line[0] == '#') continue;
+        const auto open = line.find('"');
+        const auto close = line.find('"', open + 1);
+        const std::string verdict = line.substr(0, line.find('\t'));
+        const std::string path = line.substr(open + 1, close - open - 1);
+        const std::string problem = vtedge::bundle_path_problem(path);
+        if (verdict == "accept") {
+            CHECK_EQ(problem, std::string());
+        } else {
+            const std::string reason = line.substr(line.find('\t', close) + 1);
+            CHECK(problem.find(reason) != std::string::npos);
+        }
+        ++checked;
+    }
+    CHECK(checked >= 10);
 }
 
 TEST(resolve_rejects_empty_path) {

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from pipeline.artifacts import sha256_file, write_json_atomic
+from pipeline.bundle.paths import path_problem
 from pipeline.names import control_character
 
 __all__ = [
@@ -480,8 +481,9 @@ def _parse_entries(
             rel, label, digest = e["path"], int(e["label"]), str(e["sha256"])
         except (KeyError, TypeError, ValueError):
             raise DataError(f"{path}: samples[{i}] needs path, label and sha256") from None
-        if Path(rel).is_absolute() or ".." in Path(rel).parts:
-            raise DataError(f"{path}: samples[{i}] path {rel!r} must be relative, without '..'")
+        problem = path_problem(rel)
+        if problem is not None:
+            raise DataError(f"{path}: samples[{i}] path {rel!r} {problem}: sample paths are relative to the list's image root")
         samples.append(Sample(base / rel if base is not None else Path(rel), label))
         hashes.append(digest)
     return samples, hashes

@@ -1,6 +1,6 @@
 """bundle: engine bundles in engines/<name>/: assembly, locking and verification.
 
-The manifest's contract is `pipeline.stages.manifest.Manifest` (docs/bundle-format.md). A
+The manifest's contract is `pipeline.bundle.manifest.Manifest` (docs/bundle-format.md). A
 bundle is assembled in a hidden sibling folder of its own and swapped in with renames, so a
 reader never sees a half-written bundle, and a build killed mid-copy leaves the previous bundle
 intact. One process at a time writes a bundle (`bundle_lock`).
@@ -21,11 +21,12 @@ from typing import Any, Dict, Optional
 
 from pydantic import ValidationError
 
-from pipeline.artifacts import exclusive_lock, path_for_user, read_json_file, process_umask, read_json, refuse_symlinks, safe_relative, sha256_file, sha256_json, write_json_atomic
+from pipeline.artifacts import exclusive_lock, path_for_user, read_json_file, process_umask, read_json, sha256_file, sha256_json, write_json_atomic
+from pipeline.bundle.paths import refuse_symlinks, safe_relative
 from pipeline.errors import BundleError, PathEscapeError, first_validation_error
 from pipeline.host import tool_versions
 from pipeline.names import INPUT_NAME, OUTPUT_NAME, onnx_file
-from pipeline.stages.manifest import FORMAT_VERSION, READABLE_VERSIONS, Manifest
+from pipeline.bundle.manifest import FORMAT_VERSION, READABLE_VERSIONS, Manifest
 
 MANIFEST = "manifest.json"
 

@@ -22,7 +22,7 @@ from pipeline.backends.onnxruntime import onnx_logits
 from pipeline.config import Config
 from pipeline.data import normalize
 from pipeline.errors import StageError
-from pipeline.graph import onnx_node_table
+from pipeline.graphs.query import onnx_node_table
 from pipeline.names import INPUT_NAME, OUTPUT_NAME
 from pipeline.stages.model_input import LoadedModel
 from pipeline.stages.onnx_import import default_opset, normalise_onnx

@@ -21,7 +21,8 @@ import numpy as np
 from pipeline.artifacts import sha256_file, sha256_json, write_bytes_atomic
 from pipeline.errors import ModelFileError, ModelInputError
 from pipeline.names import INPUT_NAME, OUTPUT_NAME
-from pipeline.stages.constant_size import check_constant_size
+from pipeline.bundle.paths import path_problem
+from pipeline.graphs.constant_size import check_constant_size
 
 MIN_OPSET = 13  # per-axis QuantizeLinear (per-channel INT8 weights) needs opset 13
 UPGRADE_OPSET = 17
@@ -108,7 +109,7 @@ def model_files(path: Path) -> List[Path]:
             continue
         location = ExternalDataInfo(tensor).location
         data = path.parent / location
-        if Path(location).is_absolute() or ".." in Path(location).parts or folder not in data.resolve().parents:
+        if path_problem(location) is not None or folder not in data.resolve().parents:
             raise ModelInputError(f"{path}: tensor '{tensor.name}' keeps its data at {location!r}, outside the model's folder; refused")
         if not data.is_file():
             raise ModelInputError(f"{path}: tensor '{tensor.name}' keeps its data in {data}, which is missing")
@@ -149,7 +150,7 @@ def read_io(model: Any, path: Path) -> GraphIO:
 
 def inspect_onnx(path: Path, crop: int, max_constant_mb: float) -> GraphIO:
     """The ONNX file's I/O, checked against the configured crop before any work is done, and
-    its constants' size (before anything folds them: see pipeline.stages.constant_size)."""
+    its constants' size (before anything folds them: see pipeline.graphs.constant_size)."""
     model = _load(path)
     _check_valid(path)
     io = read_io(model, path)
@@ -211,7 +212,7 @@ def _transpose_input(model: Any, io: GraphIO) -> None:
     """A new NCHW input feeding a Transpose to the graph's NHWC one."""
     from onnx import helper
 
-    from pipeline.graph import rename_tensor
+    from pipeline.graphs.query import rename_tensor
 
     graph = model.graph
     old = next(i for i in graph.input if i.name == io.input_name)
@@ -230,7 +231,7 @@ def _transpose_input(model: Any, io: GraphIO) -> None:
 
 
 def _rename_io(model: Any, io: GraphIO) -> None:
-    from pipeline.graph import rename_tensor
+    from pipeline.graphs.query import rename_tensor
 
     graph = model.graph
     for old, new in ((io.input_name, INPUT_NAME), (io.output_name, OUTPUT_NAME)):

@@ -1,13 +1,13 @@
 """precision: the graphs a target needs beyond FP32, made from one cached calibration.
 
-- `fp16`: casts in the graph (pipeline.stages.fp16).
-- `int8`, `int8-trt`: Q/DQ graphs (pipeline.stages.quantize) from the calibrate stage's ranges.
+- `fp16`: casts in the graph (pipeline.graphs.fp16).
+- `int8`, `int8-trt`: Q/DQ graphs (pipeline.graphs.quantize) from the calibrate stage's ranges.
   When one misses its accuracy budget on the calibration images, the means are tried in order of
-  cost: a quantization-aware fine-tune of its weights (pipeline.stages.qat, `finetune_steps`),
-  then the fallback search (pipeline.stages.fallback), which keeps its costliest modules in FP32
+  cost: a quantization-aware fine-tune of its weights (pipeline.search.qat, `finetune_steps`),
+  then the fallback search (pipeline.search.fallback), which keeps its costliest modules in FP32
   and says which. Each graph's `methods` list says what was used.
 - `int8-trt-fp16`: the final `int8-trt` graph with FP16 outside its Q/DQ pairs, for strongly
-  typed TensorRT (pipeline.stages.fp16.qdq_to_fp16).
+  typed TensorRT (pipeline.graphs.fp16.qdq_to_fp16).
 
 The evaluation images are never seen here: every decision is scored on the calibration images.
 TensorRT graphs are scored with exact Q/DQ arithmetic (what TensorRT computes), the `int8` graph
@@ -34,10 +34,10 @@ from pipeline.host import host_info
 from pipeline.metrics import Budget, agreement_lower_bound, budget_met, top1_accuracy, top1_drop
 from pipeline.names import FP16, FP32, INT8, INT8_FLAVOURS, INT8_TRT, INT8_TRT_FP16, TENSORRT_GRAPHS
 from pipeline.progress import ProgressFn, or_silent
-from pipeline.stages import quantize
+from pipeline.graphs import quantize
 from pipeline.stages.calibrate import load_tensors_data
-from pipeline.stages.fallback import FallbackPolicy, Int8Outcome, Score, SearchProbe, SearchWatch, keep_costliest_in_fp32, quantizable_groups
-from pipeline.stages.fp16 import convert_fp16, qdq_to_fp16
+from pipeline.search.fallback import FallbackPolicy, Int8Outcome, Score, SearchProbe, SearchWatch, keep_costliest_in_fp32, quantizable_groups
+from pipeline.graphs.fp16 import convert_fp16, qdq_to_fp16
 
 STAGE_VERSION = "10"  # 7: search before fine-tune, ranked on a subset, bisected; 8: int8 quantizes matrix products only; 9: int8 ranked per ms; 10: a cache entry per flavour
 
@@ -88,7 +88,7 @@ class Int8Job:
     scorer: CalibrationScorer
     export_nodes: List[Dict[str, Any]]  # the export's node table: module paths
     max_fp32_layers: int
-    finetune: Any = None  # pipeline.stages.qat.FinetuneSettings; None or 0 steps: no fine-tune
+    finetune: Any = None  # pipeline.search.qat.FinetuneSettings; None or 0 steps: no fine-tune
     finetune_images: Optional[np.ndarray] = None  # defaults to the calibration images
     calibration: str = ""  # how the ranges were made, for the methods list
     rank_images: int = 0  # calibration photos the fallback ranks modules on (0: all)
@@ -105,10 +105,7 @@ class Int8Job:
 
 def base_methods(job: Int8Job, flavour: str) -> List[str]:
     """What every graph of the flavour is made with, before any escalation."""
-    scheme = {
-        INT8: "u8 asymmetric activations, 7-bit per-channel weights (saturation-free on AVX2)",
-        INT8_TRT: "s8 symmetric activations and per-channel weights on Conv/Gemm/MatMul inputs and residual skips",
-    }[flavour]
+    scheme = quantize.RECIPES[flavour].scheme
     return [f"calibration: {job.calibration}" if job.calibration else "calibration", scheme,
             "MatMuls between two activations in float"]
 
@@ -125,8 +122,8 @@ def _finetuned(job: Int8Job, flavour: str, destination: Path, keep_fp32: List[st
     """Fine-tune the weights of the Q/DQ graph at `destination` (QAT; `keep_fp32` are the nodes
     it leaves unquantized) and put the re-quantized graph there when it lowers the logit error
     on the calibration images. (Its score, or None when not kept; the line for the methods list.)"""
-    from pipeline.stages import qat
-    from pipeline.stages.twin import TwinUnsupportedOp
+    from pipeline.search import qat
+    from pipeline.graphs.twin import TwinUnsupportedOp
 
     images = job.finetune_images if job.finetune_images is not None else job.scorer.images
     settings = replace(job.finetune, deadline=job.search.deadline)
@@ -206,9 +203,9 @@ def pricing_runtimes(target: TargetConfig) -> Dict[str, str]:
 
 def _pricer(job: Int8Job, runtime: str) -> Callable[[Path, Dict[str, List[str]]], Dict[str, float]]:
     def price(quantized: Path, groups: Dict[str, List[str]]) -> Dict[str, float]:
-        from pipeline.stages.node_cost import module_costs
+        from pipeline.search.node_cost import Profiling, module_costs
 
-        costs = module_costs(job.fp32_path, quantized, groups, job.scorer.images[:1], PROFILE_RUNS, job.threads, runtime)
+        costs = module_costs(job.fp32_path, quantized, groups, job.scorer.images[:1], Profiling(runtime, PROFILE_RUNS, job.threads))
         return {module: cost.kept_fp32_ms for module, cost in costs.items()}
 
     return price
@@ -291,7 +288,7 @@ def _fp16_outside(job: Int8Job, int8_trt: Path, outcome: Int8Outcome) -> str:
 
 
 def finetune_settings(config: Config) -> Any:
-    from pipeline.stages.qat import FinetuneSettings
+    from pipeline.search.qat import FinetuneSettings
 
     batch = config.precision.finetune_batch or min(32, max(8, round(32 * (64 / config.preprocessing.crop) ** 2)))
     return FinetuneSettings(steps=config.precision.finetune_steps, batch=batch, patience=config.precision.finetune_patience)

@@ -19,21 +19,22 @@ from typing import Any, Dict, List, Optional
 
 import numpy as np
 
-from pipeline.artifacts import read_json, refuse_symlinks, sha256_file, write_bytes_atomic, write_json_atomic, write_text_atomic
+from pipeline.bundle.paths import refuse_symlinks
+from pipeline.artifacts import read_json, sha256_file, write_bytes_atomic, write_json_atomic, write_text_atomic
 from pipeline.errors import BundleError
 from pipeline.host import host_info, utc_now
 from pipeline.names import FP16, FP32, INT8, INT8_FLAVOURS, with_variants
-from pipeline.stages.report_gate import GateFailure, check_gate, choose_precision, fastest_precision, summary_rows
-from pipeline.stages.report_model import FORMAT_VERSION, check_report
-from pipeline.stages.report_plots import make_figures
-from pipeline.stages.report_text import markdown_text, visible
+from pipeline.report.gate import GateFailure, check_gate, choose_precision, fastest_precision, summary_rows
+from pipeline.report.model import FORMAT_VERSION, check_report
+from pipeline.report.plots import make_figures
+from pipeline.report.text import markdown_text, visible
 from pipeline.stages.runtime_choice import as_json as runtime_json
 from pipeline.stages.runtime_choice import reference_result, runtime_choices, shipped_results
-from pipeline.stages.report_views import make_verdict, what_changed
+from pipeline.report.views import make_verdict, what_changed
 
 # Files `report` re-makes from report.json (which itself must verify).
 RENDERED = ("report/report.md", "report/report.html", "report/accuracy.png", "report/latency.png", "report/sensitivity.png")
-TEMPLATES = Path(__file__).resolve().parent / "templates"
+TEMPLATES = Path(__file__).resolve().parents[1] / "report" / "templates"
 
 __all__ = ["GateFailure", "check_gate", "choose_precision", "fastest_precision", "summary_rows", "render_report", "rerender", "assemble_report"]
 

@@ -8,7 +8,7 @@ accuracy and for latency. Per precision:
   runtime's own INT8 arithmetic is what was measured: OpenVINO's u8/s8 kernels are not ONNX
   Runtime's exact Q/DQ);
 - `runtime = "auto"`: the faster at batch 1 (p50) ships when it is faster by more than the two
-  measurements' spread (pipeline.stages.report_gate.timing_spread); otherwise ONNX Runtime, the
+  measurements' spread (pipeline.report.gate.timing_spread); otherwise ONNX Runtime, the
   runtime every bundle can run;
 - `runtime = "onnxruntime"` / `"openvino"`: that runtime, unless it could not open the graph or
   misses a budget the other meets.
@@ -23,7 +23,7 @@ from typing import Any, Callable, Dict, List, Optional
 
 from pipeline.metrics import Budget, budget_met, interquartile_range, top1_drop
 from pipeline.names import FP32_TORCH, REFERENCE, with_variants
-from pipeline.stages.report_gate import latency_at, samples_at
+from pipeline.report.gate import latency_at, samples_at
 
 ONNXRUNTIME, OPENVINO = "onnxruntime", "openvino"
 

@@ -1,7 +1,7 @@
 """simplify: onnx-simplifier (onnxsim), then our own equivalence check.
 
 For targets that list a TensorRT release without the parser's LayerNormalization (8.5), the
-simplified graph has its LayerNorms decomposed into primitive ops (pipeline.stages.layernorm),
+simplified graph has its LayerNorms decomposed into primitive ops (pipeline.graphs.layernorm),
 inside the same equivalence check.
 
 onnxsim's built-in check compares with a very tight tolerance and flags ordinary FP32 noise
@@ -22,7 +22,7 @@ from pipeline.backends.onnxruntime import onnx_logits
 from pipeline.config import Config
 from pipeline.data import normalize
 from pipeline.errors import StageError
-from pipeline.graph import op_histogram
+from pipeline.graphs.query import op_histogram
 
 STAGE_VERSION = "2"
 
@@ -35,7 +35,7 @@ def simplify_onnx(source: Path, destination: Path, max_constant_mb: float = 4096
     import onnx
     import onnxsim
 
-    from pipeline.stages.constant_size import check_constant_size
+    from pipeline.graphs.constant_size import check_constant_size
 
     model = onnx.load(str(source))
     check_constant_size(model.graph, source, max_constant_mb)  # before onnxsim folds them
@@ -51,7 +51,7 @@ def _decompose(path: Path) -> int:
     """LayerNorms of the graph at `path` decomposed in place (for TensorRT 8.5); how many."""
     import onnx
 
-    from pipeline.stages.layernorm import decompose_layernorm
+    from pipeline.graphs.layernorm import decompose_layernorm
 
     model = onnx.load(str(path))
     count = decompose_layernorm(model)

@@ -407,7 +407,7 @@ def test_build_plan_json_round_trip_and_loader_fields(tmp_path):
     other = plan_for("jetson-agx-orin", "fp16", "10.3")
     path = write_build_plans("jetson-agx-orin", [plan, other], tmp_path)
     document = json.loads(path.read_text())
-    assert document["format_version"] == 1 and document["target"] == "jetson-agx-orin"
+    assert document["format_version"] == 2 and document["target"] == "jetson-agx-orin"
     data = document["plans"][0]
     # The C++ loader reads these names.
     assert data["onnx"] == "models/model.int8-trt-fp16.onnx" and data["precision"] == "int8-trt"  # 11.x: strongly typed
@@ -423,7 +423,7 @@ def test_build_plan_from_dict_rejects_bad_input(tmp_path):
     with pytest.raises(ValueError, match="lacks onnx"):
         BuildPlan.from_dict({k: v for k, v in data.items() if k != "onnx"})
     with pytest.raises(ValueError, match="format_version"):
-        BuildPlan.from_dict({**data, "format_version": 2})
+        BuildPlan.from_dict({**data, "format_version": 3})
     with pytest.raises(ValueError, match="relative"):
         BuildPlan.from_dict({**data, "engine": "/tmp/x.engine"})
     assert BuildPlan.from_dict({**data, "added_later": 1}).to_dict() == data

@@ -12,8 +12,9 @@
 
 namespace vtedge {
 
-// Written by pipeline/backends/tensorrt_plan.py. The keys below the first block are
-// optional here, so that a hand-written plan with only the essentials also builds.
+// Written by pipeline/backends/tensorrt_plan.py (docs/build_plan.schema.json). In format
+// version 2 every key is required; in version 1 (the first plans, and hand-written plans with
+// only the essentials) the keys below the first block are optional.
 struct BuildPlan {
     std::string onnx;                         // bundle-relative path of the ONNX to build
     std::string precision;                    // fp32, fp16, int8-trt
@@ -27,8 +28,11 @@ struct BuildPlan {
     std::string tensorrt_version;                  // "10.3", "11.x" or "10.3.0"; empty: any
     std::string compute_capability;                // "8.7" or "auto"; empty: any
     std::vector<int64_t> input_chw;                // empty: from the manifest
+    std::optional<std::vector<std::string>> network_flags;  // NetworkDefinitionCreationFlag names
+                                                            // ("EXPLICIT_BATCH", "STRONGLY_TYPED")
+                                                            // to set; absent (version 1): derived
     std::optional<std::vector<std::string>> builder_flags;  // BuilderFlag names ("FP16", "INT8",
-                                                            // "GPU_FALLBACK"); empty: derived
+                                                            // "GPU_FALLBACK"); absent: derived
     bool gpu_fallback = true;                      // with dla_core: layers DLA cannot run
     std::string target;                            // "jetson-agx-orin"; the document's when absent
     std::string engine;                            // the pipeline's engine path (informational)
@@ -38,10 +42,11 @@ struct BuildPlan {
 // ("10.3", "10.x", "10.3.0") means; an empty plan version matches any.
 bool plan_version_matches(const std::string& plan_version, const std::string& found);
 
-// Parses build_plan.json text. Accepted layouts: the pipeline's document
-// {"format_version": 1, "target": ..., "plans": [plan, ...]} (one plan per precision and
-// TensorRT version the target ships), an array of plans, or one plan object. Throws
-// ManifestError naming the key at fault.
+// Parses build_plan.json text. The pipeline writes one layout, the document
+// {"format_version": 2, "target": ..., "plans": [plan, ...]} (one plan per precision and
+// TensorRT version the target ships); version 1's are read too: that document with
+// "format_version": 1, an array of plans, or one plan object. Throws ManifestError naming the
+// key at fault.
 std::vector<BuildPlan> parse_build_plans(const std::string& text,
                                          const std::string& source = "build_plan.json");
 

@@ -15,8 +15,13 @@ std::string sha256_file(const std::filesystem::path& path);
 // Hex SHA-256 of a memory buffer.
 std::string sha256_bytes(const void* data, std::size_t size);
 
+// Why `relative` cannot name a file inside a bundle folder ("" when it can): empty, a backslash,
+// absolute (or a drive), or a ".." part. The same rule as pipeline/bundle/paths.py, tested with
+// the same cases (loader/tests/bundle_path_cases.txt).
+std::string bundle_path_problem(const std::string& relative);
+
 // Resolves a manifest path inside the bundle. Throws IntegrityError naming the path when it
-// is empty, absolute, contains "..", or resolves (through symlinks) outside the bundle.
+// breaks the rule above or resolves (through symlinks) outside the bundle.
 std::filesystem::path resolve_bundle_path(const std::filesystem::path& bundle_dir,
                                           const std::string& relative);
 

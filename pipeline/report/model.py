@@ -29,7 +29,7 @@ except ImportError:  # Python 3.8 (JetPack 5)
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from pipeline.errors import BundleError, first_validation_error
-from pipeline.stages.report_text import visible
+from pipeline.report.text import visible
 
 FORMAT_VERSION = 1
 
@@ -266,6 +266,6 @@ def schema() -> Dict[str, Any]:
 
 
 def schema_text() -> str:
-    """docs/report.schema.json as committed: `python -c "from pipeline.stages.report_model import
+    """docs/report.schema.json as committed: `python -c "from pipeline.report.model import
     schema_text; print(schema_text(), end='')" > docs/report.schema.json` re-makes it."""
     return json.dumps(schema(), indent=2) + "\n"

@@ -15,7 +15,7 @@ lets a caller try other ranges without writing a graph. A graph without Q/DQ (th
 itself) gives the FP32 twin, the teacher of the fine-tune.
 
 Q/DQ and Constant are interpreted here; every other op comes from the op tables of
-pipeline.stages.twin_ops and twin_spatial. A graph with an op (or an op setting) outside them is
+pipeline.graphs.twin_ops and twin_spatial. A graph with an op (or an op setting) outside them is
 refused when the twin is built, with TwinUnsupportedOp; `unsupported_ops` asks first.
 """
 
@@ -27,8 +27,8 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 import numpy as np
 
 from pipeline.errors import StageError
-from pipeline.stages.twin_ops import LIMITS, OPS, Op, attr
-from pipeline.stages.twin_spatial import SPATIAL_LIMITS, SPATIAL_OPS
+from pipeline.graphs.twin_ops import LIMITS, OPS, Op, attr
+from pipeline.graphs.twin_spatial import SPATIAL_LIMITS, SPATIAL_OPS
 
 QUANTIZE, DEQUANTIZE = "QuantizeLinear", "DequantizeLinear"
 # The integer range of each ONNX element type a Q/DQ pair may use.
@@ -153,6 +153,23 @@ def _as_tensor(value: np.ndarray) -> Any:
     return torch.from_numpy(np.array(value))
 
 
+def weight_sources(graph: Any, fp32_graph: Any) -> Dict[str, str]:
+    """DequantizeLinear output -> the FP32 initializer it stands for: the node reading it has the
+    same name in both graphs, so the FP32 node's input at the same position names the weight
+    (no reliance on the quantizer's naming of the integer copies)."""
+    fp32_inputs = {node.name: list(node.input) for node in fp32_graph.node}
+    dequantized = {node.output[0] for node in graph.node if node.op_type == DEQUANTIZE}
+    sources: Dict[str, str] = {}
+    for node in graph.node:
+        original = fp32_inputs.get(node.name)
+        if original is None or node.op_type in (DEQUANTIZE, QUANTIZE):
+            continue
+        for position, name in enumerate(node.input):
+            if name in dequantized and position < len(original):
+                sources.setdefault(name, original[position])
+    return sources
+
+
 class Twin:
     """A differentiable copy of a (Q/DQ) ONNX graph; see the module docstring.
 
@@ -182,7 +199,7 @@ class Twin:
         for node in graph.node:
             if node.op_type == "Constant":
                 self.constants[node.output[0]] = _as_tensor(_constant_node_value(node))
-        self._bind_weights(floats)
+        self._bind_weights(floats, weight_sources(graph, fp32_graph))
         # BatchNorm statistics are data, not weights: the fine-tune leaves them as they are.
         self.frozen = {name for node in graph.node if node.op_type == "BatchNormalization" for name in node.input[3:5]}
         for name in self.frozen & set(self.params):
@@ -193,13 +210,13 @@ class Twin:
         self.output_name = graph.output[0].name
         self._ops = _op_table()[0]
 
-    def _bind_weights(self, floats: Dict[str, np.ndarray]) -> None:
+    def _bind_weights(self, floats: Dict[str, np.ndarray], sources: Dict[str, str]) -> None:
         torch = _torch()
         found = []
         for node in self.graph.node:
             if node.op_type != DEQUANTIZE or node.input[0] not in self.constants:
                 continue
-            base = node.input[0][: -len("_quantized")] if node.input[0].endswith("_quantized") else None
+            base = sources.get(node.output[0])
             if base not in floats:
                 continue
             stored = self.constants[node.input[0]]

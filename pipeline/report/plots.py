@@ -15,7 +15,7 @@ from typing import Any, Dict, List, Optional, Tuple
 import numpy as np
 
 from pipeline.names import INT8_FLAVOURS
-from pipeline.stages.report_gate import accuracy_failures
+from pipeline.report.gate import accuracy_failures
 
 SENSITIVITY_MODULES = 12  # modules shown per INT8 flavour: the costliest
 THUMBNAIL_PX = 112

@@ -1,6 +1,6 @@
 """Quantization-aware fine-tune of an INT8 graph, exported as the same Q/DQ graph.
 
-The student is the torch twin of the flavour's Q/DQ graph (pipeline.stages.twin): the same ops
+The student is the torch twin of the flavour's Q/DQ graph (pipeline.graphs.twin): the same ops
 and the same Q/DQ, with the FP32 graph's weights as parameters quantized on the fly per channel.
 The teacher is the FP32 graph. A few hundred steps of distillation (KL divergence between the
 softened logits) on augmented photos move the weights to where their quantized values reproduce
@@ -105,7 +105,7 @@ def finetune(qdq_path: Path, fp32_path: Path, images: np.ndarray, settings: Fine
     import torch
 
     from pipeline.backends.onnxruntime import cpu_session
-    from pipeline.stages.twin import load_twin
+    from pipeline.graphs.twin import load_twin
 
     report, device = or_silent(progress), _device()
     torch.manual_seed(settings.seed)

@@ -22,7 +22,7 @@ from typing import Any, Dict, List, Optional
 
 from pipeline.metrics import Budget, top1_drop
 from pipeline.names import FP32_TORCH
-from pipeline.stages.report_gate import latency_at, result_of
+from pipeline.report.gate import latency_at, result_of
 
 
 @dataclass(frozen=True)

@@ -213,7 +213,7 @@ def keep_costliest_in_fp32(
 def _ranked(sensitivity: List[Dict[str, Any]], kept_ms: Optional[Dict[str, float]]) -> List[str]:
     """The search's order: by the logit error each module's FP32 copy removes, per millisecond
     it costs when priced (each entry then records its `cost_ms`)."""
-    from pipeline.stages.node_cost import latency_order
+    from pipeline.search.node_cost import latency_order
 
     if kept_ms is None:
         return [item["module"] for item in sensitivity]

@@ -8,7 +8,7 @@ from pathlib import Path
 
 # LayerNorm stays in FP32 in every FP16 graph: its mean of squares overflows FP16 (65504) as soon
 # as a token's activations pass ~256, which transformers' residual streams do (which nodes:
-# pipeline.stages.layernorm.fp32_nodes).
+# pipeline.graphs.layernorm.fp32_nodes).
 
 
 def convert_fp16(fp32_path: Path, destination: Path) -> None:
@@ -16,7 +16,7 @@ def convert_fp16(fp32_path: Path, destination: Path) -> None:
     import onnx
     from onnxconverter_common import float16
 
-    from pipeline.stages.layernorm import fp32_nodes
+    from pipeline.graphs.layernorm import fp32_nodes
 
     model = onnx.load(str(fp32_path))
     kept = fp32_nodes(model.graph)
@@ -49,7 +49,7 @@ def qdq_to_fp16(qdq_path: Path, destination: Path) -> None:
     model = onnx.load(str(qdq_path))
     if model.opset_import[0].version < FP16_QDQ_OPSET:
         model = version_converter.convert_version(model, FP16_QDQ_OPSET)
-    from pipeline.stages.layernorm import fp32_nodes
+    from pipeline.graphs.layernorm import fp32_nodes
 
     graph = model.graph
     kept_fp32 = _keep_in_fp32(model, fp32_nodes(graph), helper, TensorProto)
@@ -145,7 +145,7 @@ def _keep_in_fp32(model, kept_nodes, helper, TensorProto) -> set:
             if name in read_outside:
                 casts.append(helper.make_node("Cast", [inner[name]], [name], name=f"{name}_fp16{KEEP_FP32_SUFFIX}", to=TensorProto.FLOAT16))
     graph.node.extend(casts)
-    from pipeline.graph import topological_sort
+    from pipeline.graphs.query import topological_sort
 
     topological_sort(graph)
     return {name for n in kept_nodes for name in n.input if name in initializers}
@@ -162,7 +162,7 @@ def _rename_tensor(graph, name: str) -> str:
     """Every node that reads or writes graph I/O tensor `name` uses `<name>_fp16` instead; returns it.
 
     (No node writes a graph input, so one rule serves inputs and outputs.)"""
-    from pipeline.graph import rename_tensor
+    from pipeline.graphs.query import rename_tensor
 
     inner = f"{name}_fp16"
     rename_tensor(graph, name, inner)
@@ -171,7 +171,7 @@ def _rename_tensor(graph, name: str) -> str:
 
 def _cast_edges(graph, helper, TensorProto) -> None:
     """FP32 graph inputs cast to FP16 on entry, FP16 results cast to FP32 on exit."""
-    from pipeline.graph import topological_sort
+    from pipeline.graphs.query import topological_sort
 
     for graph_input in graph.input:
         if graph_input.type.tensor_type.elem_type == TensorProto.FLOAT:

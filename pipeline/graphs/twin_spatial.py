@@ -1,6 +1,6 @@
 """The torch twin's ops over spatial windows: convolutions, pooling, Pad and Resize.
 
-Same contract as pipeline.stages.twin_ops (node and inputs in, output out). ONNX pads are
+Same contract as pipeline.graphs.twin_ops (node and inputs in, output out). ONNX pads are
 (begin of every spatial axis..., end of every spatial axis...); torch pads symmetrically, so an
 asymmetric ONNX padding is applied explicitly first. Resize is computed axis by axis from the
 ONNX coordinate formulas (nearest: an index gather; linear: a blend of two neighbours), which is
@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 from typing import Any, Dict, List, Optional, Tuple
 
-from pipeline.stages.twin_ops import F, Op, _arg, _ints, attr, torch
+from pipeline.graphs.twin_ops import F, Op, _arg, _ints, attr, torch
 
 Window = Tuple[List[int], List[int], List[int]]  # strides, dilations, ONNX pads
 

@@ -14,7 +14,6 @@ link, nothing unlisted) are checked by `pipeline.stages.bundle.verify_bundle`.
 from __future__ import annotations
 
 import json
-from pathlib import PurePosixPath
 from typing import Any, Dict, List, Literal, Optional, Tuple, Union
 
 try:
@@ -24,6 +23,7 @@ except ImportError:  # Python 3.8 (JetPack 5)
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Discriminator, Field, Strict, Tag, model_validator
 
+from pipeline.bundle.paths import path_problem
 from pipeline.names import INPUT_NAME, OUTPUT_NAME
 
 FORMAT_VERSION = 3  # 2: `session` per precision; 3: a session names its runtime (ONNX Runtime or OpenVINO)
@@ -40,9 +40,9 @@ GraphName = Literal["fp32", "fp16", "int8", "int8-trt", "int8-trt-fp16"]
 
 
 def _relative(path: str) -> str:
-    pure = PurePosixPath(path)
-    if not path.strip() or pure.is_absolute() or ".." in pure.parts or "\\" in path:
-        raise ValueError(f"path {path!r} leaves the bundle folder (paths are relative, without '..')")
+    problem = path_problem(path)
+    if problem is not None:
+        raise ValueError(f"path {path!r} leaves the bundle folder: it {problem}")
     return path
 
 
@@ -265,6 +265,6 @@ def schema() -> Dict[str, Any]:
 
 
 def schema_text() -> str:
-    """docs/manifest.schema.json as committed: `python -c "from pipeline.stages.manifest import
+    """docs/manifest.schema.json as committed: `python -c "from pipeline.bundle.manifest import
     schema_text; print(schema_text(), end='')" > docs/manifest.schema.json` re-makes it."""
     return json.dumps(schema(), indent=2) + "\n"

@@ -13,7 +13,7 @@ import numpy as np
 
 from pipeline.metrics import Budget, top1_drop
 from pipeline.names import FP16, FP32_TORCH, INT8_FLAVOURS, REFERENCE
-from pipeline.stages.report_gate import accuracy_failures, check_gate, choose_precision, fastest_precision, latency_at, result_of
+from pipeline.report.gate import accuracy_failures, check_gate, choose_precision, fastest_precision, latency_at, result_of
 
 CLASS_ROWS = 20  # more classes than this: the table shows the ones that lost the most
 CONFUSION_CLASSES = 12  # rows and columns of a confusion table, the classes with the most flips
@@ -330,7 +330,7 @@ def _gallery(data: PerImage, precision: str, changed: np.ndarray, names: List[st
             100 * float(data.reference_confidence[i] - p["reference_class_confidence"][i]), outcome,
         ))
     if usable:
-        from pipeline.stages.report_plots import thumbnail_uri
+        from pipeline.report.plots import thumbnail_uri
 
         for item in items:
             item.thumbnail = thumbnail_uri(crops[item.index])

@@ -25,7 +25,7 @@ from typing import Any, Union
 
 import numpy as np
 
-from pipeline.graph import topological_sort
+from pipeline.graphs.query import topological_sort
 from pipeline.names import INT8, INT8_TRT
 
 # Both flavours quantize the matrix products with a weight (Conv, Gemm, Linear MatMuls) and
@@ -79,34 +79,53 @@ def activation_matmuls(model_path: Path) -> list[str]:
     return [n.name for n in graph.node if n.op_type == "MatMul" and not any(name in constants for name in n.input)]
 
 
+@dataclass(frozen=True)
+class Int8Recipe:
+    """How an INT8 flavour quantizes a graph: the whole recipe as data. The few rules that depend
+    on the graph are named functions beside it (`activation_matmuls`, `_residual_skip_inputs`)."""
+
+    flavour: str
+    activations: str  # "u8" or "s8"
+    activation_symmetric: bool
+    reduce_range: bool  # 7-bit weights (see the module docstring)
+    ops: tuple = QUANTIZED_OPS  # the op types quantized (and the fallback's candidates)
+    per_channel_weights: bool = True
+    quantize_bias: bool = True
+    output_quantization: bool = True  # Q/DQ on the outputs of `ops` too
+    residual_skips: bool = False  # Q/DQ on the skip input of residual Adds
+    activation_matmuls_in_float: bool = True  # MatMuls between two activations stay in float
+    scheme: str = ""  # the methods list's line
+
+    def quantizer_options(self) -> dict[str, Any]:
+        """ONNX Runtime's `extra_options` for this recipe."""
+        options: dict[str, Any] = {"WeightSymmetric": True, "QDQOpTypePerChannelSupportToAxis": {"MatMul": 1}}
+        if self.activation_symmetric:
+            options["ActivationSymmetric"] = True
+        if not self.quantize_bias:
+            options["QuantizeBias"] = False
+        if not self.output_quantization:
+            # TensorRT wants Q/DQ on the inputs of the ops it runs in INT8 and fuses the ops that
+            # follow (bias, ReLU) itself; Q/DQ on their outputs would only split fusions.
+            options["OpTypesToExcludeOutputQuantization"] = list(self.ops)
+        if self.activation_matmuls_in_float:
+            # ONNX Runtime's QDQ MatMul ignores this option: quantize_graph also names them.
+            options["MatMulConstBOnly"] = True
+        return options
+
+
+RECIPES = {
+    INT8: Int8Recipe(INT8, activations="u8", activation_symmetric=False, reduce_range=True,
+                     scheme="u8 asymmetric activations, 7-bit per-channel weights (saturation-free on AVX2)"),
+    # TensorRT accumulates in 32 bits, so its graph keeps all 8 weight bits.
+    INT8_TRT: Int8Recipe(INT8_TRT, activations="s8", activation_symmetric=True, reduce_range=False, quantize_bias=False,
+                         output_quantization=False, residual_skips=True,
+                         scheme="s8 symmetric activations and per-channel weights on Conv/Gemm/MatMul inputs and residual skips"),
+}
+
+
 def fallback_ops(flavour: str) -> list[str]:
     """The ops whose nodes the fallback keeps in FP32 with their module: every op the flavour quantizes."""
-    return _flavour_settings(flavour)[1]
-
-
-# 7-bit weights for the ONNX Runtime CPU graph (see the module docstring); TensorRT accumulates in
-# 32 bits, so its graph keeps all 8.
-REDUCE_RANGE = {INT8: True, INT8_TRT: False}
-
-
-def _flavour_settings(flavour: str) -> tuple[Any, list[str], dict[str, Any]]:
-    """(activation type, op types to quantize, extra options) of an INT8 flavour."""
-    from onnxruntime.quantization import QuantType
-
-    if flavour == INT8:
-        return QuantType.QUInt8, list(QUANTIZED_OPS), {"WeightSymmetric": True, "QDQOpTypePerChannelSupportToAxis": {"MatMul": 1}}
-    return QuantType.QInt8, list(QUANTIZED_OPS), {
-        "ActivationSymmetric": True,
-        "WeightSymmetric": True,
-        "QuantizeBias": False,
-        "QDQOpTypePerChannelSupportToAxis": {"MatMul": 1},
-        # Only MatMuls with a weight are quantized; those between two activations are named in
-        # quantize_graph's exclusions (ONNX Runtime's QDQ MatMul ignores this option).
-        "MatMulConstBOnly": True,
-        # TensorRT wants Q/DQ on the inputs of the ops it runs in INT8 and fuses the ops
-        # that follow (bias, ReLU) itself; Q/DQ on their outputs would only split fusions.
-        "OpTypesToExcludeOutputQuantization": list(QUANTIZED_OPS),
-    }
+    return list(RECIPES[flavour].ops)
 
 
 @dataclass
@@ -138,21 +157,22 @@ def quantize_graph(fp32: Union[Path, Fp32Graph], destination: Path, tensors_data
     from onnxruntime.quantization.qdq_quantizer import QDQQuantizer
 
     graph = fp32 if isinstance(fp32, Fp32Graph) else load_fp32(fp32)
-    activation, ops, extra = _flavour_settings(flavour)
+    recipe = RECIPES[flavour]
+    in_float = graph.activation_matmuls if recipe.activation_matmuls_in_float else []
     quantizer = QDQQuantizer(
-        copy.deepcopy(graph.model),
-        True,  # per-channel weights
-        REDUCE_RANGE[flavour],
-        QuantType.QInt8,
-        activation,
-        tensors_data,
-        [],
-        [*exclude, *graph.activation_matmuls],
-        ops,
-        extra,
+        model=copy.deepcopy(graph.model),
+        per_channel=recipe.per_channel_weights,
+        reduce_range=recipe.reduce_range,
+        weight_qType=QuantType.QInt8,
+        activation_qType={"u8": QuantType.QUInt8, "s8": QuantType.QInt8}[recipe.activations],
+        tensors_range=tensors_data,
+        nodes_to_quantize=[],
+        nodes_to_exclude=[*exclude, *in_float],
+        op_types_to_quantize=list(recipe.ops),
+        extra_options=recipe.quantizer_options(),
     )
     quantizer.quantize_model()
-    if flavour == INT8_TRT:
+    if recipe.residual_skips:
         _quantize_residual_adds(quantizer.model.model, tensors_data)
     quantizer.model.save_model_to_file(str(destination))
 

@@ -5,7 +5,7 @@ TensorRT's ONNX parser reads `LayerNormalization` (opset 17) from 8.6 on; 8.5 (J
 refuses the graph. A target that lists a release before 8.6 therefore gets graphs with the
 decomposition torch writes below opset 17 (ReduceMean, Sub, Pow, ReduceMean, Add, Sqrt, Div,
 Mul, Add), which 8.5 builds and which 8.6+ still recognises as a normalization. The FP16 graphs
-keep the reductions, square and square root in FP32 (pipeline.stages.fp16).
+keep the reductions, square and square root in FP32 (pipeline.graphs.fp16).
 """
 
 from __future__ import annotations

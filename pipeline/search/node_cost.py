@@ -138,18 +138,29 @@ def module_ms(node_ms: Dict[str, float], groups: Dict[str, List[str]], readers: 
     return owned
 
 
+@dataclass(frozen=True)
+class Profiling:
+    """How the graphs are profiled: on which CPU runtime, for how many calls, with how many threads."""
+
+    runtime: str = "onnxruntime"
+    runs: int = 20
+    threads: int = 0
+
+
 def module_costs(fp32_path: Path, int8_path: Path, groups: Dict[str, List[str]], image: np.ndarray,
-                 runs: int = 20, threads: int = 0, runtime: str = "onnxruntime") -> Dict[str, ModuleCost]:
-    """What keeping each module in FP32 costs on `runtime`, from one profiled run of each graph."""
+                 how: Profiling = Profiling()) -> Dict[str, ModuleCost]:
+    """What keeping each module in FP32 costs on `how.runtime`, from one profiled run of each graph."""
     import onnx
 
-    profile = NODE_PROFILERS[runtime]
+    def profile(path: Path) -> Dict[str, float]:
+        return NODE_PROFILERS[how.runtime](path, image, how.runs, how.threads)
+
     readers: Dict[str, List[str]] = {}
     for node in onnx.load(str(fp32_path), load_external_data=False).graph.node:
         for name in node.input:
             readers.setdefault(name, []).append(node.name)
-    fp32 = module_ms(profile(fp32_path, image, runs, threads), groups, readers)
-    int8 = module_ms(profile(int8_path, image, runs, threads), groups, readers)
+    fp32 = module_ms(profile(fp32_path), groups, readers)
+    int8 = module_ms(profile(int8_path), groups, readers)
     return {m: ModuleCost(m, fp32[m], int8[m]) for m in groups}
 
 

@@ -1,4 +1,4 @@
-"""The ops of the torch twin (pipeline.stages.twin): one function per ONNX op.
+"""The ops of the torch twin (pipeline.graphs.twin): one function per ONNX op.
 
 Each op takes the node and its inputs (torch tensors, None for an omitted optional input) and
 returns its output, or a tuple of outputs for a node with several. Inputs that an older opset

@@ -1,0 +1,3 @@
+"""The report's parts: its typed model, the gate, the views, the plots, safe text, the comparison
+of two reports and the templates. Imports on the device's Python 3.8 without torch or onnx.
+"""
