@@ -18,10 +18,11 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from pipeline.backends.onnxruntime import OrtRunner, SessionSettings, TorchRunner  # noqa: E402
-from pipeline.stages.bundle import verify_bundle  # noqa: E402
+from pipeline.backends.eager import TorchRunner  # noqa: E402
+from pipeline.backends.onnxruntime import OrtRunner, SessionSettings  # noqa: E402
 from pipeline.config import load_config  # noqa: E402
 from pipeline.data import PreprocessSpec, normalize  # noqa: E402
+from pipeline.stages.bundle import verify_bundle  # noqa: E402
 from pipeline.stages.model_input import load_model  # noqa: E402
 from pipeline.stages.validate import latency_metrics  # noqa: E402
 
@@ -44,7 +45,9 @@ def main() -> int:
     images = np.ascontiguousarray(normalize(crops, PreprocessSpec.from_dict(pp)))
     runners = {"fp32-torch": TorchRunner(load_model(load_config(args.config)).module, args.threads)}
     for precision, entry in manifest["precisions"].items():
-        runners[precision] = OrtRunner(precision, args.bundle / entry["onnx"], SessionSettings(intra_op_threads=args.threads))
+        runners[precision] = OrtRunner(
+            precision, args.bundle / entry["onnx"], SessionSettings(intra_op_threads=args.threads)
+        )
 
     p50_b1: dict[str, float] = {}
     print(f"{'precision':<11} {'batch':>5} {'p50 ms':>8} {'p90 ms':>8} {'p99 ms':>8} {'img/s':>8}")
@@ -54,7 +57,10 @@ def main() -> int:
             lat = latency_metrics(runner.time_batch(sample, args.warmup, args.runs), batch)
             if batch == 1:
                 p50_b1[name] = lat.p50_ms
-            print(f"{name:<11} {batch:>5} {lat.p50_ms:>8.3f} {lat.p90_ms:>8.3f} {lat.p99_ms:>8.3f} {lat.throughput_ips:>8.0f}")
+            print(
+                f"{name:<11} {batch:>5} {lat.p50_ms:>8.3f} {lat.p90_ms:>8.3f} {lat.p99_ms:>8.3f} "
+                f"{lat.throughput_ips:>8.0f}"
+            )
     if "int8" in p50_b1 and "fp32-torch" in p50_b1:
         speedup = p50_b1["fp32-torch"] / p50_b1["int8"]
         verdict = "meets" if speedup >= INT8_SPEEDUP_TARGET else "MISSES"

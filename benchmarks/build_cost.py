@@ -38,7 +38,11 @@ from typing import Any, Dict, List, Optional
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-PATH_KEYS = {"model": ("checkpoint", "labels"), "data": ("root", "ilsvrc_solution", "ilsvrc_synsets"), "train": ("zip", "train_root")}
+PATH_KEYS = {
+    "model": ("checkpoint", "labels"),
+    "data": ("root", "ilsvrc_solution", "ilsvrc_synsets"),
+    "train": ("zip", "train_root"),
+}
 
 
 def toml_text(table: Dict[str, Any], prefix: str = "") -> str:
@@ -65,7 +69,9 @@ def case_config(base: Path, folder: Path, overrides: Dict[str, Dict[str, Any]]) 
         for key in keys:
             if key in data.get(section, {}):
                 data[section][key] = str((base.parent / data[section][key]).resolve())
-    data.update({"cache_dir": str(folder / "cache"), "engines_dir": str(folder / "engines"), "lists_dir": str(folder / "lists")})
+    data.update(
+        {"cache_dir": str(folder / "cache"), "engines_dir": str(folder / "engines"), "lists_dir": str(folder / "lists")}
+    )
     for section, values in overrides.items():
         data.setdefault(section, {}).update(values)
     path = folder / "pipeline.toml"
@@ -97,14 +103,18 @@ def cases(folder: Path) -> Dict[str, Path]:
     for name, base, overrides in (
         ("demo", ROOT / "pipeline.toml", {}),
         ("vit", ROOT / "configs" / "vit_cifar10.toml", {}),
-        ("paper", ROOT / "pipeline.toml", {
-            "model": {"name": "vt_resnet18_paper", "checkpoint": "PAPER"},
-            "data": {"calib_per_class": 50, "eval_per_class": 20},
-            "preprocessing": {"resize": 256, "crop": 224},
-            "validate": {"runs": 20, "batch_sizes": [1, 8]},
-            "precision": {"finetune_patience": 3},  # the default (pipeline.toml's demo setting is 15)
-            "budgets": {"int8": forcing, "int8-trt": forcing},
-        }),
+        (
+            "paper",
+            ROOT / "pipeline.toml",
+            {
+                "model": {"name": "vt_resnet18_paper", "checkpoint": "PAPER"},
+                "data": {"calib_per_class": 50, "eval_per_class": 20},
+                "preprocessing": {"resize": 256, "crop": 224},
+                "validate": {"runs": 20, "batch_sizes": [1, 8]},
+                "precision": {"finetune_patience": 3},  # the default (pipeline.toml's demo setting is 15)
+                "budgets": {"int8": forcing, "int8-trt": forcing},
+            },
+        ),
     ):
         (folder / name).mkdir()
         if name == "paper":
@@ -115,7 +125,18 @@ def cases(folder: Path) -> Dict[str, Path]:
 
 def run_build(config: Path) -> Dict[str, Any]:
     """One cold build in its own process: its stage log, wall and CPU time, peak memory."""
-    command = [sys.executable, "-m", "pipeline", "build", "--target", "cpu", "--config", str(config), "--no-progress", "--no-gate"]
+    command = [
+        sys.executable,
+        "-m",
+        "pipeline",
+        "build",
+        "--target",
+        "cpu",
+        "--config",
+        str(config),
+        "--no-progress",
+        "--no-gate",
+    ]
     log = config.parent / "build.log"
     started = time.perf_counter()
     with open(log, "w") as out:
@@ -125,8 +146,14 @@ def run_build(config: Path) -> Dict[str, Any]:
     if os.waitstatus_to_exitcode(status) != 0:
         raise SystemExit(f"build failed ({config}): see {log}")
     report = json.loads(next((config.parent / "engines").glob("*/report/report.json")).read_text())
-    return {"wall_s": wall, "cpu_s": usage.ru_utime + usage.ru_stime, "peak_gib": usage.ru_maxrss / 2**20,
-            "stages": report["stages"], "report": report, "bundle": next((config.parent / "engines").glob("*-cpu"))}
+    return {
+        "wall_s": wall,
+        "cpu_s": usage.ru_utime + usage.ru_stime,
+        "peak_gib": usage.ru_maxrss / 2**20,
+        "stages": report["stages"],
+        "report": report,
+        "bundle": next((config.parent / "engines").glob("*-cpu")),
+    }
 
 
 def int8_summary(report: Dict[str, Any]) -> Dict[str, str]:
@@ -139,8 +166,10 @@ def int8_summary(report: Dict[str, Any]) -> Dict[str, str]:
             continue
         agreement = 100 * result["accuracy"]["agreement"]
         probes = details.get("probes", {})
-        rows[flavour] = (f"{agreement:.2f} % agreement, drop {100 * (_top1(report, 'fp32') - result['accuracy']['top1']):+.2f}, "
-                         f"{len(details.get('fp32_layers', []))} FP32 modules, probes {sum(probes.values())}")
+        rows[flavour] = (
+            f"{agreement:.2f} % agreement, drop {100 * (_top1(report, 'fp32') - result['accuracy']['top1']):+.2f}, "
+            f"{len(details.get('fp32_layers', []))} FP32 modules, probes {sum(probes.values())}"
+        )
     return rows
 
 
@@ -167,14 +196,23 @@ def nncf_accuracy_control(bundle: Path, config: Path, min_agreement: float) -> D
     logging.getLogger("nncf").addHandler(records)
     started = time.perf_counter()
     quantized = nncf.quantize_with_accuracy_control(
-        model, nncf.Dataset([calib[i : i + 1] for i in range(len(calib))]), nncf.Dataset([calib[i : i + 1] for i in range(len(calib))]),
-        agreement, max_drop=1.0 - min_agreement, drop_type=nncf.DropType.ABSOLUTE, subset_size=len(calib))
+        model,
+        nncf.Dataset([calib[i : i + 1] for i in range(len(calib))]),
+        nncf.Dataset([calib[i : i + 1] for i in range(len(calib))]),
+        agreement,
+        max_drop=1.0 - min_agreement,
+        drop_type=nncf.DropType.ABSOLUTE,
+        subset_size=len(calib),
+    )
     seconds = time.perf_counter() - started
     compiled = ov.Core().compile_model(quantized, "CPU")
     answers = np.concatenate([compiled(evaluation[i : i + 8])[0] for i in range(0, len(evaluation), 8)]).argmax(1)
     reverted = re.search(r"(\d+) out of (\d+) were reverted", records.text)
-    return {"seconds": seconds, "reverted": f"{reverted.group(1)} of {reverted.group(2)} ops" if reverted else "0 (or all)",
-            "agreement": 100 * float(np.mean(answers == reference.argmax(1)))}
+    return {
+        "seconds": seconds,
+        "reverted": f"{reverted.group(1)} of {reverted.group(2)} ops" if reverted else "0 (or all)",
+        "agreement": 100 * float(np.mean(answers == reference.argmax(1))),
+    }
 
 
 class _LogRecords(logging.Handler):
@@ -201,11 +239,18 @@ def _photos(bundle: Path, config: Path):
     data = prepare_data_cached(cfg, StageCache(cfg.path(cfg.cache_dir)), False)
     spec = cfg.preprocessing.spec()
     reference = np.load(bundle / "reference" / "fp32_logits.npy")
-    return (np.ascontiguousarray(normalize(data.calib.crops, spec)), np.ascontiguousarray(normalize(data.evaluation.crops, spec)), reference)
+    return (
+        np.ascontiguousarray(normalize(data.calib.crops, spec)),
+        np.ascontiguousarray(normalize(data.evaluation.crops, spec)),
+        reference,
+    )
 
 
 def print_case(name: str, measured: Dict[str, Any], peer: Optional[Dict[str, Any]]) -> None:
-    print(f"\n## {name}: wall {measured['wall_s']:.0f} s, CPU {measured['cpu_s']:.0f} s, peak {measured['peak_gib']:.2f} GiB")
+    print(
+        f"\n## {name}: wall {measured['wall_s']:.0f} s, CPU {measured['cpu_s']:.0f} s, peak "
+        f"{measured['peak_gib']:.2f} GiB"
+    )
     print("| stage | wall s | CPU s |")
     print("|---|---|---|")
     for stage in measured["stages"]:
@@ -213,14 +258,18 @@ def print_case(name: str, measured: Dict[str, Any], peer: Optional[Dict[str, Any
     for flavour, line in int8_summary(measured["report"]).items():
         print(f"- {flavour}: {line}")
     if peer:
-        print(f"- NNCF quantize_with_accuracy_control: {peer['seconds']:.0f} s, reverted {peer['reverted']}, "
-              f"{peer['agreement']:.2f} % agreement on the evaluation photos")
+        print(
+            f"- NNCF quantize_with_accuracy_control: {peer['seconds']:.0f} s, reverted {peer['reverted']}, "
+            f"{peer['agreement']:.2f} % agreement on the evaluation photos"
+        )
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cases", nargs="+", choices=("demo", "vit", "paper"), default=["demo", "vit", "paper"])
-    parser.add_argument("--nncf", action="store_true", help="also run NNCF's accuracy control on the demo's and the ViT's FP32 graph")
+    parser.add_argument(
+        "--nncf", action="store_true", help="also run NNCF's accuracy control on the demo's and the ViT's FP32 graph"
+    )
     parser.add_argument("--keep", type=Path, help="build in this folder and keep it (default: a temporary folder)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="vt-edge-cost.") as tmp:
@@ -231,7 +280,11 @@ def main() -> int:
         for name in args.cases:
             measured = run_build(configs[name])
             # At paper size the budget forces NNCF through every operation: hours on 2 cores.
-            peer = nncf_accuracy_control(measured["bundle"], configs[name], _budget(measured["report"])) if args.nncf and name != "paper" else None
+            peer = (
+                nncf_accuracy_control(measured["bundle"], configs[name], _budget(measured["report"]))
+                if args.nncf and name != "paper"
+                else None
+            )
             print_case(name, measured, peer)
     return 0
 

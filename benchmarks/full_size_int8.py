@@ -25,14 +25,15 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from pipeline.backends.base import RunnerUnavailable  # noqa: E402
-from pipeline.backends.onnxruntime import OrtRunner, SessionSettings, TorchRunner  # noqa: E402
+from pipeline.backends.eager import TorchRunner  # noqa: E402
+from pipeline.backends.onnxruntime import OrtRunner, SessionSettings  # noqa: E402
 from pipeline.backends.openvino import OpenVinoSettings, open_runner  # noqa: E402
 from pipeline.config import load_config  # noqa: E402
 from pipeline.data import PreprocessSpec, generate_demo_set, load_crops, normalize  # noqa: E402
-from pipeline.stages.export import export_onnx  # noqa: E402
-from pipeline.stages.calibrate import calibrate  # noqa: E402
 from pipeline.graphs.fp16 import convert_fp16  # noqa: E402
 from pipeline.graphs.quantize import quantize_graph  # noqa: E402
+from pipeline.stages.calibrate import calibrate  # noqa: E402
+from pipeline.stages.export import export_onnx  # noqa: E402
 from pipeline.stages.simplify import simplify_onnx  # noqa: E402
 
 
@@ -70,8 +71,12 @@ def main() -> int:
         makers = {("fp32-torch", "torch"): lambda: TorchRunner(model, args.threads)}
         for name, path in graphs.items():
             # TensorRT's graph is timed as ONNX Runtime fuses it (s8s8 kernels), not as exact Q/DQ: its speed here
-            makers[(name, "onnxruntime")] = lambda n=name, f=path: OrtRunner(n, f, SessionSettings(intra_op_threads=args.threads))
-            makers[(name, "openvino")] = lambda n=name, f=path: open_runner(n, f, OpenVinoSettings(threads=args.threads))
+            makers[(name, "onnxruntime")] = lambda n=name, f=path: OrtRunner(
+                n, f, SessionSettings(intra_op_threads=args.threads)
+            )
+            makers[(name, "openvino")] = lambda n=name, f=path: open_runner(
+                n, f, OpenVinoSettings(threads=args.threads)
+            )
         p50 = time_each(makers, batch[:1], args)
     print_table(p50, args)
     return 0
@@ -99,8 +104,10 @@ def print_table(p50: dict, args) -> None:
     host = host_info()
     isa = host["cpu_isa"]
     base, ort_fp32 = p50[("fp32-torch", "torch")], p50.get(("fp32", "onnxruntime"))
-    print(f"\nCPU: {host['cpu']} ({host['cpu_count']} cores; {', '.join(isa['features'])}; INT8 kernel: {isa['int8_kernel']}); "
-          f"threads: {args.threads or 'each runtime default'}; batch 1, p50 of {args.runs}\n")
+    print(
+        f"\nCPU: {host['cpu']} ({host['cpu_count']} cores; {', '.join(isa['features'])}; INT8 kernel: "
+        f"{isa['int8_kernel']}); threads: {args.threads or 'each runtime default'}; batch 1, p50 of {args.runs}\n"
+    )
     print("| graph | runtime | p50 (ms) | vs torch eager FP32 | vs ONNX Runtime FP32 |")
     print("|---|---|---|---|---|")
     for (name, runtime), ms in p50.items():

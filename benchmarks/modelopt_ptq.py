@@ -37,9 +37,15 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("fp32", type=Path, help="the FP32 ONNX graph")
     parser.add_argument("calib", type=Path, help="calibration photos: .npy, float32 NCHW, normalised")
     parser.add_argument("output", type=Path, help="where the Q/DQ ONNX graph goes")
-    parser.add_argument("--calibration-method", choices=("entropy", "max"), default="entropy", help="ModelOpt's default: entropy")
-    parser.add_argument("--high-precision-dtype", choices=("fp32", "fp16"), default="fp32",
-                        help="the ops outside Q/DQ (ModelOpt's default is fp16; fp32 matches the project's int8-trt)")
+    parser.add_argument(
+        "--calibration-method", choices=("entropy", "max"), default="entropy", help="ModelOpt's default: entropy"
+    )
+    parser.add_argument(
+        "--high-precision-dtype",
+        choices=("fp32", "fp16"),
+        default="fp32",
+        help="the ops outside Q/DQ (ModelOpt's default is fp16; fp32 matches the project's int8-trt)",
+    )
     return parser.parse_args()
 
 
@@ -51,7 +57,9 @@ def load_calibration(path: Path) -> np.ndarray:
     try:
         calib = np.load(path)
     except (OSError, ValueError) as exc:
-        raise InputError(f"{path}: cannot read the calibration photos ({exc}); give a .npy of float32 NCHW photos") from exc
+        raise InputError(
+            f"{path}: cannot read the calibration photos ({exc}); give a .npy of float32 NCHW photos"
+        ) from exc
     if calib.ndim != 4:
         raise InputError(f"{path}: the calibration photos have shape {calib.shape}; NCHW (4 dimensions) expected")
     return np.ascontiguousarray(calib, dtype=np.float32)

@@ -5,8 +5,8 @@ the same calibration photos and the same evaluation photos.
     python benchmarks/peers.py --config configs/vit_cifar10.toml  # the shipped ViT (a user's own model)
     python benchmarks/peers.py --paper-size                        # VT-ResNet-18 at 224 (speed)
 
-Rows: torch eager FP32 (when the model is a torch checkpoint); FP32 (ONNX Runtime); the project's `int8` and `int8-trt` (and
-`int8-trt-fp16`) as the pipeline makes them; ONNX Runtime `quantize_static` with its defaults
+Rows: torch eager FP32 (when the model is a torch checkpoint); FP32 (ONNX Runtime); the project's `int8` and `int8-trt`
+(and `int8-trt-fp16`) as the pipeline makes them; ONNX Runtime `quantize_static` with its defaults
 and per-channel; OpenVINO + NNCF `nncf.quantize` with its defaults and `model_type=TRANSFORMER`;
 NVIDIA ModelOpt's ONNX INT8 PTQ (`modelopt.onnx.quantization`, the peer of `int8-trt`) with FP32
 and with FP16 (its default) outside Q/DQ, run as exact Q/DQ like the project's TensorRT graphs.
@@ -94,15 +94,28 @@ def nncf_infer(fp32: Path, calib: np.ndarray, threads: int, transformer: bool) -
     return lambda batch: request.infer({0: np.ascontiguousarray(batch, dtype=np.float32)})[compiled.output(0)].copy()
 
 
-def modelopt_graph(python: Optional[str], fp32: Path, calib: np.ndarray, destination: Path, high_precision: str) -> Path:
+def modelopt_graph(
+    python: Optional[str], fp32: Path, calib: np.ndarray, destination: Path, high_precision: str
+) -> Path:
     """NVIDIA ModelOpt's ONNX INT8 PTQ (defaults: entropy calibration), made by
     benchmarks/modelopt_ptq.py in ModelOpt's own environment (its pins clash with this one's)."""
     if not python:
-        raise ToolUnavailable(f"no ModelOpt environment (--modelopt-python PATH or {MODELOPT_ENV}; benchmarks/modelopt_ptq.py says how to make one)")
+        raise ToolUnavailable(
+            f"no ModelOpt environment (--modelopt-python PATH or {MODELOPT_ENV}; benchmarks/modelopt_ptq.py "
+            "says how to make one)"
+        )
     photos = destination.parent / "modelopt-calib.npy"
     if not photos.exists():
         np.save(photos, calib)
-    command = [python, str(ROOT / "benchmarks" / "modelopt_ptq.py"), str(fp32), str(photos), str(destination), "--high-precision-dtype", high_precision]
+    command = [
+        python,
+        str(ROOT / "benchmarks" / "modelopt_ptq.py"),
+        str(fp32),
+        str(photos),
+        str(destination),
+        "--high-precision-dtype",
+        high_precision,
+    ]
     started = time.perf_counter()
     try:
         done = subprocess.run(command, capture_output=True, text=True, timeout=3600)
@@ -111,7 +124,10 @@ def modelopt_graph(python: Optional[str], fp32: Path, calib: np.ndarray, destina
     if done.returncode != 0:
         lines = [line for line in done.stderr.splitlines() if line.strip()] or [f"exit status {done.returncode}"]
         raise ToolUnavailable(f"{python}: {lines[-1]}")
-    print(f"ModelOpt INT8 PTQ ({high_precision} outside Q/DQ): {len(calib)} photos, graph made in {time.perf_counter() - started:.1f} s (its environment: {python})")
+    print(
+        f"ModelOpt INT8 PTQ ({high_precision} outside Q/DQ): {len(calib)} photos, graph made in "
+        f"{time.perf_counter() - started:.1f} s (its environment: {python})"
+    )
     return destination
 
 
@@ -153,12 +169,20 @@ def peer_rows(fp32: Path, calib: np.ndarray, threads: int, folder: Path, modelop
     graphs are for TensorRT: they run as exact Q/DQ, like the project's int8-trt rows."""
     rows: Dict[str, Infer] = {}
     makers = {
-        "ort quantize_static (defaults)": lambda: ort_infer(ort_quantize_static(fp32, folder / "ort.onnx", calib, False), threads),
-        "ort quantize_static (per-channel)": lambda: ort_infer(ort_quantize_static(fp32, folder / "ort-pc.onnx", calib, True), threads),
+        "ort quantize_static (defaults)": lambda: ort_infer(
+            ort_quantize_static(fp32, folder / "ort.onnx", calib, False), threads
+        ),
+        "ort quantize_static (per-channel)": lambda: ort_infer(
+            ort_quantize_static(fp32, folder / "ort-pc.onnx", calib, True), threads
+        ),
         "openvino+nncf (defaults)": lambda: nncf_infer(fp32, calib, threads, False),
         "openvino+nncf (TRANSFORMER)": lambda: nncf_infer(fp32, calib, threads, True),
-        "ModelOpt ONNX PTQ (int8)": lambda: ort_infer(modelopt_graph(modelopt, fp32, calib, folder / "modelopt.onnx", "fp32"), threads, qdq_fusion=False),
-        "ModelOpt ONNX PTQ (int8, FP16 outside)": lambda: ort_infer(modelopt_graph(modelopt, fp32, calib, folder / "modelopt-fp16.onnx", "fp16"), threads, qdq_fusion=False),
+        "ModelOpt ONNX PTQ (int8)": lambda: ort_infer(
+            modelopt_graph(modelopt, fp32, calib, folder / "modelopt.onnx", "fp32"), threads, qdq_fusion=False
+        ),
+        "ModelOpt ONNX PTQ (int8, FP16 outside)": lambda: ort_infer(
+            modelopt_graph(modelopt, fp32, calib, folder / "modelopt-fp16.onnx", "fp16"), threads, qdq_fusion=False
+        ),
     }
     for name, make in makers.items():
         try:
@@ -184,7 +208,9 @@ def interleaved_p50(rows: Dict[str, Infer], one: np.ndarray, warmup: int, runs: 
     return {name: float(np.median(t)) for name, t in times.items()}
 
 
-def accuracy(rows: Dict[str, Infer], images: np.ndarray, labels: np.ndarray, reference: np.ndarray) -> Dict[str, Tuple[float, float, float]]:
+def accuracy(
+    rows: Dict[str, Infer], images: np.ndarray, labels: np.ndarray, reference: np.ndarray
+) -> Dict[str, Tuple[float, float, float]]:
     """(top-1 %, drop in points against FP32, agreement %) per row."""
     base = float(np.mean(reference.argmax(1) == labels))
     out = {}
@@ -213,24 +239,28 @@ def from_pipeline(config_path: Path) -> Tuple[object, Path, Dict[str, Path], np.
     return graphs.model.module, graphs.models["fp32"], ours, calib, evaluation, graphs.data.evaluation.labels
 
 
-def paper_size(folder: Path, calibration_images: int) -> Tuple[object, Path, Dict[str, Path], np.ndarray, np.ndarray, np.ndarray]:
+def paper_size(
+    folder: Path, calibration_images: int
+) -> Tuple[object, Path, Dict[str, Path], np.ndarray, np.ndarray, np.ndarray]:
     """A paper-size VT-ResNet-18 (random weights) and generated photos at 224, graphs made the
     pipeline's way (percentile calibration, both flavours, the FP16-outside TensorRT graph)."""
     import torch
 
     from pipeline.config import load_config
     from pipeline.data import PreprocessSpec, generate_demo_set, load_crops, normalize
+    from pipeline.graphs.fp16 import qdq_to_fp16
+    from pipeline.graphs.quantize import quantize_graph
     from pipeline.models import ModelSpec, build_model
     from pipeline.stages.calibrate import calibrate
     from pipeline.stages.export import export_onnx
-    from pipeline.graphs.fp16 import qdq_to_fp16
-    from pipeline.graphs.quantize import quantize_graph
     from pipeline.stages.simplify import simplify_onnx
 
     torch.manual_seed(0)
     model = build_model(ModelSpec(arch="vt_resnet18")).eval()
     spec = PreprocessSpec(resize=224, crop=224)
-    crops = load_crops(generate_demo_set(folder / "images", per_class=max(2, calibration_images // 5), seed=7).samples, spec)
+    crops = load_crops(
+        generate_demo_set(folder / "images", per_class=max(2, calibration_images // 5), seed=7).samples, spec
+    )
     images = np.ascontiguousarray(normalize(crops.crops, spec))
     calib, evaluation, labels = images[::2][:calibration_images], images[1::2], crops.labels[1::2]
     export_onnx(model, images[:1], 17, folder / "export.onnx")
@@ -253,8 +283,11 @@ def main() -> int:
     parser.add_argument("--warmup", type=int, default=10)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--calibration-images", type=int, default=32, help="--paper-size only")
-    parser.add_argument("--modelopt-python", default=os.environ.get(MODELOPT_ENV),
-                        help=f"the Python of ModelOpt's own environment (default: ${MODELOPT_ENV}); see benchmarks/modelopt_ptq.py")
+    parser.add_argument(
+        "--modelopt-python",
+        default=os.environ.get(MODELOPT_ENV),
+        help=f"the Python of ModelOpt's own environment (default: ${MODELOPT_ENV}); see benchmarks/modelopt_ptq.py",
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="vt-edge-peers.") as tmp:
         folder = Path(tmp)
@@ -288,9 +321,12 @@ def print_table(scores, p50, args, n_calib: int, n_eval: int) -> None:
 
     host = host_info()
     isa = host["cpu_isa"]
-    print(f"\nCPU: {host['cpu']} ({host['cpu_count']} cores; {', '.join(isa['features'])}; INT8 dot product: {isa['int8_dot'] or 'none'}); "
-          f"threads per runner, every runtime: {args.threads or 'its default'}; calibration photos {n_calib}, evaluation photos {n_eval}; "
-          f"p50 of {args.runs} batch-1 runs interleaved within each runtime, runtimes timed apart\n")
+    print(
+        f"\nCPU: {host['cpu']} ({host['cpu_count']} cores; {', '.join(isa['features'])}; INT8 dot product: "
+        f"{isa['int8_dot'] or 'none'}); threads per runner, every runtime: {args.threads or 'its default'}; "
+        f"calibration photos {n_calib}, evaluation photos {n_eval}; "
+        f"p50 of {args.runs} batch-1 runs interleaved within each runtime, runtimes timed apart\n"
+    )
     print("| model | runtime | top-1 % | drop (pts) | agreement % | p50 b1 (ms) |")
     print("|---|---|---|---|---|---|")
     for name, (top1, drop, agree) in scores.items():

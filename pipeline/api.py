@@ -31,7 +31,9 @@ from pipeline.errors import BundleError, ConfigError
 PathLike = Union[str, Path]
 
 
-def load(config: PathLike = "pipeline.toml", model: Optional[PathLike] = None, labels: Optional[PathLike] = None) -> Config:
+def load(
+    config: PathLike = "pipeline.toml", model: Optional[PathLike] = None, labels: Optional[PathLike] = None
+) -> Config:
     """The config at `config`, with a model file and its class names in place of [model]'s
     checkpoint and labels when given (the bundle is then named after the model's file unless
     [model] name is set)."""
@@ -51,24 +53,40 @@ def model_args(model: Optional[PathLike], labels: Optional[PathLike]) -> Tuple[s
     from pipeline.artifacts import path_for_user
 
     pairs = (("--model", model), ("--labels", labels))
-    return tuple(part for flag, value in pairs if value is not None for part in (flag, path_for_user(Path(value).resolve())))
+    return tuple(
+        part for flag, value in pairs if value is not None for part in (flag, path_for_user(Path(value).resolve()))
+    )
 
 
-def build(target: str = "cpu", config: PathLike = "pipeline.toml", *, model: Optional[PathLike] = None,
-          labels: Optional[PathLike] = None, options: Optional[BuildOptions] = None, log: Optional[StageLog] = None) -> BuildOutcome:
+def build(
+    target: str = "cpu",
+    config: PathLike = "pipeline.toml",
+    *,
+    model: Optional[PathLike] = None,
+    labels: Optional[PathLike] = None,
+    options: Optional[BuildOptions] = None,
+    log: Optional[StageLog] = None,
+) -> BuildOutcome:
     """Every stage for `target`, then its bundle in engines/<model>-<target>/. The outcome holds
     the report, the gate's failures (`passed` is False when there are any; a failing gate is a
     result here, not an error) and the engines left for the device."""
     from pipeline.build import build as run_build
 
     cfg = load(config, model, labels)
-    chosen = replace(options or BuildOptions(), target=target, config_path=Path(config), model_args=model_args(model, labels))
+    chosen = replace(
+        options or BuildOptions(), target=target, config_path=Path(config), model_args=model_args(model, labels)
+    )
     check_options(cfg, chosen, finishing=False)
     return run_build(cfg, chosen, log)
 
 
-def finish(bundle: PathLike, config: PathLike = "pipeline.toml", *, options: Optional[BuildOptions] = None,
-           log: Optional[StageLog] = None) -> BuildOutcome:
+def finish(
+    bundle: PathLike,
+    config: PathLike = "pipeline.toml",
+    *,
+    options: Optional[BuildOptions] = None,
+    log: Optional[StageLog] = None,
+) -> BuildOutcome:
     """On the device: build and validate the bundle's TensorRT engines, update its report and manifest."""
     from pipeline.finish import finish_bundle
 
@@ -82,7 +100,9 @@ def check_options(cfg: Config, options: BuildOptions, finishing: bool) -> None:
     """Options that do not fit the target (or the device finish) as a ConfigError."""
     _, target = cfg.target(options.target)
     if options.dla_core is not None and (target.backend != "tensorrt" or finishing):
-        raise ConfigError("--dla-core applies to TensorRT targets when the bundle is made (the device finish uses the bundle's plans)")
+        raise ConfigError(
+            "--dla-core applies to TensorRT targets when the bundle is made (the device finish uses the bundle's plans)"
+        )
 
 
 def verify(bundle: PathLike) -> Any:
@@ -135,8 +155,13 @@ def read_report(source: PathLike) -> dict:
     return read(path)
 
 
-def compare(candidate: PathLike, baseline: PathLike, max_slowdown: float = 0.10, min_slowdown_ms: float = 0.1,
-            output: Optional[PathLike] = None) -> Any:
+def compare(
+    candidate: PathLike,
+    baseline: PathLike,
+    max_slowdown: float = 0.10,
+    min_slowdown_ms: float = 0.1,
+    output: Optional[PathLike] = None,
+) -> Any:
     """What changed from `baseline` to `candidate` per precision (each a bundle folder or a saved
     report.json): a pipeline.report.compare.Comparison, whose `regressions` lists what got worse
     (accuracy past its budget; p50 latency slower by more than `max_slowdown` of the baseline's and
@@ -149,7 +174,9 @@ def compare(candidate: PathLike, baseline: PathLike, max_slowdown: float = 0.10,
 
     if not (math.isfinite(max_slowdown) and math.isfinite(min_slowdown_ms)) or max_slowdown < 0 or min_slowdown_ms < 0:
         raise ConfigError("--max-slowdown and --min-slowdown-ms must be finite numbers, 0 or more")
-    comparison = compare_reports(read_report(candidate), read_report(baseline), LatencyRule(max_slowdown, min_slowdown_ms))
+    comparison = compare_reports(
+        read_report(candidate), read_report(baseline), LatencyRule(max_slowdown, min_slowdown_ms)
+    )
     if output is not None:
         write_text_atomic(Path(output), render_comparison(comparison))
     return comparison

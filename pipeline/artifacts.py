@@ -9,8 +9,6 @@ need the same entry (or the same bundle) take turns through a lock file (see `ex
 
 from __future__ import annotations
 
-from pipeline.errors import LockError
-
 import errno
 import hashlib
 import json
@@ -24,6 +22,8 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, Optional, Tuple
+
+from pipeline.errors import LockError
 
 RECORD_NAME = "record.json"
 SCRATCH_DIR = "scratch"
@@ -156,8 +156,9 @@ HOLDER_GRACE_S = 1.0  # how long a waiter waits for the holder's name before say
 
 
 @contextmanager
-def exclusive_lock(lock_file: Path, what: str, on_wait: Optional[Callable[[str], Any]] = None,
-                   timeout_s: Optional[float] = None) -> Iterator[None]:
+def exclusive_lock(
+    lock_file: Path, what: str, on_wait: Optional[Callable[[str], Any]] = None, timeout_s: Optional[float] = None
+) -> Iterator[None]:
     """Hold `lock_file` exclusively (fcntl.flock) while the block runs.
 
     The kernel drops a flock when its holder exits, killed or not, so a lock is never stale and
@@ -200,7 +201,10 @@ def _acquire(fd: int, what: str, on_wait: Optional[Callable[[str], Any]], timeou
             pass
         holder = _read_holder(fd)
         if deadline is not None and time.monotonic() >= deadline:
-            raise LockError(f"{what} is locked by {holder or 'another process'}: another build is writing it; run again when it has finished")
+            raise LockError(
+                f"{what} is locked by {holder or 'another process'}: another build is writing it; run again "
+                "when it has finished"
+            )
         # A holder that locked a moment ago has not written its name yet: wait a poll or a few
         # for it before telling whom this process waits for.
         if not told and on_wait is not None and (holder is not None or time.monotonic() - started > HOLDER_GRACE_S):
@@ -230,7 +234,9 @@ def path_for_user(path: Path, cwd: Path | None = None) -> str:
     when it lies inside that folder, absolute otherwise; POSIX separators."""
     target = Path(path).resolve()
     here = Path(cwd or os.getcwd()).resolve()
-    return "." if target == here else target.relative_to(here).as_posix() if is_inside(target, here) else target.as_posix()
+    return (
+        "." if target == here else target.relative_to(here).as_posix() if is_inside(target, here) else target.as_posix()
+    )
 
 
 @dataclass

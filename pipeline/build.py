@@ -7,14 +7,21 @@ passes each stage's artifacts to the next.
 
 from __future__ import annotations
 
-import json
 from typing import Optional
 
 import numpy as np
 
-from pipeline.artifacts import StageResult, read_json, sha256_file
+from pipeline.artifacts import StageResult, sha256_file
 from pipeline.config import Config
-from pipeline.context import BuildContext, BuildOptions, BuildOutcome, EngineStep, Graphs, StageEntry, StageLog, check_host_side
+from pipeline.context import (
+    BuildContext,
+    BuildOptions,
+    BuildOutcome,
+    EngineStep,
+    Graphs,
+    StageLog,
+    check_host_side,
+)
 from pipeline.errors import StageError
 from pipeline.names import FP32, INT8_FLAVOURS, graph_variants
 
@@ -40,30 +47,32 @@ def _build_locked(ctx: BuildContext) -> BuildOutcome:
     graphs = make_graphs(ctx)
     engine = engine_step(ctx, graphs)
     validation = validate_step(ctx, graphs, engine)
-    from pipeline.stages.bundle import build_key, bundle_up_to_date
+    from pipeline.stages.bundle import assemble_bundle, build_key, bundle_up_to_date, unchanged_bundle
 
     key = build_key(ctx, graphs, engine, validation)
     if bundle_up_to_date(ctx.bundle_dir, key):
-        outcome = _unchanged_bundle(ctx, engine)
+        outcome = unchanged_bundle(ctx, engine)
     else:
-        outcome = _write_bundle(ctx, graphs, engine, validation, key)
+        outcome = assemble_bundle(ctx, graphs, engine, validation, key)
     return _finish_or_leave(ctx, outcome)
 
 
 def make_graphs(ctx: BuildContext) -> Graphs:
     """data -> export -> simplify -> calibrate -> precision, each cached by content."""
     from pipeline.data import normalize
+    from pipeline.graphs.layernorm import needs_decomposed_layernorm
     from pipeline.stages.calibrate import run_calibrate
     from pipeline.stages.dataset import prepare_data_cached
     from pipeline.stages.export import run_export
-    from pipeline.graphs.layernorm import needs_decomposed_layernorm
     from pipeline.stages.model_input import load_model
     from pipeline.stages.precision import PrecisionInputs, run_precision
     from pipeline.stages.simplify import run_simplify
 
     config, cache, log, progress = ctx.config, ctx.cache, ctx.log, ctx.options.progress
     model = load_model(config)  # a bad checkpoint fails before any data work
-    data = log.run("data", lambda: prepare_data_cached(config, cache, progress, model.classes, model.classes_from == "labels"))
+    data = log.run(
+        "data", lambda: prepare_data_cached(config, cache, progress, model.classes, model.classes_from == "labels")
+    )
     opset = ctx.target.opset or config.export.opset
     check = data.evaluation.crops[: config.export.check_images]
     exported = log.run("export", lambda: run_export(config, cache, model, check, data.content_hash, opset))
@@ -72,9 +81,13 @@ def make_graphs(ctx: BuildContext) -> Graphs:
     calib_images = np.ascontiguousarray(normalize(data.calib.crops, config.preprocessing.spec()))
     calibration = None
     if any(p in INT8_FLAVOURS for p in ctx.target.precisions):
-        calibration = log.run("calibrate", lambda: run_calibrate(config, cache, simplified, calib_images, data.content_hash, log.progress))
+        calibration = log.run(
+            "calibrate", lambda: run_calibrate(config, cache, simplified, calib_images, data.content_hash, log.progress)
+        )
     inputs = PrecisionInputs(simplified, exported, calibration, calib_images, data.calib.labels)
-    precision = log.run("precision", lambda: run_precision(config, cache, inputs, ctx.target, log.message, log.progress))
+    precision = log.run(
+        "precision", lambda: run_precision(config, cache, inputs, ctx.target, log.message, log.progress)
+    )
     graphs = [p for p in ctx.target.precisions if p != FP32] + graph_variants(ctx.target.precisions)
     models = {FP32: simplified.output("onnx"), **{p: precision.output(p) for p in graphs}}
     # Downstream keys are the graphs' content, so a re-made graph that differs re-runs what follows.
@@ -86,8 +99,15 @@ def engine_step(ctx: BuildContext, graphs: Graphs) -> EngineStep:
     from pipeline.stages.engine import plan_engines, run_cpu_engines
 
     if ctx.target.backend == "onnxruntime":
-        return EngineStep(stage=ctx.log.run("engine", lambda: run_cpu_engines(ctx.config, ctx.cache, graphs.models, graphs.keys)))
-    planned = ctx.log.run("engine", lambda: plan_engines(ctx.config, ctx.target_name, ctx.target, ctx.config.preprocessing.crop, ctx.options.dla_core))
+        return EngineStep(
+            stage=ctx.log.run("engine", lambda: run_cpu_engines(ctx.config, ctx.cache, graphs.models, graphs.keys))
+        )
+    planned = ctx.log.run(
+        "engine",
+        lambda: plan_engines(
+            ctx.config, ctx.target_name, ctx.target, ctx.config.preprocessing.crop, ctx.options.dla_core
+        ),
+    )
     return EngineStep(pending=planned.pending, files=planned.files, left_reason=planned.reason)
 
 
@@ -99,41 +119,18 @@ def validate_step(ctx: BuildContext, graphs: Graphs, engine: EngineStep) -> Stag
     if engine.stage:  # the cpu target ships ONNX Runtime's optimized graphs: those are what is validated
         models = {p: engine.stage.output(p) for p in graphs.models}
         keys = {p: sha256_file(path) for p, path in models.items()}
-    inputs = ValidationInputs(models, keys, data.evaluation.crops, data.evaluation.labels, data.content_hash, graphs.model, openvino_graphs(ctx.target, graphs.models))
-    return ctx.log.run("validate", lambda: run_validation(ctx.config, ctx.cache, inputs, ctx.cpu_proxy, ctx.options.progress))
-
-
-def _unchanged_bundle(ctx: BuildContext, engine: EngineStep) -> BuildOutcome:
-    """The bundle as it is; its rebuild command becomes the one of this build (the same model
-    and labels may have been given by other paths), written in place under the bundle lock."""
-    from pipeline.stages.bundle import rebuild_command, update_manifest
-
-    ctx.log.record(StageEntry("report", 0.0, True, ctx.bundle_dir))
-    report = read_json(ctx.bundle_dir / "report" / "report.json")
-    manifest = read_json(ctx.bundle_dir / "manifest.json")
-    command = rebuild_command(ctx, bool(manifest["pending"]))
-    if manifest["rebuild_command"] != command:
-        update_manifest(ctx.bundle_dir, [], {"rebuild_command": command})
-    return BuildOutcome(ctx.bundle_dir, report, report["gate"]["failures"], list(manifest["pending"]), ctx.log.as_json(), command, engine.left_reason)
-
-
-def _write_bundle(ctx: BuildContext, graphs: Graphs, engine: EngineStep, validation: StageResult, build_key: str) -> BuildOutcome:
-    from pipeline.stages.bundle import BundleContents, BundleSources, bundle_files, make_manifest, reference_files, write_report_and_bundle
-    from pipeline.stages.report import ReportSources, assemble_report, check_gate
-    from pipeline.stages.runtime_choice import optimized_graphs
-
-    details = {name: result.record.details for name, result in graphs.stages.items()}
-    results = json.loads(validation.output("results").read_text())
-    report = assemble_report(ctx, ReportSources(results, graphs.model, graphs.data, details, ctx.log.as_json(), validation.record.details.get("skipped")))
-    failures = [f.message for f in check_gate(report)]
-    report["gate"] = {"enabled": ctx.options.gate, "failures": failures}
-    optimized = optimized_graphs(engine.stage, graphs.models, report["runtimes"] or {}) if engine.stage else None
-    sources = BundleSources(graphs.models, optimized, engine.files, reference_files(graphs.data, validation), engine.pending)
-    files, precisions = bundle_files(sources)
-    contents = BundleContents(files, make_manifest(ctx, graphs.model, precisions, report, sources, build_key))
-    with ctx.cache.scratch("report") as work:
-        ctx.log.run("report", lambda: write_report_and_bundle(ctx.bundle_dir, contents, report, work))
-    return BuildOutcome(ctx.bundle_dir, report, failures, engine.pending, ctx.log.as_json(), contents.manifest["rebuild_command"], engine.left_reason)
+    inputs = ValidationInputs(
+        models,
+        keys,
+        data.evaluation.crops,
+        data.evaluation.labels,
+        data.content_hash,
+        graphs.model,
+        openvino_graphs(ctx.target, graphs.models),
+    )
+    return ctx.log.run(
+        "validate", lambda: run_validation(ctx.config, ctx.cache, inputs, ctx.cpu_proxy, ctx.options.progress)
+    )
 
 
 def _finish_or_leave(ctx: BuildContext, outcome: BuildOutcome) -> BuildOutcome:
@@ -145,5 +142,7 @@ def _finish_or_leave(ctx: BuildContext, outcome: BuildOutcome) -> BuildOutcome:
 
         return finish_bundle(ctx.config, ctx.options, outcome.bundle, ctx.log.message)
     if ctx.options.require_engine:
-        raise StageError(f"--require-engine: the {ctx.options.target} engine cannot be built on this host: {outcome.left_reason}")
+        raise StageError(
+            f"--require-engine: the {ctx.options.target} engine cannot be built on this host: {outcome.left_reason}"
+        )
     return outcome

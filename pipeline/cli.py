@@ -37,8 +37,17 @@ out = Console(highlight=False)
 
 ConfigOption = Annotated[Path, typer.Option("--config", "-c", help="Configuration file.")]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table (for scripts).")]
-LockTimeoutOption = Annotated[Optional[float], typer.Option(
-    "--lock-timeout", min=0, help="Seconds to wait while another process writes the same bundle (default: wait until it is done; 0: fail at once).")]
+LockTimeoutOption = Annotated[
+    Optional[float],
+    typer.Option(
+        "--lock-timeout",
+        min=0,
+        help=(
+            "Seconds to wait while another process writes the same bundle (default: wait until it is done; "
+            "0: fail at once)."
+        ),
+    ),
+]
 EXIT_CONFIG = 2
 
 
@@ -57,42 +66,100 @@ def _config(path: Path):
         fail(str(exc), EXIT_CONFIG)
 
 
+TargetOption = Annotated[
+    str, typer.Option("--target", "-t", help="Target name or alias from pipeline.toml (see `targets`).")
+]
+BundleOption = Annotated[
+    Optional[Path],
+    typer.Option("--bundle", help="Finish an existing bundle on the device (build and validate its TensorRT engines)."),
+]
+DryRunOption = Annotated[
+    bool, typer.Option("--dry-run", help="Print the build plan and trtexec equivalent; build nothing.")
+]
+RequireEngineOption = Annotated[
+    bool, typer.Option("--require-engine", help="Fail when the target's engine cannot be built on this host.")
+]
+NoGateOption = Annotated[bool, typer.Option("--no-gate", help="Report budget failures without failing the build.")]
+DlaCoreOption = Annotated[
+    Optional[int],
+    typer.Option(
+        "--dla-core",
+        min=0,
+        help="Plan the FP16/INT8 engines for this DLA core (GPU fallback on); a TensorRT target with DLA only.",
+    ),
+]
+NoProgressOption = Annotated[bool, typer.Option("--no-progress", help="No progress bars (logs, CI).")]
+ModelOption = Annotated[
+    Optional[Path],
+    typer.Option(
+        "--model",
+        "-m",
+        help="Model file instead of [model] checkpoint: .onnx, .pt/.pth (vt-edge checkpoint or state_dict) "
+        "or .safetensors.",
+    ),
+]
+LabelsOption = Annotated[
+    Optional[Path],
+    typer.Option("--labels", help="Class names, one a line, in the model's output order (instead of [model] labels)."),
+]
+
+
 @app.command()
 def build(
-    target: Annotated[str, typer.Option("--target", "-t", help="Target name or alias from pipeline.toml (see `targets`).")] = "cpu",
+    target: TargetOption = "cpu",
     config: ConfigOption = Path("pipeline.toml"),
-    bundle: Annotated[Optional[Path], typer.Option("--bundle", help="Finish an existing bundle on the device (build and validate its TensorRT engines).")] = None,
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the build plan and trtexec equivalent; build nothing.")] = False,
-    require_engine: Annotated[bool, typer.Option("--require-engine", help="Fail when the target's engine cannot be built on this host.")] = False,
-    no_gate: Annotated[bool, typer.Option("--no-gate", help="Report budget failures without failing the build.")] = False,
-    dla_core: Annotated[Optional[int], typer.Option("--dla-core", min=0, help="Plan the FP16/INT8 engines for this DLA core (GPU fallback on); a TensorRT target with DLA only.")] = None,
-    no_progress: Annotated[bool, typer.Option("--no-progress", help="No progress bars (logs, CI).")] = False,
+    bundle: BundleOption = None,
+    dry_run: DryRunOption = False,
+    require_engine: RequireEngineOption = False,
+    no_gate: NoGateOption = False,
+    dla_core: DlaCoreOption = None,
+    no_progress: NoProgressOption = False,
     lock_timeout: LockTimeoutOption = None,
-    model: Annotated[Optional[Path], typer.Option("--model", "-m", help="Model file instead of [model] checkpoint: .onnx, .pt/.pth (vt-edge checkpoint or state_dict) or .safetensors.")] = None,
-    labels: Annotated[Optional[Path], typer.Option("--labels", help="Class names, one a line, in the model's output order (instead of [model] labels).")] = None,
+    model: ModelOption = None,
+    labels: LabelsOption = None,
 ) -> None:
     """Run every stage for a target and write its bundle to engines/<model>-<target>/."""
     from pipeline import api
-    from pipeline.context import BuildOptions, StageLog
+    from pipeline.context import BuildOptions
 
-    options = BuildOptions(target=target, config_path=config, gate=not no_gate, progress=not no_progress, require_engine=require_engine,
-                           dla_core=dla_core, lock_timeout_s=lock_timeout)
+    options = BuildOptions(
+        target=target,
+        config_path=config,
+        gate=not no_gate,
+        progress=not no_progress,
+        require_engine=require_engine,
+        dla_core=dla_core,
+        lock_timeout_s=lock_timeout,
+    )
     with _user_errors():
         cfg = api.load(config, model, labels)
-        target_name, target_config = cfg.target(target)
         api.check_options(cfg, options, finishing=bundle is not None)
         if dry_run:
             _print_plans(cfg, options, bundle)
             return
-        bars = ProgressLines(live=not no_progress and err.is_terminal)
-        log = StageLog(on_stage=bars.stage_done(_print_stage), on_message=_say, on_progress=bars.step)
-        if bundle is not None:
-            outcome = api.finish(bundle, config, options=options, log=log)
-        else:
-            err.print(f"[bold]vt-edge build[/bold] target [cyan]{target_name}[/cyan] ({target_config.backend}), config {escape(str(config))}")
-            outcome = api.build(target, config, model=model, labels=labels, options=options, log=log)
-        _print_summary(outcome.report, log)
+        outcome = _build_or_finish(cfg, options, bundle, (model, labels))
     _gate_and_pending(outcome, options)
+
+
+def _build_or_finish(cfg, options, bundle: Optional[Path], model_files: Tuple[Optional[Path], Optional[Path]]):
+    """The host build (or, with a bundle, the device finish), its stages and summary printed."""
+    from pipeline import api
+    from pipeline.context import StageLog
+
+    bars = ProgressLines(live=options.progress and err.is_terminal)
+    log = StageLog(on_stage=bars.stage_done(_print_stage), on_message=_say, on_progress=bars.step)
+    if bundle is not None:
+        outcome = api.finish(bundle, options.config_path, options=options, log=log)
+    else:
+        target_name, target_config = cfg.target(options.target)
+        err.print(
+            f"[bold]vt-edge build[/bold] target [cyan]{target_name}[/cyan] ({target_config.backend}), "
+            f"config {escape(str(options.config_path))}"
+        )
+        model, labels = model_files
+        outcome = api.build(options.target, options.config_path, model=model, labels=labels, options=options, log=log)
+    _print_summary(outcome.report, log)
+    return outcome
 
 
 def _gate_and_pending(outcome, options) -> None:
@@ -103,7 +170,11 @@ def _gate_and_pending(outcome, options) -> None:
             fail(f"gate: {first}{more}; see {outcome.bundle}/report/report.md", 1)
         err.print(f"[yellow]gate (not enforced):[/yellow] {escape(first)}{more}")
     if outcome.pending:
-        err.print(f"engines left for the device ({outcome.left_reason}); finish on the device with: {outcome.finish_command}", soft_wrap=True, markup=False)
+        err.print(
+            f"engines left for the device ({outcome.left_reason}); finish on the device with: {outcome.finish_command}",
+            soft_wrap=True,
+            markup=False,
+        )
 
 
 @contextmanager
@@ -131,13 +202,30 @@ class ProgressLines:
     def step(self, step) -> None:
         if not self.live:
             detail = f" ({step.detail})" if step.detail else ""
-            err.print(f"    {step.task}: {step.done}/{step.total}{detail}", markup=False, soft_wrap=True, highlight=False)
+            err.print(
+                f"    {step.task}: {step.done}/{step.total}{detail}", markup=False, soft_wrap=True, highlight=False
+            )
             return
         if self.bar is None:
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                Progress,
+                TextColumn,
+                TimeElapsedColumn,
+                TimeRemainingColumn,
+            )
 
-            self.bar = Progress(TextColumn("    {task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                                TextColumn("left"), TimeRemainingColumn(), console=err, transient=True)
+            self.bar = Progress(
+                TextColumn("    {task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeElapsedColumn(),
+                TextColumn("left"),
+                TimeRemainingColumn(),
+                console=err,
+                transient=True,
+            )
             self.bar.start()
         if step.task not in self.tasks:
             self.tasks[step.task] = self.bar.add_task(escape(step.task), total=step.total)
@@ -175,17 +263,38 @@ def _describe_stage(name: str, result) -> str:
     """One-line summary of a finished stage's artifact."""
     details = getattr(getattr(result, "record", None), "details", {})
     describe = {
-        "data": lambda: f"{len(result.calib.labels)} calibration / {len(result.evaluation.labels)} evaluation images, {len(result.skipped)} skipped",
-        "export": lambda: (f"imported ONNX, opset {details['opset']}{''.join('; ' + n for n in details.get('notes', []))}"
-                           if details.get("imported") else f"opset {details['opset']}, max |torch - onnx| {details['max_abs_diff_vs_torch']:.2e}"),
-        "simplify": lambda: f"nodes {details['nodes_before']} -> {details['nodes_after']}, max |diff| {details['max_abs_diff_vs_export']:.2e}"
-                            + (f"; {details['layernorm_decomposed']} LayerNorm decomposed (TensorRT 8.5 has no LayerNormalization)"
-                               if details.get("layernorm_decomposed") else ""),
+        "data": lambda: (
+            f"{len(result.calib.labels)} calibration / {len(result.evaluation.labels)} evaluation images, "
+            f"{len(result.skipped)} skipped"
+        ),
+        "export": lambda: (
+            f"imported ONNX, opset {details['opset']}{''.join('; ' + n for n in details.get('notes', []))}"
+            if details.get("imported")
+            else f"opset {details['opset']}, max |torch - onnx| {details['max_abs_diff_vs_torch']:.2e}"
+        ),
+        "simplify": lambda: (
+            f"nodes {details['nodes_before']} -> {details['nodes_after']}, max |diff| "
+            f"{details['max_abs_diff_vs_export']:.2e}"
+            + (
+                f"; {details['layernorm_decomposed']} LayerNorm decomposed (TensorRT 8.5 has no LayerNormalization)"
+                if details.get("layernorm_decomposed")
+                else ""
+            )
+        ),
         "calibrate": lambda: f"{details['method']} on {details['images']} images, {details['tensors']} tensors",
-        "precision": lambda: ", ".join([f"calibration {details.get('calibration')}"] + [
-            f"{f}: {len(details[f]['fp32_layers'])} layer(s) kept FP32" for f in ("int8", "int8-trt") if f in details]),
-        "engine": lambda: ("engines left for the device: " + ", ".join(result.pending)) if getattr(result, "pending", None)
-        else f"ONNX Runtime optimized graphs for {', '.join(result.record.outputs)}",
+        "precision": lambda: ", ".join(
+            [f"calibration {details.get('calibration')}"]
+            + [
+                f"{f}: {len(details[f]['fp32_layers'])} layer(s) kept FP32"
+                for f in ("int8", "int8-trt")
+                if f in details
+            ]
+        ),
+        "engine": lambda: (
+            ("engines left for the device: " + ", ".join(result.pending))
+            if getattr(result, "pending", None)
+            else f"ONNX Runtime optimized graphs for {', '.join(result.record.outputs)}"
+        ),
         "validate": lambda: f"{details.get('images', '?')} images",
         "report": lambda: f"{result}",
     }.get(name)
@@ -210,8 +319,11 @@ def _print_summary(report, log) -> None:
         table.add_column(column, justify="right")
     for row in summary_rows(report):
         table.add_row(
-            row["precision"], f"{row['top1']:.2f}", "" if row["drop"] is None else f"{row['drop']:+.2f}",
-            f"{row['agreement']:.2f}", "" if row["p50_b1"] is None else f"{row['p50_b1']:.3f}",
+            row["precision"],
+            f"{row['top1']:.2f}",
+            "" if row["drop"] is None else f"{row['drop']:+.2f}",
+            f"{row['agreement']:.2f}",
+            "" if row["p50_b1"] is None else f"{row['p50_b1']:.3f}",
             "" if row["speedup_vs_torch"] is None else f"{row['speedup_vs_torch']:.2f}x",
         )
     out.print(table)
@@ -229,7 +341,11 @@ def _print_plans(cfg, options, bundle: Optional[Path] = None) -> None:
     plain = Console(highlight=False, soft_wrap=True)  # trtexec lines stay copy-pasteable
     target_name, target = cfg.target(options.target)
     if target.backend != "tensorrt":
-        plain.print(f"{target_name} uses {target.backend}: no TensorRT plan (stages: export, simplify, precision {', '.join(target.precisions)}, engine, validate, report)", markup=False)
+        plain.print(
+            f"{target_name} uses {target.backend}: no TensorRT plan (stages: export, simplify, precision "
+            f"{', '.join(target.precisions)}, engine, validate, report)",
+            markup=False,
+        )
         return
     plain.print(f"build plan for {target_name} ({target.description}); this host: {tensorrt_status()}", markup=False)
     if bundle is None:
@@ -241,7 +357,10 @@ def _print_plans(cfg, options, bundle: Optional[Path] = None) -> None:
     groups = plans_by_release(plans, trt, gpu_device() if trt is not None else None)
     where = path_for_user(bundle)
     for group in groups:
-        plain.print(f"== with TensorRT {group.release}: what the finish builds (engine names as it looks them up) ==", markup=False)
+        plain.print(
+            f"== with TensorRT {group.release}: what the finish builds (engine names as it looks them up) ==",
+            markup=False,
+        )
         for plan in group.plans:
             plain.print(format_plan(plan, bundle_dir=where), markup=False)
         for problem in group.problems:
@@ -256,13 +375,18 @@ def _print_plans(cfg, options, bundle: Optional[Path] = None) -> None:
 @app.command()
 def train(
     config: ConfigOption = Path("pipeline.toml"),
-    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Checkpoint path (default: model.checkpoint of the config).")] = None,
+    output: Annotated[
+        Optional[Path],
+        typer.Option("--output", "-o", help="Checkpoint path (default: model.checkpoint of the config)."),
+    ] = None,
     no_progress: Annotated[bool, typer.Option("--no-progress")] = False,
     zip_path: Annotated[
-        Optional[Path], typer.Option("--zip", help="The photos' zip for [train] source = \"cifar10-zip\" (overrides [train] zip).")
+        Optional[Path],
+        typer.Option("--zip", help='The photos\' zip for [train] source = "cifar10-zip" (overrides [train] zip).'),
     ] = None,
 ) -> None:
-    """Train the configured VT on its training set (generated by default, or photos in a zip), deterministically on CPU."""
+    """Train the configured VT on its training set (generated by default, or photos in a zip), deterministically \
+on CPU."""
     cfg = _config(config)
     from pipeline.train import train_model
 
@@ -274,13 +398,16 @@ def train(
         result = train_model(cfg, destination, progress=not no_progress)
     out.print(
         f"saved {os.path.normpath(result.checkpoint)}: train top-1 {100 * result.train_accuracy:.2f}%, held-out top-1 "
-        f"{100 * result.holdout_accuracy:.2f}% on {result.holdout_images} images, {result.epochs} epochs in {result.wall_s:.0f} s"
+        f"{100 * result.holdout_accuracy:.2f}% on {result.holdout_images} images, {result.epochs} epochs in "
+        f"{result.wall_s:.0f} s"
     )
 
 
 @app.command()
 def models(
-    input_size: Annotated[int, typer.Option("--input-size", min=32, help="Square input resolution (a multiple of 32).")] = 224,
+    input_size: Annotated[
+        int, typer.Option("--input-size", min=32, help="Square input resolution (a multiple of 32).")
+    ] = 224,
     output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Also write the table as JSON here.")] = None,
     as_json: JsonOption = False,
 ) -> None:
@@ -300,7 +427,18 @@ def models(
     _print_listing(f"models at {input_size}x{input_size}", ["model", "params (M)", "GFLOPs", "GMACs"], rows)
 
 
-TARGET_COLUMNS = ["target", "backend", "CC", "JetPack", "TensorRT", "DLA", "workspace", "batch min/opt/max", "precisions", "budget ms"]
+TARGET_COLUMNS = [
+    "target",
+    "backend",
+    "CC",
+    "JetPack",
+    "TensorRT",
+    "DLA",
+    "workspace",
+    "batch min/opt/max",
+    "precisions",
+    "budget ms",
+]
 
 
 @app.command()
@@ -311,18 +449,31 @@ def targets(config: ConfigOption = Path("pipeline.toml"), as_json: JsonOption = 
     for alias, name in cfg.aliases.items():
         aliases.setdefault(name, []).append(alias)
     if as_json:
-        _print_json([{"name": name, "aliases": aliases.get(name, []), **t.model_dump(mode="json")} for name, t in cfg.targets.items()])
+        _print_json(
+            [
+                {"name": name, "aliases": aliases.get(name, []), **t.model_dump(mode="json")}
+                for name, t in cfg.targets.items()
+            ]
+        )
         return
     rows = []
     for name, t in cfg.targets.items():
         label = f"{name} ({', '.join(aliases[name])})" if name in aliases else name
         gpu = t.backend == "tensorrt"  # workspace, DLA and batch profile only mean something to TensorRT
-        rows.append([
-            label, t.backend, t.compute_capability or "-", t.jetpack or "-", ", ".join(t.tensorrt_versions) or "-",
-            str(t.dla_cores) if gpu else "-", f"{t.workspace_mib} MiB" if gpu else "-",
-            f"{t.profile.min}/{t.profile.opt}/{t.profile.max}" if gpu else "-",
-            ", ".join(t.precisions), f"{t.latency_budget_ms:g}" if t.latency_budget_ms else "-",
-        ])
+        rows.append(
+            [
+                label,
+                t.backend,
+                t.compute_capability or "-",
+                t.jetpack or "-",
+                ", ".join(t.tensorrt_versions) or "-",
+                str(t.dla_cores) if gpu else "-",
+                f"{t.workspace_mib} MiB" if gpu else "-",
+                f"{t.profile.min}/{t.profile.opt}/{t.profile.max}" if gpu else "-",
+                ", ".join(t.precisions),
+                f"{t.latency_budget_ms:g}" if t.latency_budget_ms else "-",
+            ]
+        )
     _print_listing(f"targets ({config})", TARGET_COLUMNS, rows)
 
 
@@ -359,14 +510,33 @@ def _print_listing(title: str, columns: Sequence[str], rows: List[List[str]]) ->
 
 @app.command()
 def report(
-    bundle: Annotated[Path, typer.Argument(help="Bundle folder, e.g. engines/vt_demo-cpu (or, with a baseline, a report.json).")],
-    baseline: Annotated[Optional[Path], typer.Argument(help="Compare against this baseline (a bundle folder or a saved report.json) instead of re-rendering; exit 1 on regression.")] = None,
-    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="With a baseline: also write the comparison as Markdown to this file.")] = None,
-    max_slowdown: Annotated[float, typer.Option(min=0, help="Latency regression: p50 at batch 1 slower than the baseline by more than this fraction ...")] = 0.10,
+    bundle: Annotated[
+        Path, typer.Argument(help="Bundle folder, e.g. engines/vt_demo-cpu (or, with a baseline, a report.json).")
+    ],
+    baseline: Annotated[
+        Optional[Path],
+        typer.Argument(
+            help=(
+                "Compare against this baseline (a bundle folder or a saved report.json) instead of "
+                "re-rendering; exit 1 on regression."
+            )
+        ),
+    ] = None,
+    output: Annotated[
+        Optional[Path],
+        typer.Option("--output", "-o", help="With a baseline: also write the comparison as Markdown to this file."),
+    ] = None,
+    max_slowdown: Annotated[
+        float,
+        typer.Option(
+            min=0, help="Latency regression: p50 at batch 1 slower than the baseline by more than this fraction ..."
+        ),
+    ] = 0.10,
     min_slowdown_ms: Annotated[float, typer.Option(min=0, help="... and by more than this many milliseconds.")] = 0.1,
     lock_timeout: LockTimeoutOption = None,
 ) -> None:
-    """Re-render a bundle's report (Markdown, HTML, plots) from its report.json; with BASELINE, compare the two and fail on regression."""
+    """Re-render a bundle's report (Markdown, HTML, plots) from its report.json; with BASELINE, compare the two \
+and fail on regression."""
     from pipeline import api
 
     if baseline is not None:
@@ -407,7 +577,17 @@ def _comparison_table(comparison, candidate: Path, baseline: Path):
     # Bundle names and paths come from the reports and the command line: plain text, never markup.
     title = Text(_shown(f"{comparison.candidate} ({candidate}) against {comparison.baseline} ({baseline})"))
     table = Table(title=title)
-    for column in ("precision", "top-1 % before", "after", "change pts", "same answers %", "p50 b1 ms before", "after", "change", "verdict"):
+    for column in (
+        "precision",
+        "top-1 % before",
+        "after",
+        "change pts",
+        "same answers %",
+        "p50 b1 ms before",
+        "after",
+        "change",
+        "verdict",
+    ):
         table.add_column(column, justify="right")
 
     def show(value, spec: str, scale: float = 1.0) -> str:
@@ -415,8 +595,14 @@ def _comparison_table(comparison, candidate: Path, baseline: Path):
 
     for row in comparison.rows:
         table.add_row(
-            Text(_shown(row.precision)), show(row.top1_before, ".2f"), show(row.top1_after, ".2f"), show(row.top1_change, "+.2f"),
-            show(row.agreement, ".2f", 100), show(row.p50_before, ".3f"), show(row.p50_after, ".3f"), show(row.p50_change, "+.1%"),
+            Text(_shown(row.precision)),
+            show(row.top1_before, ".2f"),
+            show(row.top1_after, ".2f"),
+            show(row.top1_change, "+.2f"),
+            show(row.agreement, ".2f", 100),
+            show(row.p50_before, ".3f"),
+            show(row.p50_after, ".3f"),
+            show(row.p50_change, "+.1%"),
             "[red]REGRESSED[/red]" if row.regressions else "[green]ok[/green]",
         )
     return table

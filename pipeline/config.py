@@ -157,7 +157,8 @@ class TrainConfig(_Section):
             raise ValueError("source cifar10-zip needs zip (the path of the photos' zip)")
         if self.export_per_class > self.holdout_per_class:
             raise ValueError(
-                f"export_per_class ({self.export_per_class}) must not exceed holdout_per_class ({self.holdout_per_class})"
+                f"export_per_class ({self.export_per_class}) must not exceed holdout_per_class "
+                f"({self.holdout_per_class})"
             )
         return self
 
@@ -247,7 +248,9 @@ class TargetConfig(_Section):
         if self.backend == "tensorrt" and not self.tensorrt_versions:
             raise ValueError("a tensorrt target needs tensorrt_versions")
         if self.backend == "tensorrt" and self.runtime != "onnxruntime":
-            raise ValueError("runtime chooses between the CPU runtimes of an onnxruntime target; a tensorrt target runs TensorRT")
+            raise ValueError(
+                "runtime chooses between the CPU runtimes of an onnxruntime target; a tensorrt target runs TensorRT"
+            )
         if self.use_dla and self.dla_cores == 0:
             raise ValueError("use_dla is set but the target has no DLA cores")
         return self

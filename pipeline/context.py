@@ -49,8 +49,12 @@ class StageLog:
     nothing, so library callers and tests stay quiet.
     """
 
-    def __init__(self, on_stage: Optional[Callable[[StageEntry], None]] = None, on_message: Optional[Callable[[str], None]] = None,
-                 on_progress: Optional[ProgressFn] = None) -> None:
+    def __init__(
+        self,
+        on_stage: Optional[Callable[[StageEntry], None]] = None,
+        on_message: Optional[Callable[[str], None]] = None,
+        on_progress: Optional[ProgressFn] = None,
+    ) -> None:
         self.entries: List[StageEntry] = []
         self.on_stage = on_stage or (lambda entry: None)
         self.message = on_message or (lambda text: None)
@@ -92,6 +96,11 @@ class BuildContext:
         log = log or StageLog()
         cache = StageCache(config.path(config.cache_dir), on_wait=log.message)  # says whom it waits for
         return cls(config, target_name, target, options, cache, log)
+
+    def outcome(self, report: Dict[str, Any], pending: List[str], command: str, left_reason: str) -> "BuildOutcome":
+        """What the build (or finish) of this context made: the bundle, its report and gate."""
+        failures = list(report["gate"]["failures"])
+        return BuildOutcome(self.bundle_dir, report, failures, pending, self.log.as_json(), command, left_reason)
 
     @property
     def bundle_name(self) -> str:
@@ -151,7 +160,12 @@ def check_host_side() -> None:
 
     device = "on a device, finish a bundle the host made with --bundle DIR"
     if sys.version_info < (3, 10):
-        raise StageError(f"making a bundle needs Python 3.10+ (this is {sys.version_info[0]}.{sys.version_info[1]}); {device}")
+        raise StageError(
+            f"making a bundle needs Python 3.10+ (this is {sys.version_info[0]}.{sys.version_info[1]}); {device}"
+        )
     missing = [name for name in ("torch", "onnx", "onnxruntime") if importlib.util.find_spec(name) is None]
     if missing:
-        raise StageError(f"making a bundle needs the host packages ({', '.join(missing)} not installed: pip install -e '.[host]'); {device}")
+        raise StageError(
+            f"making a bundle needs the host packages ({', '.join(missing)} not installed: pip install -e "
+            f"'.[host]'); {device}"
+        )

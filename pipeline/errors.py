@@ -61,7 +61,7 @@ def describe_validation(error: dict) -> str:
         return f"unknown key '{location}'"
     message = error["msg"]
     if message.startswith("Value error, "):  # raised by our own validators: the text says it all
-        message = message[len("Value error, "):]
+        message = message[len("Value error, ") :]
     return f"key '{location}': {message}" if location else message
 
 

@@ -18,6 +18,7 @@ from pipeline.config import Config, TargetConfig
 from pipeline.context import BuildOptions, BuildOutcome
 from pipeline.errors import BundleError, StageError
 from pipeline.names import FP32
+from pipeline.progress import quiet
 
 Log = Callable[[str], Any]
 
@@ -43,14 +44,19 @@ def _device(bundle: Path, target_name: str, target: TargetConfig) -> tuple[Any, 
 
     trt = find_tensorrt()
     if trt is None:
-        raise StageError(f"cannot finish {bundle}: {tensorrt_status()} (on Jetson: JetPack's python3-libnvinfer; elsewhere: pip install '.[tensorrt]')")
+        raise StageError(
+            f"cannot finish {bundle}: {tensorrt_status()} (on Jetson: JetPack's python3-libnvinfer; elsewhere: "
+            "pip install '.[tensorrt]')"
+        )
     reason = host_mismatch(target_name, target)
     if reason:
         raise StageError(f"cannot finish {bundle} here: {reason}")
     return trt, gpu_device()
 
 
-def _build_engines(bundle: Path, manifest: Dict[str, Any], plans: List[Any], trt: Any, gpu: Any, log: Log) -> List[Dict[str, Any]]:
+def _build_engines(
+    bundle: Path, manifest: Dict[str, Any], plans: List[Any], trt: Any, gpu: Any, log: Log
+) -> List[Dict[str, Any]]:
     from pipeline.backends.tensorrt import build_engine
 
     engines = []
@@ -59,18 +65,28 @@ def _build_engines(bundle: Path, manifest: Dict[str, Any], plans: List[Any], trt
         if plan.engine in manifest["files"]:  # verified above: same TensorRT, GPU and profile
             log(f"  {plan.precision}: {plan.engine} is in the bundle: reused")
         elif path.is_file():  # built here under the name resolve_plan gives, e.g. by the printed trtexec line
-            log(f"  {plan.precision}: {plan.engine} was built on this device (trtexec?): validated and recorded, not rebuilt")
+            log(
+                f"  {plan.precision}: {plan.engine} was built on this device (trtexec?): validated and "
+                "recorded, not rebuilt"
+            )
         else:
             path = build_engine(plan, bundle, trt, log=lambda m: log(f"  {m}"), gpu=gpu)
-        engines.append({
-            "path": plan.engine, "precision": plan.precision, "tensorrt_version": trt.version,
-            "compute_capability": plan.compute_capability, "device_name": gpu.name if gpu else "",
-            "profile": plan.profile, "dla_core": plan.dla_core, "sha256": sha256_file(path),
-        })
+        engines.append(
+            {
+                "path": plan.engine,
+                "precision": plan.precision,
+                "tensorrt_version": trt.version,
+                "compute_capability": plan.compute_capability,
+                "device_name": gpu.name if gpu else "",
+                "profile": plan.profile,
+                "dla_core": plan.dla_core,
+                "sha256": sha256_file(path),
+            }
+        )
     return engines
 
 
-def finish_bundle(config: Config, options: BuildOptions, bundle: Path, log: Log = print) -> BuildOutcome:
+def finish_bundle(config: Config, options: BuildOptions, bundle: Path, log: Log = quiet) -> BuildOutcome:
     """Build and validate the bundle's TensorRT engines on this device; update report and manifest.
 
     One process at a time writes the bundle; the finished bundle passes `verify`'s check.
@@ -98,7 +114,10 @@ def _finish(config: Config, options: BuildOptions, bundle: Path, log: Log) -> Bu
 
     target_name, target, manifest = _checked_bundle(config, options, bundle)
     trt, gpu = _device(bundle, target_name, target)
-    log(f"finishing {bundle} with TensorRT {trt.version} on {gpu.name if gpu else '?'} (sm {gpu.compute_capability if gpu else '?'})")
+    log(
+        f"finishing {bundle} with TensorRT {trt.version} on {gpu.name if gpu else '?'} (sm "
+        f"{gpu.compute_capability if gpu else '?'})"
+    )
     plans = [resolve_plan(plan, trt, gpu) for plan in plans_for_device(bundle, trt)]
     engines = _build_engines(bundle, manifest, plans, trt, gpu, log)
     report = validate_on_device(config, bundle, manifest, engines, trt, options.progress)
@@ -120,7 +139,10 @@ def plans_for_device(bundle: Path, trt: Any) -> List[Any]:
     chosen = select_plans(plans, trt.version)
     if not chosen:
         shipped = ", ".join(sorted({p.tensorrt_version for p in plans}))
-        raise StageError(f"{bundle}/build_plan.json has no plan for TensorRT {trt.version} (plans for {shipped}); this device's TensorRT is not one the target ships")
+        raise StageError(
+            f"{bundle}/build_plan.json has no plan for TensorRT {trt.version} (plans for {shipped}); this "
+            "device's TensorRT is not one the target ships"
+        )
     return chosen
 
 
@@ -130,11 +152,14 @@ def _bundled_evaluation(bundle: Path, manifest: Dict[str, Any]) -> Any:
 
     spec = PreprocessSpec.from_dict(manifest["preprocessing"])
     images = np.ascontiguousarray(normalize(np.load(bundle / "reference/eval_crops.npy"), spec))
-    return EvaluationSet(images, np.load(bundle / "reference/eval_labels.npy"), np.load(bundle / "reference/fp32_logits.npy"))
+    return EvaluationSet(
+        images, np.load(bundle / "reference/eval_labels.npy"), np.load(bundle / "reference/fp32_logits.npy")
+    )
 
 
-def validate_on_device(config: Config, bundle: Path, manifest: Dict[str, Any], engines: List[Dict[str, Any]], trt: Any,
-                       progress: bool) -> Dict[str, Any]:
+def validate_on_device(
+    config: Config, bundle: Path, manifest: Dict[str, Any], engines: List[Dict[str, Any]], trt: Any, progress: bool
+) -> Dict[str, Any]:
     """Run each engine on the bundled evaluation crops against the host's FP32 logits."""
     from pipeline.backends.tensorrt import TensorRTRunner
     from pipeline.metrics import image_predictions
@@ -145,13 +170,17 @@ def validate_on_device(config: Config, bundle: Path, manifest: Dict[str, Any], e
     # Batch sizes beyond the engines' optimization profile cannot run; measure the ones that can.
     largest = min(e["profile"]["max"] for e in engines)
     timing = Timing(tuple(b for b in vc.batch_sizes if b <= largest) or (1,), vc.warmup, vc.runs, infer_batch=largest)
-    runners = {e["precision"]: (lambda e=e: TensorRTRunner(bundle / e["path"], trt, name=e["precision"])) for e in engines}
+    runners = {
+        e["precision"]: (lambda e=e: TensorRTRunner(bundle / e["path"], trt, name=e["precision"])) for e in engines
+    }
     evaluation = _bundled_evaluation(bundle, manifest)
     # The engines are timed interleaved, one call each per round: the latency choice compares them.
     measured = results_to_json(validate_all({"tensorrt": runners}, evaluation, timing, progress))
     report = read_json(bundle / "report" / "report.json")
     # The host's FP32 logits are the reference of every engine here, as on the host.
-    report["per_image"] = per_image_record(evaluation.labels, image_predictions(evaluation.reference, evaluation.reference))
+    report["per_image"] = per_image_record(
+        evaluation.labels, image_predictions(evaluation.reference, evaluation.reference)
+    )
     report.setdefault("class_names", list(manifest["labels"]))
     report["cpu_proxy_results"] = report["results"]
     if FP32 not in runners:  # the host's FP32 row stays the accuracy reference of the gate
@@ -159,5 +188,8 @@ def validate_on_device(config: Config, bundle: Path, manifest: Dict[str, Any], e
     report["results"] = measured
     report["cpu_proxy"] = False
     report["notes"] = [n for n in report.get("notes", []) if "CPU proxy" not in n]
-    report["notes"].append(f"- engines built and measured on the device with TensorRT {trt.version}; agreement is against the host's FP32 ONNX Runtime logits.")
+    report["notes"].append(
+        f"- engines built and measured on the device with TensorRT {trt.version}; agreement is against the "
+        "host's FP32 ONNX Runtime logits."
+    )
     return report

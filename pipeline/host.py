@@ -9,15 +9,31 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-
 # CPU features that decide how fast INT8 (and BF16/FP16) inference can be, by the names Linux
 # gives them in /proc/cpuinfo: `flags` on x86, `Features` on Arm.
-X86_FEATURES = ("avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512_vnni", "avx_vnni", "avx512_bf16",
-                "avx512_fp16", "amx_tile", "amx_int8", "amx_bf16")
+X86_FEATURES = (
+    "avx2",
+    "fma",
+    "f16c",
+    "avx512f",
+    "avx512bw",
+    "avx512_vnni",
+    "avx_vnni",
+    "avx512_bf16",
+    "avx512_fp16",
+    "amx_tile",
+    "amx_int8",
+    "amx_bf16",
+)
 ARM_FEATURES = ("asimd", "asimdhp", "asimddp", "i8mm", "bf16", "sve", "sve2")
 # An 8-bit dot product instruction (4 products summed into 32 bits per lane, no 16-bit step).
-INT8_DOT = {"amx_int8": "AMX-INT8", "avx512_vnni": "AVX-512 VNNI", "avx_vnni": "AVX-VNNI", "i8mm": "Arm i8mm",
-            "asimddp": "Arm dotprod"}
+INT8_DOT = {
+    "amx_int8": "AMX-INT8",
+    "avx512_vnni": "AVX-512 VNNI",
+    "avx_vnni": "AVX-VNNI",
+    "i8mm": "Arm i8mm",
+    "asimddp": "Arm dotprod",
+}
 
 
 def _cpuinfo() -> str:

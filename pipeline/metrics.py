@@ -47,7 +47,7 @@ def expected_agreement(logits: np.ndarray, reference: np.ndarray) -> float:
     margin = reference[rows, top] - reference[rows, second]
     error = logits - reference
     spread = error[rows, second] - error[rows, top]
-    sigma = float(np.sqrt(np.mean(spread ** 2)))
+    sigma = float(np.sqrt(np.mean(spread**2)))
     if sigma == 0.0:
         return 1.0
     flips = [0.5 * math.erfc(float(m) / sigma / math.sqrt(2.0)) for m in margin]
@@ -158,9 +158,15 @@ class Budget(BaseModel):
         prefix = f"{precision}: " if precision else ""
         messages = []
         if drop > self.max_top1_drop + BUDGET_EPSILON:
-            messages.append(f"{prefix}top-1 drop {drop:.2f} points exceeds budget {self.max_top1_drop:.2f} by {drop - self.max_top1_drop:.2f}")
+            messages.append(
+                f"{prefix}top-1 drop {drop:.2f} points exceeds budget {self.max_top1_drop:.2f} by "
+                f"{drop - self.max_top1_drop:.2f}"
+            )
         if agreement < self.min_agreement - BUDGET_EPSILON:
-            messages.append(f"{prefix}top-1 agreement {agreement:.4f} below budget {self.min_agreement:.4f} by {self.min_agreement - agreement:.4f}")
+            messages.append(
+                f"{prefix}top-1 agreement {agreement:.4f} below budget {self.min_agreement:.4f} by "
+                f"{self.min_agreement - agreement:.4f}"
+            )
         return messages
 
 

@@ -35,3 +35,8 @@ def silent(step: Step) -> None:
 def or_silent(progress: Optional[ProgressFn]) -> ProgressFn:
     """`progress`, or `silent` when none is given (None or False)."""
     return progress if callable(progress) else silent
+
+
+def quiet(text: str) -> None:
+    """The default line sink of library functions: a caller that wants the news passes its own
+    (the CLI prints; pipeline.api callers pass a StageLog)."""

@@ -17,7 +17,15 @@ from typing import Any
 import numpy as np
 
 from pipeline.config import Config, TrainConfig
-from pipeline.data import GENERATED_TRAIN_SEED, GENERATED_VAL_SEED, LabelledSet, PreprocessSpec, ensure_generated, load_crops, normalize
+from pipeline.data import (
+    GENERATED_TRAIN_SEED,
+    GENERATED_VAL_SEED,
+    LabelledSet,
+    PreprocessSpec,
+    ensure_generated,
+    load_crops,
+    normalize,
+)
 from pipeline.models.checkpoint import CheckpointInfo, save_checkpoint, save_weights_only
 
 
@@ -138,7 +146,9 @@ def _load_zip(config: Config, train_spec: PreprocessSpec, eval_spec: PreprocessS
     zip_path = config.path(tc.zip)
     split = split_holdout(read_zip_index(zip_path), tc.holdout_per_class, tc.split_seed)
     if tc.export_holdout is not None:
-        export_members(zip_path, split.holdout_subset(tc.export_per_class), split.classes, config.path(tc.export_holdout))
+        export_members(
+            zip_path, split.holdout_subset(tc.export_per_class), split.classes, config.path(tc.export_holdout)
+        )
     images, labels = decode_members(zip_path, split.train, train_spec)
     holdout, holdout_labels = decode_members(zip_path, split.holdout, eval_spec)
     # Train top-1 on every 9th training image (5,000 of CIFAR-10's 45,000), centre-cropped
@@ -267,7 +277,9 @@ def train_model(config: Config, output: Path, progress: bool = True) -> TrainRes
     if spec is None:  # a factory's model: weights only, with its labels and metrics beside them
         save_weights_only(output, model, data.class_names, metrics)
     else:
-        save_checkpoint(output, model, CheckpointInfo(spec.to_dict(), data.classes, data.class_names, eval_spec.to_dict(), metrics))
+        save_checkpoint(
+            output, model, CheckpointInfo(spec.to_dict(), data.classes, data.class_names, eval_spec.to_dict(), metrics)
+        )
     return TrainResult(output, train_acc, holdout_acc, len(data.holdout_labels), tc.epochs, wall_s)
 
 
@@ -286,9 +298,15 @@ def _training_model(tc: TrainConfig, num_classes: int):
 def _recipe(tc: TrainConfig) -> dict:
     """The training settings recorded in the checkpoint's metrics."""
     return {
-        "optimizer": tc.optimizer, "lr": tc.lr, "momentum": tc.momentum if tc.optimizer == "sgd" else None,
-        "warmup": tc.warmup, "weight_decay": tc.weight_decay, "label_smoothing": tc.label_smoothing,
-        "batch_size": tc.batch_size, "pad": tc.pad, "seed": tc.seed,
+        "optimizer": tc.optimizer,
+        "lr": tc.lr,
+        "momentum": tc.momentum if tc.optimizer == "sgd" else None,
+        "warmup": tc.warmup,
+        "weight_decay": tc.weight_decay,
+        "label_smoothing": tc.label_smoothing,
+        "batch_size": tc.batch_size,
+        "pad": tc.pad,
+        "seed": tc.seed,
         **({"factory": tc.factory, "factory_kwargs": dict(tc.factory_kwargs)} if tc.factory else {}),
     }
 

@@ -12,6 +12,7 @@ import pytest
 
 from tiny_project import ROOT, make_tiny_project
 
+
 @pytest.fixture(scope="session")
 def tiny_template(tmp_path_factory) -> Path:
     """A tiny project whose generated images and checkpoint are made once per session."""
@@ -38,4 +39,6 @@ def tiny_cpu_bundle(tmp_path_factory, tiny_template) -> Path:
 
 def run_cli(folder: Path, *args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "COLUMNS": "200", "PYTHONPATH": str(ROOT)}
-    return subprocess.run([sys.executable, "-m", "pipeline", *args], cwd=folder, capture_output=True, text=True, env=env)
+    return subprocess.run(
+        [sys.executable, "-m", "pipeline", *args], cwd=folder, capture_output=True, text=True, env=env
+    )

@@ -14,7 +14,9 @@ from pipeline.errors import BundleError, ConfigError, VtEdgeError
 def test_build_verify_report_and_compare_from_python(tiny_project: Path, monkeypatch):
     monkeypatch.chdir(tiny_project)
     stages, news = [], []
-    outcome = api.build("cpu", tiny_project / "pipeline.toml", log=StageLog(on_stage=stages.append, on_message=news.append))
+    outcome = api.build(
+        "cpu", tiny_project / "pipeline.toml", log=StageLog(on_stage=stages.append, on_message=news.append)
+    )
     assert outcome.bundle.is_dir() and outcome.passed == (not outcome.gate_failures)
     assert {"export", "precision", "validate"} <= {entry.stage for entry in stages}
     assert outcome.report["results"] and outcome.report["gate"]["failures"] == outcome.gate_failures
@@ -26,7 +28,9 @@ def test_build_verify_report_and_compare_from_python(tiny_project: Path, monkeyp
     assert written and all(path.is_file() and outcome.bundle in path.parents for path in written)
     assert api.verify(outcome.bundle).files.keys() == manifest.files.keys()  # the renderings stay listed
 
-    comparison = api.compare(outcome.bundle, outcome.bundle / "report" / "report.json", output=tiny_project / "compare.md")
+    comparison = api.compare(
+        outcome.bundle, outcome.bundle / "report" / "report.json", output=tiny_project / "compare.md"
+    )
     assert comparison.rows and not comparison.regressions
     assert (tiny_project / "compare.md").read_text().strip()
 

@@ -49,10 +49,16 @@ def imports_of(path: Path) -> set[str]:
         elif isinstance(node, ast.ImportFrom):
             base = node.module or ""
             if node.level:  # relative import inside a package
-                base = ".".join(package.split(".")[: len(package.split(".")) - node.level + 1] + ([base] if base else []))
+                base = ".".join(
+                    package.split(".")[: len(package.split(".")) - node.level + 1] + ([base] if base else [])
+                )
             if base.startswith("pipeline"):
                 found.add(base)
-                found |= {f"{base}.{a.name}" for a in node.names if (PACKAGE.parent / f"{base}.{a.name}".replace(".", "/")).with_suffix(".py").is_file()}
+                found |= {
+                    f"{base}.{a.name}"
+                    for a in node.names
+                    if (PACKAGE.parent / f"{base}.{a.name}".replace(".", "/")).with_suffix(".py").is_file()
+                }
     return found
 
 
@@ -71,7 +77,9 @@ def test_no_upward_import():
         f"{module} -> {imported}"
         for module, imported_set in graph().items()
         for imported in imported_set
-        if room_of(module) != "__init__" and room_of(imported) != "__init__" and RANK[room_of(imported)] > RANK[room_of(module)]
+        if room_of(module) != "__init__"
+        and room_of(imported) != "__init__"
+        and RANK[room_of(imported)] > RANK[room_of(module)]
     ]
     assert not upward, "imports from a higher room: " + ", ".join(sorted(upward))
 
@@ -84,7 +92,9 @@ def test_no_import_cycle():
         state[node] = 1
         for nxt in sorted(edges[node]):
             if state.get(nxt) == 1:
-                raise AssertionError("import cycle: " + " -> ".join(trail[trail.index(nxt):] + [nxt]) if nxt in trail else nxt)
+                raise AssertionError(
+                    "import cycle: " + " -> ".join(trail[trail.index(nxt) :] + [nxt]) if nxt in trail else nxt
+                )
             if nxt not in state:
                 visit(nxt, trail + [nxt])
         state[node] = 2
@@ -100,7 +110,8 @@ def test_importing_every_module_changes_no_process_state():
         "mask = os.umask(0o027); os.umask(mask)\n"
         "cwd = os.getcwd()\n"
         "for info in pkgutil.walk_packages(pipeline.__path__, 'pipeline.'):\n"
-        "    if info.name.startswith(('pipeline.models', 'pipeline.train', 'pipeline.__main__')): continue  # torch: host only; __main__ runs the CLI\n"
+        "    if info.name.startswith(('pipeline.models', 'pipeline.train', 'pipeline.__main__')): "
+        "continue  # torch: host only; __main__ runs the CLI\n"
         "    importlib.import_module(info.name)\n"
         "after = os.umask(0); os.umask(after)\n"
         "assert after == mask and os.getcwd() == cwd, (oct(after), oct(mask))\n"
@@ -120,7 +131,12 @@ def test_functions_stay_small():
                 continue
             command = path.name == "cli.py" and any("command" in ast.unparse(d) for d in node.decorator_list)
             args = node.args
-            params = len(args.posonlyargs) + len(args.args) + len(args.kwonlyargs) - (1 if args.args and args.args[0].arg in ("self", "cls") else 0)
+            params = (
+                len(args.posonlyargs)
+                + len(args.args)
+                + len(args.kwonlyargs)
+                - (1 if args.args and args.args[0].arg in ("self", "cls") else 0)
+            )
             lines = node.end_lineno - node.lineno + 1
             if lines > 60 or (params > 6 and not command):
                 offenders.append(f"{module_name(path)}.{node.name}: {lines} lines, {params} parameters")

@@ -15,7 +15,15 @@ from conftest import run_cli
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
-VIT_KWARGS = {"img_size": 64, "patch_size": 16, "embed_dim": 32, "depth": 1, "num_heads": 2, "mlp_ratio": 2.0, "num_classes": 10}
+VIT_KWARGS = {
+    "img_size": 64,
+    "patch_size": 16,
+    "embed_dim": 32,
+    "depth": 1,
+    "num_heads": 2,
+    "mlp_ratio": 2.0,
+    "num_classes": 10,
+}
 
 
 def one_error(result: subprocess.CompletedProcess, code: int) -> str:
@@ -31,7 +39,9 @@ def build(project: Path, *args: str) -> subprocess.CompletedProcess:
     return run_cli(project, "build", *args, "--no-progress")
 
 
-def classifier_graph(custom_op: bool = False, short_initializer: bool = False, weight_shape=(3, 10), weight_dtype=np.float32):
+def classifier_graph(
+    custom_op: bool = False, short_initializer: bool = False, weight_shape=(3, 10), weight_dtype=np.float32
+):
     """images [n, 3, 64, 64] -> GlobalAveragePool -> Flatten -> MatMul -> [n, 10], optionally with
     an operator of a custom domain, a weight whose raw data is shorter than its shape says, or a
     weight of another shape or type than the MatMul takes."""
@@ -41,12 +51,20 @@ def classifier_graph(custom_op: bool = False, short_initializer: bool = False, w
     weight = numpy_helper.from_array(np.random.default_rng(0).standard_normal(weight_shape).astype(weight_dtype), "w")
     if short_initializer:
         weight.raw_data = weight.raw_data[:40]  # 10 of the 30 floats the shape declares
-    nodes = [helper.make_node("GlobalAveragePool", ["input"], ["pooled"]), helper.make_node("Flatten", ["pooled"], ["flat"])]
+    nodes = [
+        helper.make_node("GlobalAveragePool", ["input"], ["pooled"]),
+        helper.make_node("Flatten", ["pooled"], ["flat"]),
+    ]
     if custom_op:
         nodes.append(helper.make_node("Scramble", ["flat"], ["scrambled"], domain="example.custom"))
     nodes.append(helper.make_node("MatMul", ["scrambled" if custom_op else "flat", "w"], ["output"]))
-    graph = helper.make_graph(nodes, "classifier", [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["n", 3, 64, 64])],
-                              [helper.make_tensor_value_info("output", TensorProto.FLOAT, ["n", 10])], [weight])
+    graph = helper.make_graph(
+        nodes,
+        "classifier",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["n", 3, 64, 64])],
+        [helper.make_tensor_value_info("output", TensorProto.FLOAT, ["n", 10])],
+        [weight],
+    )
     opsets = [helper.make_opsetid("", 17)] + ([helper.make_opsetid("example.custom", 1)] if custom_op else [])
     return onnx.helper.make_model(graph, opset_imports=opsets)
 
@@ -54,8 +72,12 @@ def classifier_graph(custom_op: bool = False, short_initializer: bool = False, w
 def use_vit_factory(project: Path) -> None:
     table = ", ".join(f"{k} = {v}" for k, v in VIT_KWARGS.items())
     config = project / "pipeline.toml"
-    config.write_text(config.read_text().replace(
-        'checkpoint = "tiny.pt"\n', f'checkpoint = "tiny.pt"\nfactory = "pipeline.models.vit:vit"\nfactory_kwargs = {{ {table} }}\n'))
+    config.write_text(
+        config.read_text().replace(
+            'checkpoint = "tiny.pt"\n',
+            f'checkpoint = "tiny.pt"\nfactory = "pipeline.models.vit:vit"\nfactory_kwargs = {{ {table} }}\n',
+        )
+    )
 
 
 def vit_state():
@@ -101,14 +123,22 @@ def test_an_initializer_that_claims_more_data_than_it_holds_is_one_line_exit_1(t
 
     onnx.save(classifier_graph(short_initializer=True), str(tiny_project / "short.onnx"))
     line = one_error(build(tiny_project, "--model", "short.onnx"), 1)
-    assert "short.onnx: not a valid ONNX model (ValidationError: TensorProto (tensor name: w) raw_data size (40 bytes) is too small" in line
+    assert (
+        "short.onnx: not a valid ONNX model (ValidationError: TensorProto (tensor name: w) raw_data size (40 "
+        "bytes) is too small" in line
+    )
 
 
-@pytest.mark.parametrize("weight_shape, weight_dtype, expected", [
-    ((4, 10), np.float32, "Incompatible dimensions for matrix multiplication"),
-    ((3, 10), np.int64, "B has inconsistent type tensor(int64)"),
-])
-def test_a_graph_whose_shapes_or_types_do_not_agree_is_one_line_exit_1(tiny_project, weight_shape, weight_dtype, expected):
+@pytest.mark.parametrize(
+    "weight_shape, weight_dtype, expected",
+    [
+        ((4, 10), np.float32, "Incompatible dimensions for matrix multiplication"),
+        ((3, 10), np.int64, "B has inconsistent type tensor(int64)"),
+    ],
+)
+def test_a_graph_whose_shapes_or_types_do_not_agree_is_one_line_exit_1(
+    tiny_project, weight_shape, weight_dtype, expected
+):
     import onnx
 
     onnx.save(classifier_graph(weight_shape=weight_shape, weight_dtype=weight_dtype), str(tiny_project / "clash.onnx"))
@@ -123,14 +153,19 @@ def test_a_graph_whose_shapes_or_types_do_not_agree_is_one_line_exit_1(tiny_proj
 @pytest.mark.parametrize("kind", ["onnx", "pth", "pt", "safetensors"])
 def test_an_empty_model_file_is_called_empty_exit_1(tiny_project, kind):
     (tiny_project / f"empty.{kind}").write_bytes(b"")
-    assert f"empty.{kind}: the model file is empty (0 bytes)" in one_error(build(tiny_project, "--model", f"empty.{kind}"), 1)
+    assert f"empty.{kind}: the model file is empty (0 bytes)" in one_error(
+        build(tiny_project, "--model", f"empty.{kind}"), 1
+    )
 
 
-@pytest.mark.parametrize("kind, expected", [
-    ("onnx", "not a readable ONNX model (corrupt or truncated"),
-    ("pth", "not a torch checkpoint (corrupt, truncated or another kind of file)"),
-    ("safetensors", "not a readable safetensors file (corrupt or truncated"),
-])
+@pytest.mark.parametrize(
+    "kind, expected",
+    [
+        ("onnx", "not a readable ONNX model (corrupt or truncated"),
+        ("pth", "not a torch checkpoint (corrupt, truncated or another kind of file)"),
+        ("safetensors", "not a readable safetensors file (corrupt or truncated"),
+    ],
+)
 def test_a_truncated_model_file_exits_1_whatever_its_kind(tiny_project, kind, expected):
     use_vit_factory(tiny_project)
     path = model_file(tiny_project, kind)
@@ -166,7 +201,10 @@ def test_integer_or_bool_weights_for_float_parameters_are_refused_naming_the_key
     state[key] = state[key].to(getattr(torch, dtype))
     torch.save(state, tiny_project / "vit.pth")
     line = one_error(build(tiny_project, "--model", "vit.pth"), 1)
-    assert f"vit.pth: weight '{key}' holds {dtype} values in the checkpoint but the model" in line and "keeps it as float32" in line
+    assert (
+        f"vit.pth: weight '{key}' holds {dtype} values in the checkpoint but the model" in line
+        and "keeps it as float32" in line
+    )
 
 
 def test_integer_buffers_load_as_integers(tmp_path):
@@ -201,15 +239,23 @@ def test_labels_with_a_byte_order_mark_and_windows_line_ends_read_as_written(tmp
     assert read_labels(path) == ["cat", "dog", "bird"]
 
 
-@pytest.mark.parametrize("bad, shown", [("\x00", r"'\x00' (U+0000)"), ("\x1b[31m", r"'\x1b' (U+001B)"), ("\r", r"'\r' (U+000D)"),
-                                        ("\x0b", r"'\x0b' (U+000B)"), ("\u2028", r"'\u2028' (U+2028)"),
-                                        ("\u202e", r"'\u202e' (U+202E)")])
+@pytest.mark.parametrize(
+    "bad, shown",
+    [
+        ("\x00", r"'\x00' (U+0000)"),
+        ("\x1b[31m", r"'\x1b' (U+001B)"),
+        ("\r", r"'\r' (U+000D)"),
+        ("\x0b", r"'\x0b' (U+000B)"),
+        ("\u2028", r"'\u2028' (U+2028)"),
+        ("\u202e", r"'\u202e' (U+202E)"),
+    ],
+)
 def test_a_control_character_in_a_labels_file_names_the_file_and_the_line(tiny_project, bad, shown):
     names = [f"class {i}" for i in range(10)]
     names[2] = f"class{bad}2"
     (tiny_project / "labels.txt").write_bytes(("\n".join(names) + "\n").encode("utf-8"))
     line = one_error(build(tiny_project, "--labels", "labels.txt"), 2)
-    assert f"labels.txt: line 3: class name " in line and f"holds the control character {shown}" in line
+    assert "labels.txt: line 3: class name " in line and f"holds the control character {shown}" in line
     assert bad not in line  # shown escaped, never passed to the terminal
 
 
@@ -222,7 +268,9 @@ def _edit_checkpoint(project: Path, change) -> None:
 
 
 @pytest.mark.parametrize("key", ["classes", "class_names"])
-@pytest.mark.parametrize("bad, shown", [("\r", r"'\r' (U+000D)"), ("\x1b", r"'\x1b' (U+001B)"), ("\x00", r"'\x00' (U+0000)")])
+@pytest.mark.parametrize(
+    "bad, shown", [("\r", r"'\r' (U+000D)"), ("\x1b", r"'\x1b' (U+001B)"), ("\x00", r"'\x00' (U+0000)")]
+)
 def test_a_control_character_in_a_checkpoints_class_name_is_refused(tiny_project, key, bad, shown):
     def change(data):
         data[key] = [name + (bad if index == 4 else "") for index, name in enumerate(data[key])]

@@ -40,8 +40,13 @@ def build(project: Path, *args: str) -> subprocess.CompletedProcess:
     """`build` with its temporary folder pointed at the project's own `tmp/`, to see what it leaves there."""
     env = {**os.environ, "COLUMNS": "200", "PYTHONPATH": str(ROOT), "TMPDIR": str(project / "tmp")}
     (project / "tmp").mkdir(exist_ok=True)
-    return subprocess.run([sys.executable, "-m", "pipeline", "build", "--no-progress", *args], cwd=project,
-                          capture_output=True, text=True, env=env)
+    return subprocess.run(
+        [sys.executable, "-m", "pipeline", "build", "--no-progress", *args],
+        cwd=project,
+        capture_output=True,
+        text=True,
+        env=env,
+    )
 
 
 def bundle_json(project: Path, name: str = "tiny-cpu") -> tuple[dict, dict]:
@@ -148,7 +153,9 @@ def test_every_input_change_shows_in_the_bundle_or_is_refused(tiny_project):
     # Every change of content gave a new key; another path to the same bytes, or a refusal, did not.
     assert len(set(keys[:4])) == 4 and keys[3] == keys[4] == keys[5]
     # ONNX Runtime keeps one small session file (`.ses`) there, whatever the pipeline does.
-    assert not [p.name for p in (project / "tmp").iterdir() if p.name != ".ses"], "a build left files in the temporary folder"
+    assert not [p.name for p in (project / "tmp").iterdir() if p.name != ".ses"], (
+        "a build left files in the temporary folder"
+    )
     assert not list((project / ".cache/scratch").iterdir())
 
 
@@ -159,8 +166,14 @@ def _external_onnx(folder: Path) -> Path:
     from test_own_models import export, tiny_vit
 
     path = export(tiny_vit(), folder / "vit.onnx")
-    onnx.save_model(onnx.load(str(path)), str(path), save_as_external_data=True, all_tensors_to_one_file=True,
-                    location="vit.weights", size_threshold=0)
+    onnx.save_model(
+        onnx.load(str(path)),
+        str(path),
+        save_as_external_data=True,
+        all_tensors_to_one_file=True,
+        location="vit.weights",
+        size_threshold=0,
+    )
     return path
 
 
@@ -174,8 +187,8 @@ def _change_external_weights(path: Path) -> None:
     for tensor in onnx.load(str(path), load_external_data=False).graph.initializer:
         if uses_external_data(tensor) and tensor.data_type == onnx.TensorProto.FLOAT:
             info = ExternalDataInfo(tensor)
-            values = np.frombuffer(bytes(data[info.offset: info.offset + info.length]), np.float32) + np.float32(0.1)
-            data[info.offset: info.offset + info.length] = values.tobytes()
+            values = np.frombuffer(bytes(data[info.offset : info.offset + info.length]), np.float32) + np.float32(0.1)
+            data[info.offset : info.offset + info.length] = values.tobytes()
     weights.write_bytes(bytes(data))
 
 
@@ -199,7 +212,11 @@ def test_an_onnx_models_external_weights_are_part_of_what_the_bundle_is_made_fro
     path.rename(project / "renamed.onnx")
     third = build(project, "--model", "renamed.onnx")
     assert third.returncode == 0, third.stderr
-    stage_lines = [line.split() for line in third.stderr.splitlines() if line.strip().split()[:1] in (["export"], ["simplify"], ["validate"])]
+    stage_lines = [
+        line.split()
+        for line in third.stderr.splitlines()
+        if line.strip().split()[:1] in (["export"], ["simplify"], ["validate"])
+    ]
     assert stage_lines and all(words[1] == "cached" for words in stage_lines), third.stderr
     manifest, report = bundle_json(project)
     assert manifest["model"]["spec"]["source"] == report["model"]["source"] == "renamed.onnx"
@@ -229,11 +246,17 @@ def test_a_weights_file_outside_the_model_folder_is_refused_by_the_hash_too(tmp_
 def test_scratch_folders_of_killed_builds_are_swept_and_running_ones_kept(tmp_path):
     from pipeline.artifacts import StageCache
 
-    holder = ("import sys, time; from pathlib import Path; from pipeline.artifacts import StageCache\n"
-              "with StageCache(Path(sys.argv[1])).scratch('report') as work:\n"
-              "    (work / 'report.md').write_text('x'); print(work, flush=True); time.sleep(60)\n")
-    process = subprocess.Popen([sys.executable, "-c", holder, str(tmp_path)], stdout=subprocess.PIPE, text=True,
-                               env={**os.environ, "PYTHONPATH": str(ROOT)})
+    holder = (
+        "import sys, time; from pathlib import Path; from pipeline.artifacts import StageCache\n"
+        "with StageCache(Path(sys.argv[1])).scratch('report') as work:\n"
+        "    (work / 'report.md').write_text('x'); print(work, flush=True); time.sleep(60)\n"
+    )
+    process = subprocess.Popen(
+        [sys.executable, "-c", holder, str(tmp_path)],
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
     try:
         held = Path(process.stdout.readline().strip())
         with StageCache(tmp_path).scratch("report") as mine:  # sweeps: the running build's folder stays
@@ -274,7 +297,11 @@ def test_verify_refuses_a_special_file_in_the_bundle(fp32_bundle, tmp_path, monk
     result = run_cli(tmp_path, "verify", "bundle")
     assert result.returncode == 1, result.stdout
     name = {"fifo": "FIFO", "socket": "socket"}[kind]
-    assert result.stderr.strip() == f"error: {special.relative_to(tmp_path)}: a {name} inside the bundle, refused (a bundle holds only the regular files its manifest lists)"
+    assert (
+        result.stderr.strip()
+        == f"error: {special.relative_to(tmp_path)}: a {name} inside the bundle, refused (a bundle holds only "
+        "the regular files its manifest lists)"
+    )
 
 
 def _graph_with_a_big_constant(path: Path, elements: int) -> Path:
@@ -286,14 +313,21 @@ def _graph_with_a_big_constant(path: Path, elements: int) -> Path:
         helper.make_node("GlobalAveragePool", ["images"], ["pooled"], name="pool"),
         helper.make_node("Flatten", ["pooled"], ["flat"], name="flat"),
         helper.make_node("MatMul", ["flat", "weight"], ["scores"], name="head"),
-        helper.make_node("Constant", [], ["shape"], name="shape", value=numpy_helper.from_array(np.array([elements], np.int64))),
+        helper.make_node(
+            "Constant", [], ["shape"], name="shape", value=numpy_helper.from_array(np.array([elements], np.int64))
+        ),
         helper.make_node("ConstantOfShape", ["shape"], ["zeros"], name="make_zeros"),
         helper.make_node("ReduceSum", ["zeros"], ["total"], name="sum", keepdims=0),
         helper.make_node("Add", ["scores", "total"], ["logits"], name="add"),
     ]
     weight = numpy_helper.from_array(np.ones((3, 10), np.float32), "weight")
-    graph = helper.make_graph(nodes, "big", [helper.make_tensor_value_info("images", TensorProto.FLOAT, ["n", 3, 64, 64])],
-                              [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["n", 10])], [weight])
+    graph = helper.make_graph(
+        nodes,
+        "big",
+        [helper.make_tensor_value_info("images", TensorProto.FLOAT, ["n", 3, 64, 64])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["n", 10])],
+        [weight],
+    )
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
     return path
 
@@ -304,8 +338,11 @@ def test_a_tiny_graph_that_folds_into_gigabytes_is_refused_before_folding(tiny_p
     result = build(tiny_project, "--model", path.name)
     lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert result.returncode == 2 and len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
-    assert lines[0] == (f"error: {path.resolve()}: node 'make_zeros' (ConstantOfShape) makes a constant of 7,629 MB; its constants "
-                        "would total 7,629 MB once folded, over [simplify] max_constant_mb = 4096 (raise it if the model really holds that much)")
+    assert lines[0] == (
+        f"error: {path.resolve()}: node 'make_zeros' (ConstantOfShape) makes a constant of 7,629 MB; its constants "
+        "would total 7,629 MB once folded, over [simplify] max_constant_mb = 4096 (raise it if the model "
+        "really holds that much)"
+    )
 
 
 def test_the_limit_is_a_setting_and_the_simplify_stage_checks_it_too(tmp_path):
@@ -315,7 +352,9 @@ def test_the_limit_is_a_setting_and_the_simplify_stage_checks_it_too(tmp_path):
 
     path = _graph_with_a_big_constant(tmp_path / "m.onnx", 1_000_000)  # 3.8 MB
     assert Config.model_validate({"simplify": {"max_constant_mb": 1}}).simplify.max_constant_mb == 1.0
-    with pytest.raises(ModelInputError, match=r"node 'make_zeros' \(ConstantOfShape\) makes a constant of 4 MB.*max_constant_mb = 1 "):
+    with pytest.raises(
+        ModelInputError, match=r"node 'make_zeros' \(ConstantOfShape\) makes a constant of 4 MB.*max_constant_mb = 1 "
+    ):
         simplify_onnx(path, tmp_path / "out.onnx", 1)
     assert not (tmp_path / "out.onnx").exists()
     simplify_onnx(path, tmp_path / "out.onnx", 16)
@@ -328,16 +367,25 @@ def test_folded_sizes_are_read_from_the_graph_without_running_it():
 
     nodes = [
         helper.make_node("Constant", [], ["dims"], name="dims", value_ints=[1000, 1000]),
-        helper.make_node("Constant", [], ["row"], name="row", value=numpy_helper.from_array(np.ones((1, 1000), np.float32))),
+        helper.make_node(
+            "Constant", [], ["row"], name="row", value=numpy_helper.from_array(np.ones((1, 1000), np.float32))
+        ),
         helper.make_node("Expand", ["row", "dims"], ["expanded"], name="expand"),
         helper.make_node("Tile", ["row", "dims"], ["tiled"], name="tile"),
         helper.make_node("Range", ["start", "limit", "step"], ["steps"], name="range"),
         helper.make_node("Mul", ["expanded", "expanded"], ["squared"], name="square"),
         helper.make_node("Relu", ["x"], ["y"], name="not_constant"),
     ]
-    scalars = [numpy_helper.from_array(np.array(v, np.int64), n) for n, v in (("start", 0), ("limit", 100), ("step", 3))]
-    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2])], scalars)
+    scalars = [
+        numpy_helper.from_array(np.array(v, np.int64), n) for n, v in (("start", 0), ("limit", 100), ("step", 3))
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2])],
+        scalars,
+    )
     sizes = {c.what: c.bytes for c in folded_constants(graph)}
     assert sizes["node 'expand' (Expand)"] == sizes["node 'square' (Mul)"] == 1000 * 1000 * 4
     assert sizes["node 'tile' (Tile)"] == 1000 * 1_000_000 * 4

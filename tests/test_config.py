@@ -22,7 +22,15 @@ def write(tmp_path: Path, text: str) -> Path:
 def test_default_file_loads_with_every_target():
     config = load_config(ROOT / "pipeline.toml")
     names = set(config.targets)
-    assert {"cpu", "jetson-orin-nano", "jetson-orin-nx", "jetson-agx-orin", "jetson-xavier", "jetson-thor", "desktop"} <= names
+    assert {
+        "cpu",
+        "jetson-orin-nano",
+        "jetson-orin-nx",
+        "jetson-agx-orin",
+        "jetson-xavier",
+        "jetson-thor",
+        "desktop",
+    } <= names
     assert config.target("jetson")[0] == "jetson-agx-orin"
     assert config.targets["jetson-agx-orin"].tensorrt_majors == (8, 10, 11)
     assert config.targets["jetson-xavier"].compute_capability == "7.2"
@@ -107,11 +115,18 @@ def test_cli_help_lists_commands():
 
 
 def test_toml_integers_are_accepted_where_floats_are_expected(tmp_path):
-    config = load_config(write(tmp_path, (
-        "[train]\nlr = 1\nweight_decay = 0\n[precision]\npercentile = 100\n[preprocessing]\nmean = [0, 1, 0]\nstd = [1, 2, 1]\n"
-        "[budgets.int8]\nmax_top1_drop = 2\nmin_agreement = 1\n[targets.x]\nbackend = 'onnxruntime'\nlatency_budget_ms = 5\n"
-        "[data]\nmax_image_pixels = 1_000_000\n"
-    )))
+    config = load_config(
+        write(
+            tmp_path,
+            (
+                "[train]\nlr = 1\nweight_decay = 0\n[precision]\npercentile = 100\n[preprocessing]\n"
+                "mean = [0, 1, 0]\nstd = [1, 2, 1]\n"
+                "[budgets.int8]\nmax_top1_drop = 2\nmin_agreement = 1\n[targets.x]\nbackend = 'onnxruntime'\n"
+                "latency_budget_ms = 5\n"
+                "[data]\nmax_image_pixels = 1_000_000\n"
+            ),
+        )
+    )
     assert config.train.lr == 1.0 and isinstance(config.train.lr, float)
     assert config.precision.percentile == 100.0 and config.preprocessing.std == (1.0, 2.0, 1.0)
     assert config.budgets["int8"].max_top1_drop == 2.0 and config.targets["x"].latency_budget_ms == 5.0

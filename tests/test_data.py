@@ -52,12 +52,7 @@ def _png_16bit_rgb(arr: np.ndarray) -> bytes:
         return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", crc)
 
     ihdr = struct.pack(">IIBBBBB", w, h, 16, 2, 0, 0, 0)
-    return (
-        b"\x89PNG\r\n\x1a\n"
-        + chunk(b"IHDR", ihdr)
-        + chunk(b"IDAT", zlib.compress(raw))
-        + chunk(b"IEND", b"")
-    )
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b"")
 
 
 # --------------------------------------------------------------------------------------------
@@ -433,9 +428,7 @@ def test_read_ilsvrc_val(tmp_path: Path) -> None:
         ),
     ],
 )
-def test_read_ilsvrc_val_errors(
-    tmp_path: Path, rows: list[str], mapping: str | None, pattern: str
-) -> None:
+def test_read_ilsvrc_val_errors(tmp_path: Path, rows: list[str], mapping: str | None, pattern: str) -> None:
     images, csv_path, map_path = _ilsvrc(tmp_path, rows, mapping)
     with pytest.raises(ValueError, match=pattern):
         read_ilsvrc_val(images, csv_path, map_path)
@@ -458,9 +451,7 @@ def _fake_set(counts: list[int]) -> LabelledSet:
     """A labelled set of paths only: subset selection never opens the files."""
     classes = [f"k{i}" for i in range(len(counts))]
     samples = [
-        Sample(Path(f"/data/{c}/{j:03d}.JPEG"), i)
-        for i, (c, n) in enumerate(zip(classes, counts))
-        for j in range(n)
+        Sample(Path(f"/data/{c}/{j:03d}.JPEG"), i) for i, (c, n) in enumerate(zip(classes, counts)) for j in range(n)
     ]
     return LabelledSet(samples=samples, classes=classes, class_names=classes, root=Path("/data"))
 
@@ -540,9 +531,7 @@ def test_subset_list_rejects_outside_root(tmp_path: Path) -> None:
     inside = _touch_image(tmp_path / "root" / "a.png")
     outside = _touch_image(tmp_path / "other" / "b.png")
     with pytest.raises(ValueError, match="not inside root"):
-        write_subset_list(
-            [Sample(inside, 0), Sample(outside, 0)], tmp_path / "root", tmp_path / "l.json", ["a"]
-        )
+        write_subset_list([Sample(inside, 0), Sample(outside, 0)], tmp_path / "root", tmp_path / "l.json", ["a"])
     assert not (tmp_path / "l.json").exists()
 
 
@@ -584,9 +573,7 @@ def test_generated_not_single_colour(demo: LabelledSet) -> None:
 
 
 def test_generated_not_separable_by_mean_colour(demo: LabelledSet) -> None:
-    feats = np.stack(
-        [np.asarray(Image.open(s.path), dtype=np.float32).mean(axis=(0, 1)) for s in demo.samples]
-    )
+    feats = np.stack([np.asarray(Image.open(s.path), dtype=np.float32).mean(axis=(0, 1)) for s in demo.samples])
     labels = np.array([s.label for s in demo.samples])
     train = np.arange(len(labels)) % 2 == 0
     means = np.stack([feats[train & (labels == k)].mean(axis=0) for k in range(10)])
@@ -611,9 +598,7 @@ def test_generated_overwrite(tmp_path: Path) -> None:
     assert sorted(p.name for p in tmp_path.iterdir()) == ["s"]
 
 
-def test_generated_interrupted_leaves_nothing(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_generated_interrupted_leaves_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     calls = {"n": 0}
     real = generated_mod.render_image
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
@@ -30,15 +29,29 @@ def test_off_target_build_writes_a_complete_bundle_and_exits_0(jetson_project):
     assert result.returncode == 0, result.stderr
     bundle = folder / BUNDLE
     manifest = verify_bundle(bundle)
-    assert manifest["target"] == {"name": "jetson-agx-orin", "backend": "tensorrt", "compute_capability": "8.7", "tensorrt_majors": [8, 10, 11]}
+    assert manifest["target"] == {
+        "name": "jetson-agx-orin",
+        "backend": "tensorrt",
+        "compute_capability": "8.7",
+        "tensorrt_majors": [8, 10, 11],
+    }
     for precision in ("fp32", "fp16", "int8-trt", "int8-trt-fp16"):  # both int8-trt graphs
         assert (bundle / f"models/model.{precision}.onnx").is_file()
     assert not (bundle / "models/model.int8.onnx").exists()  # the ONNX Runtime flavour is not for this target
-    for rel in ("reference/fp32_logits.npy", "reference/eval_crops.npy", "reference/eval_labels.npy", "reference/eval_set.json", "build_plan.json", "report/report.md"):
+    for rel in (
+        "reference/fp32_logits.npy",
+        "reference/eval_crops.npy",
+        "reference/eval_labels.npy",
+        "reference/eval_set.json",
+        "build_plan.json",
+        "report/report.md",
+    ):
         assert (bundle / rel).is_file(), rel
     assert manifest["pending"] == ["engine:fp32", "engine:fp16", "engine:int8-trt"]
     assert manifest["engines"] == []
-    finish = "python -m pipeline build --target jetson-agx-orin --config pipeline.toml --bundle engines/tiny-jetson-agx-orin"
+    finish = (
+        "python -m pipeline build --target jetson-agx-orin --config pipeline.toml --bundle engines/tiny-jetson-agx-orin"
+    )
     assert manifest["rebuild_command"] == finish
     assert finish in result.stderr
     assert "engines left for the device (TensorRT is not installed" in result.stderr
@@ -115,9 +128,23 @@ def test_dry_run_prints_plans_and_trtexec_without_tensorrt(tiny_project):
 
 
 def test_targets_command_lists_the_table():
-    result = subprocess.run([sys.executable, "-m", "pipeline", "targets"], cwd=ROOT, capture_output=True, text=True, env={"COLUMNS": "250", "PATH": "/usr/bin:/bin"})
+    result = subprocess.run(
+        [sys.executable, "-m", "pipeline", "targets"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env={"COLUMNS": "250", "PATH": "/usr/bin:/bin"},
+    )
     assert result.returncode == 0, result.stderr
-    for name in ("jetson-orin-nano", "jetson-orin-nx", "jetson-agx-orin (jetson)", "jetson-xavier", "jetson-thor", "desktop", "cpu"):
+    for name in (
+        "jetson-orin-nano",
+        "jetson-orin-nx",
+        "jetson-agx-orin (jetson)",
+        "jetson-xavier",
+        "jetson-thor",
+        "desktop",
+        "cpu",
+    ):
         assert name in result.stdout
 
 
@@ -156,7 +183,11 @@ def test_use_dla_puts_fp16_and_int8_on_dla_and_keeps_fp32_on_gpu(tiny_project):
     # fp16 + int8-trt on DLA with 8.5.2, 8.6.2, 10.3.0 and 11.4.1; 11.4.0 has no DLA: the GPU builds them there
     assert result.stdout.count("--useDLACore=0 --allowGPUFallback") == 8
     on_11_4_0 = result.stdout.split("== with TensorRT 11.4.0")[1].split("== with")[0]
-    assert "--useDLACore" not in on_11_4_0 and "model.int8-trt-fp16.onnx" in on_11_4_0 and ".trt11.4.0.sm87.engine" in on_11_4_0
+    assert (
+        "--useDLACore" not in on_11_4_0
+        and "model.int8-trt-fp16.onnx" in on_11_4_0
+        and ".trt11.4.0.sm87.engine" in on_11_4_0
+    )
     assert "model.fp32.onnx" in result.stdout
 
 
@@ -173,7 +204,13 @@ def test_device_finish_needs_neither_torch_nor_onnxruntime(jetson_project):
         "sys.argv = ['pipeline', 'build', '--target', 'jetson', '--bundle', %r, '--no-progress']\n"
         "from pipeline.cli import main; main()\n" % BUNDLE
     )
-    result = subprocess.run([sys.executable, "-c", code], cwd=folder, capture_output=True, text=True, env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"})
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=folder,
+        capture_output=True,
+        text=True,
+        env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"},
+    )
     assert result.returncode == 1
     assert "Traceback" not in result.stderr and "TensorRT is not installed" in result.stderr
 
@@ -194,8 +231,9 @@ def test_the_build_plan_follows_its_generated_schema(jetson_project, tmp_path):
     from pipeline.backends.tensorrt_plan import PLAN_FORMAT_VERSION, plan_schema_text, read_build_plans
 
     assert (ROOT / "docs/build_plan.schema.json").read_text() == plan_schema_text(), (
-        "docs/build_plan.schema.json is stale: python -c \"from pipeline.backends.tensorrt_plan import plan_schema_text; "
-        "open('docs/build_plan.schema.json', 'w').write(plan_schema_text())\"")
+        'docs/build_plan.schema.json is stale: python -c "from pipeline.backends.tensorrt_plan import '
+        "plan_schema_text; open('docs/build_plan.schema.json', 'w').write(plan_schema_text())\""
+    )
     folder, _ = jetson_project
     document = json.loads((folder / BUNDLE / "build_plan.json").read_text())
     assert document["format_version"] == PLAN_FORMAT_VERSION
@@ -203,10 +241,14 @@ def test_the_build_plan_follows_its_generated_schema(jetson_project, tmp_path):
     assert all(plan["network_flags"] is not None for plan in document["plans"])
     older = {**document, "format_version": 1, "plans": [{**plan, "format_version": 1} for plan in document["plans"]]}
     (tmp_path / "build_plan.json").write_text(json.dumps(older))
-    assert [plan.network_flags for plan in read_build_plans(tmp_path)] == [tuple(plan["network_flags"]) for plan in document["plans"]]
+    assert [plan.network_flags for plan in read_build_plans(tmp_path)] == [
+        tuple(plan["network_flags"]) for plan in document["plans"]
+    ]
     with pytest.raises(jsonschema.ValidationError):
-        jsonschema.validate({**document, "plans": [{k: v for k, v in document["plans"][0].items() if k != "network_flags"}]},
-                            json.loads(plan_schema_text()))
+        jsonschema.validate(
+            {**document, "plans": [{k: v for k, v in document["plans"][0].items() if k != "network_flags"}]},
+            json.loads(plan_schema_text()),
+        )
 
 
 def test_a_simulated_device_finish_leaves_a_bundle_that_verifies(jetson_project, tmp_path, monkeypatch):
@@ -247,9 +289,15 @@ def test_a_simulated_device_finish_leaves_a_bundle_that_verifies(jetson_project,
     (bundle / "engines").mkdir(exist_ok=True)
     (bundle / "engines/.left.engine.abc.tmp").write_bytes(b"partial")  # a finish killed mid-write
     messages: list = []
-    outcome = finish_bundle(load_config(copy / "pipeline.toml"), BuildOptions(target="jetson", progress=False), bundle, messages.append)
+    outcome = finish_bundle(
+        load_config(copy / "pipeline.toml"), BuildOptions(target="jetson", progress=False), bundle, messages.append
+    )
     manifest = verify_bundle(bundle)
-    assert manifest["pending"] == [] and sorted(e["precision"] for e in manifest["engines"]) == ["fp16", "fp32", "int8-trt"]
+    assert manifest["pending"] == [] and sorted(e["precision"] for e in manifest["engines"]) == [
+        "fp16",
+        "fp32",
+        "int8-trt",
+    ]
     assert not outcome.gate_failures and manifest["versions"]["tensorrt"] == "10.3.0.30"
     jsonschema = pytest.importorskip("jsonschema")
     jsonschema.validate(manifest, json.loads((ROOT / "docs/manifest.schema.json").read_text()))

@@ -78,13 +78,21 @@ def test_int8_weights_use_seven_bits(tiny):
 
     graph = onnx.load(str(tiny[2] / "model.int8.onnx")).graph
     values = _initializers(graph)
-    weights = [values[n.input[0]] for n in graph.node if n.op_type == "DequantizeLinear" and values.get(n.input[0]) is not None
-               and values[n.input[0]].dtype == np.int8 and values[n.input[0]].ndim > 1]
+    weights = [
+        values[n.input[0]]
+        for n in graph.node
+        if n.op_type == "DequantizeLinear"
+        and values.get(n.input[0]) is not None
+        and values[n.input[0]].dtype == np.int8
+        and values[n.input[0]].ndim > 1
+    ]
     assert weights and all(np.abs(w.astype(np.int32)).max() <= 64 for w in weights)
     assert max(np.abs(w.astype(np.int32)).max() for w in weights) == 64
     trt = onnx.load(str(tiny[2] / "model.int8-trt.onnx")).graph
     trt_values = _initializers(trt)
-    assert max(np.abs(v.astype(np.int32)).max() for v in trt_values.values() if v.dtype == np.int8 and v.ndim > 1) == 127
+    assert (
+        max(np.abs(v.astype(np.int32)).max() for v in trt_values.values() if v.dtype == np.int8 and v.ndim > 1) == 127
+    )
 
 
 def test_int8_trt_fp16_is_fp16_outside_the_qdq_pairs(tiny):
@@ -98,7 +106,9 @@ def test_int8_trt_fp16_is_fp16_outside_the_qdq_pairs(tiny):
     assert [o.type.tensor_type.elem_type for o in graph.output] == [TensorProto.FLOAT]
     floats = [t for t in graph.initializer if t.data_type in (TensorProto.FLOAT, TensorProto.FLOAT16)]
     assert floats and all(t.data_type == TensorProto.FLOAT16 for t in floats)  # scales and biases too
-    types = {v.name: v.type.tensor_type.elem_type for v in list(graph.value_info) + list(graph.input) + list(graph.output)}
+    types = {
+        v.name: v.type.tensor_type.elem_type for v in list(graph.value_info) + list(graph.input) + list(graph.output)
+    }
     types.update({t.name: t.data_type for t in graph.initializer})
     qdq = [n for n in graph.node if n.op_type in ("QuantizeLinear", "DequantizeLinear")]
     original = onnx.load(str(tiny[2] / "model.int8-trt.onnx")).graph
@@ -132,7 +142,9 @@ def test_bundle_and_plans_carry_both_int8_trt_graphs(tiny_cpu_bundle):
     rows = {r["precision"]: r for r in report["results"]}
     assert rows["int8-trt-fp16"]["runner"]["qdq_fusion"] is False and rows["int8-trt"]["runner"]["qdq_fusion"] is False
     assert rows["int8"]["runner"]["qdq_fusion"] is True
-    assert report["precision_details"]["int8"]["methods"] and any("int8-trt-fp16" in m for m in report["precision_details"]["int8-trt"]["methods"])
+    assert report["precision_details"]["int8"]["methods"] and any(
+        "int8-trt-fp16" in m for m in report["precision_details"]["int8-trt"]["methods"]
+    )
     assert "cpu_isa" in report["host"] and "cpu_isa" in manifest["host"]
 
 
@@ -176,13 +188,18 @@ def test_twin_matches_exact_qdq_arithmetic(tiny):
 def test_finetune_exports_the_same_qdq_graph_with_new_weights(tiny, tmp_path):
     import onnx
 
-    from pipeline.stages.calibrate import load_tensors_data
-    from pipeline.search.qat import FinetuneSettings, finetune, write_weights
     from pipeline.graphs.quantize import quantize_graph
+    from pipeline.search.qat import FinetuneSettings, finetune, write_weights
+    from pipeline.stages.calibrate import load_tensors_data
 
     config, fp32, precision, images = tiny
     tensors = load_tensors_data(next((fp32.parents[2] / "calibrate").glob("*/tensors.npz")))
-    tuned = finetune(precision / "model.int8-trt.onnx", fp32, images, FinetuneSettings(steps=2, batch=4, learning_rate=1e-3, check_every=0))
+    tuned = finetune(
+        precision / "model.int8-trt.onnx",
+        fp32,
+        images,
+        FinetuneSettings(steps=2, batch=4, learning_rate=1e-3, check_every=0),
+    )
     assert tuned.steps_run == 2 and tuned.stopped == "steps"
     write_weights(fp32, tuned.weights, tmp_path / "tuned.onnx")
     quantize_graph(tmp_path / "tuned.onnx", tmp_path / "qat.onnx", tensors, "int8-trt")
@@ -211,7 +228,9 @@ def test_fallback_orders_modules_by_the_logit_error_they_remove(tmp_path):
         error = sum(e for m, e in errors.items() if m not in kept)
         return (0.99 if error < 0.03 else 0.98), 0.0, error  # agreement moves in coarse steps, error does not
 
-    outcome = keep_costliest_in_fp32("int8", tmp_path / "g.onnx", groups, (write, score), FallbackPolicy(Budget(min_agreement=0.99), 8))
+    outcome = keep_costliest_in_fp32(
+        "int8", tmp_path / "g.onnx", groups, (write, score), FallbackPolicy(Budget(min_agreement=0.99), 8)
+    )
     assert [s["module"] for s in outcome.sensitivity][:2] == ["/vt.1/tokenizer", "/layer3"]
     assert outcome.fp32_layers == ["/vt.1/tokenizer"] and outcome.logit_error == pytest.approx(0.021)
 
@@ -257,7 +276,9 @@ def test_a_fine_tune_runs_once_when_the_most_fp32_modules_allowed_miss_the_budge
     outcome, calls = _escalation(tiny, tmp_path, monkeypatch, scores)
     assert len(calls) == 1 and len(outcome.fp32_layers) == 1  # the graph the FP32 module leaves
     assert any(m.startswith("budget not reached with the 1 costliest module(s)") for m in outcome.methods)
-    assert outcome.methods[-1].startswith("quantization-aware fine-tune: 5 of 5 steps") and outcome.methods[-1].endswith("not kept")
+    assert outcome.methods[-1].startswith("quantization-aware fine-tune: 5 of 5 steps") and outcome.methods[
+        -1
+    ].endswith("not kept")
 
 
 # --- the budget check on a few hundred images -----------------------------------------------------
@@ -274,7 +295,9 @@ def test_expected_agreement_follows_the_error_not_the_luck_of_the_flips():
     assert 1.0 > expected_agreement(small, reference) > expected_agreement(large, reference) > 0.9
     # On many images the expectation and the count agree; the bound sits below both.
     assert abs(expected_agreement(large, reference) - agreement(large, reference)) < 0.02
-    assert agreement_lower_bound(large, reference) < min(expected_agreement(large, reference), agreement(large, reference))
+    assert agreement_lower_bound(large, reference) < min(
+        expected_agreement(large, reference), agreement(large, reference)
+    )
 
 
 def test_twin_with_every_qdq_left_float_is_the_fp32_graph(tiny):
@@ -289,7 +312,9 @@ def test_twin_with_every_qdq_left_float_is_the_fp32_graph(tiny):
     reference = onnx_logits(tiny[1], images)
     for flavour in ("int8", "int8-trt"):
         twin = load_twin(tiny[2] / f"model.{flavour}.onnx", tiny[1])
-        twin.float_tensors = {n.input[0] for n in twin.graph.node if n.op_type == QUANTIZE} | {b for b, _, _ in twin.weights.values()}
+        twin.float_tensors = {n.input[0] for n in twin.graph.node if n.op_type == QUANTIZE} | {
+            b for b, _, _ in twin.weights.values()
+        }
         with torch.no_grad():
             np.testing.assert_allclose(twin(torch.from_numpy(images)).numpy(), reference, rtol=1e-4, atol=1e-4)
 

@@ -46,8 +46,11 @@ class FakeRunner(ClosingRunner):
         return logits
 
     def timed_call(self, images: np.ndarray) -> TimedCall:
-        return TimedCall(lambda: self.log.append(f"call {self.name} b{len(images)}"), clock=InjectedClock(self.readings),
-                         settle=lambda: self.log.append(f"settle {self.name}"))
+        return TimedCall(
+            lambda: self.log.append(f"call {self.name} b{len(images)}"),
+            clock=InjectedClock(self.readings),
+            settle=lambda: self.log.append(f"settle {self.name}"),
+        )
 
     def describe(self) -> dict:
         return {"backend": "fake"}
@@ -64,8 +67,14 @@ def _evaluation(n: int = 4) -> EvaluationSet:
 
 def test_time_interleaved_makes_one_call_of_each_per_round_after_every_warm_up():
     log: List[str] = []
-    calls = {name: TimedCall(lambda n=name: log.append(n), clock=InjectedClock([1.0, 2.0, 3.0]), settle=lambda n=name: log.append(f"settle {n}"))
-             for name in ("fp32", "fp16", "int8")}
+    calls = {
+        name: TimedCall(
+            lambda n=name: log.append(n),
+            clock=InjectedClock([1.0, 2.0, 3.0]),
+            settle=lambda n=name: log.append(f"settle {n}"),
+        )
+        for name in ("fp32", "fp16", "int8")
+    }
     timed = time_interleaved(calls, warmup=2, runs=3)
     warm_up = ["fp32", "fp32", "settle fp32", "fp16", "fp16", "settle fp16", "int8", "int8", "settle int8"]
     assert log == warm_up + ["fp32", "fp16", "int8"] * 3
@@ -83,7 +92,7 @@ def test_validate_all_interleaves_one_runtime_and_times_runtimes_apart():
     assert [r.precision for r in results] == ["fp32-torch", "fp32", "fp16", "int8"]
     # torch is opened, measured and closed before any ONNX Runtime runner is opened
     assert log.index("close fp32-torch") < log.index("open fp32")
-    ort = log[log.index("open fp32"):]
+    ort = log[log.index("open fp32") :]
     assert ort[:6] == ["open fp32", "infer fp32", "open fp16", "infer fp16", "open int8", "infer int8"]
     timed = [e for e in ort if e.startswith("call")]
     per_round = ["call fp32 b{}", "call fp16 b{}", "call int8 b{}"]
@@ -101,7 +110,9 @@ def _report(samples: Dict[str, List[float]], budget_ms=None) -> dict:
     runtimes = {"onnxruntime": {p: (lambda p=p, s=s: FakeRunner(p, [], s)) for p, s in samples.items()}}
     runs = len(next(iter(samples.values())))
     results = results_to_json(validate_all(runtimes, _evaluation(), Timing((1,), warmup=0, runs=runs), progress=False))
-    report = json.loads(json.dumps({"results": results, "latency_budget_ms": budget_ms, "budgets": {}}))  # as report.json holds it
+    report = json.loads(
+        json.dumps({"results": results, "latency_budget_ms": budget_ms, "budgets": {}})
+    )  # as report.json holds it
     return report
 
 

@@ -13,17 +13,42 @@ import pytest
 
 from conftest import run_cli
 
-pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")  # torch.onnx.export (TorchScript), as users call it
+pytestmark = pytest.mark.filterwarnings(
+    "ignore::DeprecationWarning"
+)  # torch.onnx.export (TorchScript), as users call it
 
-VIT_KWARGS = {"img_size": 64, "patch_size": 16, "embed_dim": 32, "depth": 2, "num_heads": 2, "mlp_ratio": 2.0, "num_classes": 10}
+VIT_KWARGS = {
+    "img_size": 64,
+    "patch_size": 16,
+    "embed_dim": 32,
+    "depth": 2,
+    "num_heads": 2,
+    "mlp_ratio": 2.0,
+    "num_classes": 10,
+}
 # The names timm's VisionTransformer gives a depth-1 DeiT's parameters (timm 1.0: deit_tiny_patch16_224
 # has these for each of its 12 blocks); a state_dict saved from timm loads by these names.
 TIMM_DEIT_KEYS = {
-    "cls_token", "pos_embed", "patch_embed.proj.weight", "patch_embed.proj.bias",
-    "blocks.0.norm1.weight", "blocks.0.norm1.bias", "blocks.0.attn.qkv.weight", "blocks.0.attn.qkv.bias",
-    "blocks.0.attn.proj.weight", "blocks.0.attn.proj.bias", "blocks.0.norm2.weight", "blocks.0.norm2.bias",
-    "blocks.0.mlp.fc1.weight", "blocks.0.mlp.fc1.bias", "blocks.0.mlp.fc2.weight", "blocks.0.mlp.fc2.bias",
-    "norm.weight", "norm.bias", "head.weight", "head.bias",
+    "cls_token",
+    "pos_embed",
+    "patch_embed.proj.weight",
+    "patch_embed.proj.bias",
+    "blocks.0.norm1.weight",
+    "blocks.0.norm1.bias",
+    "blocks.0.attn.qkv.weight",
+    "blocks.0.attn.qkv.bias",
+    "blocks.0.attn.proj.weight",
+    "blocks.0.attn.proj.bias",
+    "blocks.0.norm2.weight",
+    "blocks.0.norm2.bias",
+    "blocks.0.mlp.fc1.weight",
+    "blocks.0.mlp.fc1.bias",
+    "blocks.0.mlp.fc2.weight",
+    "blocks.0.mlp.fc2.bias",
+    "norm.weight",
+    "norm.bias",
+    "head.weight",
+    "head.bias",
 }
 
 
@@ -40,7 +65,10 @@ def use_vit_factory(project: Path, kwargs: dict = VIT_KWARGS, extra: str = "") -
     """[model] of the tiny project pointed at the ViT factory with `kwargs`."""
     table = ", ".join(f"{k} = {json.dumps(v)}" for k, v in kwargs.items())
     text = (project / "pipeline.toml").read_text()
-    text = text.replace('checkpoint = "tiny.pt"\n', f'checkpoint = "tiny.pt"\nfactory = "pipeline.models.vit:vit"\nfactory_kwargs = {{ {table} }}\n{extra}')
+    text = text.replace(
+        'checkpoint = "tiny.pt"\n',
+        f'checkpoint = "tiny.pt"\nfactory = "pipeline.models.vit:vit"\nfactory_kwargs = {{ {table} }}\n{extra}',
+    )
     (project / "pipeline.toml").write_text(text)
 
 
@@ -54,8 +82,16 @@ def export(module, path: Path, dynamic: bool = True, names=("input", "output")) 
     import torch
 
     axes = {names[0]: {0: "n"}, names[1]: {0: "n"}} if dynamic else None
-    torch.onnx.export(module, (torch.zeros(1, 3, 64, 64),), str(path), input_names=[names[0]], output_names=[names[1]],
-                      opset_version=17, dynamo=False, dynamic_axes=axes)
+    torch.onnx.export(
+        module,
+        (torch.zeros(1, 3, 64, 64),),
+        str(path),
+        input_names=[names[0]],
+        output_names=[names[1]],
+        opset_version=17,
+        dynamo=False,
+        dynamic_axes=axes,
+    )
     return path
 
 
@@ -98,7 +134,9 @@ def test_a_plain_state_dict_and_labels_build_for_cpu(tiny_project):
     images = np.random.default_rng(0).standard_normal((3, 3, 64, 64)).astype(np.float32)
     for graph in ("fp32", "int8-trt"):
         with torch.no_grad():
-            twin = load_twin(models / f"model.{graph}.onnx", models / "model.fp32.onnx")(torch.from_numpy(images)).numpy()
+            twin = load_twin(models / f"model.{graph}.onnx", models / "model.fp32.onnx")(
+                torch.from_numpy(images)
+            ).numpy()
         expected = onnx_logits(models / f"model.{graph}.onnx", images, qdq_fusion=False)
         assert np.max(np.abs(twin - expected)) < 1e-4, graph
 
@@ -189,8 +227,16 @@ def test_an_nhwc_graph_gets_a_transpose_in_front(tmp_path):
 
     model = Nhwc().eval()
     path = tmp_path / "nhwc.onnx"
-    torch.onnx.export(model, (torch.zeros(1, 64, 64, 3),), str(path), input_names=["x"], output_names=["y"],
-                      opset_version=17, dynamo=False, dynamic_axes={"x": {0: "n"}, "y": {0: "n"}})
+    torch.onnx.export(
+        model,
+        (torch.zeros(1, 64, 64, 3),),
+        str(path),
+        input_names=["x"],
+        output_names=["y"],
+        opset_version=17,
+        dynamo=False,
+        dynamic_axes={"x": {0: "n"}, "y": {0: "n"}},
+    )
     images = np.random.default_rng(0).standard_normal((3, 3, 64, 64)).astype(np.float32)
     notes, diff = normalise_onnx(path, tmp_path / "out.onnx", images)
     assert any("NHWC" in n for n in notes) and diff < 1e-4
@@ -215,10 +261,14 @@ def test_bad_inputs_are_one_line_and_exit_2(tiny_project):
     torch.save(tiny_vit().state_dict(), tiny_project / "vit.pth")
     write_labels(tiny_project, 9)
     use_vit_factory(tiny_project)
-    assert "labels.txt has 9 class names but the model vit.pth has 10 outputs" in _bad(tiny_project, "--model", "vit.pth", "--labels", "labels.txt")
+    assert "labels.txt has 9 class names but the model vit.pth has 10 outputs" in _bad(
+        tiny_project, "--model", "vit.pth", "--labels", "labels.txt"
+    )
     fixed = export(tiny_vit(), tiny_project / "fixed.onnx", dynamic=False)
     assert "the batch size 1 is fixed inside the graph" in _bad(tiny_project, "--model", fixed.name)
-    (tiny_project / "pipeline.toml").write_text((tiny_project / "pipeline.toml").read_text().replace("num_classes = 10", "depthh = 3"))
+    (tiny_project / "pipeline.toml").write_text(
+        (tiny_project / "pipeline.toml").read_text().replace("num_classes = 10", "depthh = 3")
+    )
     assert "unexpected keyword argument 'depthh'" in _bad(tiny_project, "--model", "vit.pth")
 
 
@@ -238,6 +288,7 @@ def test_a_timm_factory_without_timm_names_the_extra(tiny_project):
     pytest.importorskip("torch")
     try:
         import timm  # noqa: F401
+
         pytest.skip("timm is installed here")
     except ImportError:
         pass
@@ -245,9 +296,15 @@ def test_a_timm_factory_without_timm_names_the_extra(tiny_project):
 
     torch.save(tiny_vit().state_dict(), tiny_project / "vit.pth")
     text = (tiny_project / "pipeline.toml").read_text()
-    text = text.replace('checkpoint = "tiny.pt"\n', 'checkpoint = "vit.pth"\nfactory = "timm:create_model"\nfactory_kwargs = { model_name = "deit_tiny_patch16_224", num_classes = 10 }\n')
+    text = text.replace(
+        'checkpoint = "tiny.pt"\n',
+        'checkpoint = "vit.pth"\nfactory = "timm:create_model"\n'
+        'factory_kwargs = { model_name = "deit_tiny_patch16_224", num_classes = 10 }\n',
+    )
     (tiny_project / "pipeline.toml").write_text(text)
-    assert "cannot be imported: ModuleNotFoundError: No module named 'timm' (pip install -e '.[timm]')" in _bad(tiny_project)
+    assert "cannot be imported: ModuleNotFoundError: No module named 'timm' (pip install -e '.[timm]')" in _bad(
+        tiny_project
+    )
 
 
 def _layernorm_graph(path: Path, opset: int = 17) -> Path:
@@ -256,13 +313,22 @@ def _layernorm_graph(path: Path, opset: int = 17) -> Path:
     from onnx import TensorProto, helper, numpy_helper
 
     rng = np.random.default_rng(0)
-    inits = [numpy_helper.from_array(rng.standard_normal(16).astype(np.float32), "scale"),
-             numpy_helper.from_array(rng.standard_normal(16).astype(np.float32), "bias"),
-             numpy_helper.from_array(rng.standard_normal((16, 4)).astype(np.float32), "w")]
-    nodes = [helper.make_node("LayerNormalization", ["x", "scale", "bias"], ["normed"], name="ln", axis=-1, epsilon=1e-6),
-             helper.make_node("MatMul", ["normed", "w"], ["y"], name="mm")]
-    graph = helper.make_graph(nodes, "ln", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 5, 16])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 5, 4])], inits)
+    inits = [
+        numpy_helper.from_array(rng.standard_normal(16).astype(np.float32), "scale"),
+        numpy_helper.from_array(rng.standard_normal(16).astype(np.float32), "bias"),
+        numpy_helper.from_array(rng.standard_normal((16, 4)).astype(np.float32), "w"),
+    ]
+    nodes = [
+        helper.make_node("LayerNormalization", ["x", "scale", "bias"], ["normed"], name="ln", axis=-1, epsilon=1e-6),
+        helper.make_node("MatMul", ["normed", "w"], ["y"], name="mm"),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "ln",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 5, 16])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 5, 4])],
+        inits,
+    )
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)]), str(path))
     return path
 

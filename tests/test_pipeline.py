@@ -105,7 +105,9 @@ def test_int8_tensorrt_graph_is_symmetric_s8_qdq_without_bias(tiny_cpu_bundle):
     assert in_float  # the tokenizer's and transformer's MatMuls between two activations
     for node in model.graph.node:
         if node.op_type == "MatMul" and node.name in in_float:
-            assert not any(producers.get(i) is not None and producers[i].op_type == "DequantizeLinear" for i in node.input)
+            assert not any(
+                producers.get(i) is not None and producers[i].op_type == "DequantizeLinear" for i in node.input
+            )
         elif node.op_type in quantized_ops:
             for name in node.input[:2]:
                 assert producers[name].op_type == "DequantizeLinear", f"{node.name} input {name} not quantized"
@@ -115,7 +117,11 @@ def test_int8_tensorrt_graph_is_symmetric_s8_qdq_without_bias(tiny_cpu_bundle):
             assert all(producers.get(i) is None or producers[i].op_type != "DequantizeLinear" for i in node.input)
     conv_weights = [producers[n.input[1]] for n in model.graph.node if n.op_type == "Conv"]
     assert all(inits[dq.input[1]].ndim == 1 for dq in conv_weights)  # per-channel
-    residual = [n for n in model.graph.node if n.op_type == "Add" and any(producers[i].op_type == "Conv" for i in n.input if i in producers)]
+    residual = [
+        n
+        for n in model.graph.node
+        if n.op_type == "Add" and any(producers[i].op_type == "Conv" for i in n.input if i in producers)
+    ]
     assert len(residual) >= 6  # 2 per ResNet stage 2..4 at least
     for add in residual:
         kinds = sorted(producers[i].op_type for i in add.input)
@@ -178,11 +184,15 @@ def test_interrupted_run_leaves_nothing_half_written_and_resumes(tiny_project, m
 
     monkeypatch.setattr(quantize, "quantize_graph", dies_midway)
     with pytest.raises(KeyboardInterrupt):
-        build_module.build(config, build_module.BuildOptions(config_path=tiny_project / "pipeline.toml", progress=False))
+        build_module.build(
+            config, build_module.BuildOptions(config_path=tiny_project / "pipeline.toml", progress=False)
+        )
     assert calls["n"] == 1
     cache = tiny_project / ".cache"
     assert (cache / "export").is_dir() and (cache / "simplify").is_dir()
-    assert not (cache / "precision").exists() or not any(p for p in (cache / "precision").iterdir() if not p.name.startswith("."))
+    assert not (cache / "precision").exists() or not any(
+        p for p in (cache / "precision").iterdir() if not p.name.startswith(".")
+    )
     assert not list((cache / "precision").glob(".*.partial"))
     assert not bundle_of(tiny_project).exists()
     monkeypatch.setattr(quantize, "quantize_graph", real)
@@ -209,7 +219,9 @@ def test_a_build_killed_in_its_second_int8_flavour_redoes_only_that_one(tiny_pro
 
     monkeypatch.setattr(quantize, "quantize_graph", dies_in_int8_trt)
     with pytest.raises(KeyboardInterrupt):
-        build_module.build(config, build_module.BuildOptions(config_path=tiny_project / "pipeline.toml", progress=False))
+        build_module.build(
+            config, build_module.BuildOptions(config_path=tiny_project / "pipeline.toml", progress=False)
+        )
     cache = tiny_project / ".cache"
 
     def entries(stage: str) -> list:
@@ -223,7 +235,10 @@ def test_a_build_killed_in_its_second_int8_flavour_redoes_only_that_one(tiny_pro
     result = run_cli(tiny_project, "build", "--no-progress")
     assert result.returncode == 0, result.stderr
     assert "int8: taken from the cache" in result.stderr
-    assert entries("precision-int8") == finished and (cache / "precision-int8" / finished[0] / "record.json").read_text() == record
+    assert (
+        entries("precision-int8") == finished
+        and (cache / "precision-int8" / finished[0] / "record.json").read_text() == record
+    )
     assert len(entries("precision-int8-trt")) == 1
     verify_bundle(bundle_of(tiny_project))
 
@@ -239,15 +254,20 @@ def test_impossible_budget_fails_the_build_with_its_message(tiny_cpu_bundle, tin
     config = tiny_project / "pipeline.toml"
     old_budget = "[budgets.int8]\nmax_top1_drop = 100.0\nmin_agreement = 0.0"
     assert old_budget in config.read_text()
-    config.write_text(config.read_text().replace(old_budget, f"[budgets.{precision}]\nmax_top1_drop = 100.0\nmin_agreement = 1.0"))
+    config.write_text(
+        config.read_text().replace(old_budget, f"[budgets.{precision}]\nmax_top1_drop = 100.0\nmin_agreement = 1.0")
+    )
     result_run = run_cli(tiny_project, "build", "--no-progress")
     assert result_run.returncode == 1
     last = [line for line in result_run.stderr.splitlines() if line.startswith("error:")]
     assert len(last) == 1 and f"gate: {precision}: top-1 agreement" in last[0] and "below budget 1.0000 by" in last[0]
     assert verify_bundle(bundle_of(tiny_project))  # the report of a failed gate is still written
     page = (bundle_of(tiny_project) / "report/report.html").read_text()
-    banner = page[page.index('<section class="banner fail"'):page.index("</section>")]
-    assert f"FAILED: {precision} misses its accuracy budget" in banner and f"<code>[budgets.{precision}] min_agreement</code>" in banner
+    banner = page[page.index('<section class="banner fail"') : page.index("</section>")]
+    assert (
+        f"FAILED: {precision} misses its accuracy budget" in banner
+        and f"<code>[budgets.{precision}] min_agreement</code>" in banner
+    )
     assert f'<h3 id="changed-{precision}">' in page and '<div class="gallery">' in page  # the images that changed
     no_gate = run_cli(tiny_project, "build", "--no-progress", "--no-gate")
     assert no_gate.returncode == 0 and "gate (not enforced)" in no_gate.stderr
@@ -312,7 +332,9 @@ def test_untrusted_checkpoint_with_objects_is_refused(tiny_project):
     import torch
 
     # Any class outside torch's weights-only allow-list: unpickling it could run code.
-    torch.save({"state_dict": {}, "spec": {}, "classes": [], "payload": argparse.Namespace(x=1)}, tiny_project / "tiny.pt")
+    torch.save(
+        {"state_dict": {}, "spec": {}, "classes": [], "payload": argparse.Namespace(x=1)}, tiny_project / "tiny.pt"
+    )
     result = run_cli(tiny_project, "build", "--no-progress")
     assert result.returncode == 1
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
@@ -383,9 +405,15 @@ def test_cpu_bundle_ships_the_graphs_validation_ran_the_way_the_manifest_says(ti
     spec = PreprocessSpec.from_dict(manifest["preprocessing"])
     images = np.ascontiguousarray(normalize(np.load(bundle / "reference/eval_crops.npy"), spec))
     fp32 = manifest["session"]["fp32"]
-    shipped = cpu_session(bundle / manifest["precisions"]["fp32"]["optimized"], fp32["intra_op_threads"],
-                          level=fp32["graph_optimization"], qdq_fusion=fp32["qdq_fusion"])
-    np.testing.assert_allclose(run_batched(shipped, images), np.load(bundle / "reference/fp32_logits.npy"), rtol=1e-5, atol=1e-5)
+    shipped = cpu_session(
+        bundle / manifest["precisions"]["fp32"]["optimized"],
+        fp32["intra_op_threads"],
+        level=fp32["graph_optimization"],
+        qdq_fusion=fp32["qdq_fusion"],
+    )
+    np.testing.assert_allclose(
+        run_batched(shipped, images), np.load(bundle / "reference/fp32_logits.npy"), rtol=1e-5, atol=1e-5
+    )
 
 
 def test_latency_budget_is_gated_on_the_fastest_precision_within_accuracy(tiny_cpu_bundle):
@@ -397,7 +425,9 @@ def test_latency_budget_is_gated_on_the_fastest_precision_within_accuracy(tiny_c
     assert not [f for f in check_gate({**report, "latency_budget_ms": p50 * 2}) if f.precision == "latency"]
     failures = [f for f in check_gate({**report, "latency_budget_ms": p50 / 2}) if f.precision == "latency"]
     assert len(failures) == 1 and f"{name}, has p50" in failures[0].message and "over the" in failures[0].message
-    assert not [f for f in check_gate({**report, "latency_budget_ms": p50 / 2, "cpu_proxy": True}) if f.precision == "latency"]
+    assert not [
+        f for f in check_gate({**report, "latency_budget_ms": p50 / 2, "cpu_proxy": True}) if f.precision == "latency"
+    ]
 
 
 def test_unlisted_and_malformed_entries_are_refused(tiny_cpu_bundle, tmp_path):
@@ -417,7 +447,9 @@ def test_unlisted_and_malformed_entries_are_refused(tiny_cpu_bundle, tmp_path):
 def test_unimportable_factory_and_export_mismatch_are_one_line(tiny_project):
     config = tiny_project / "pipeline.toml"
     original = config.read_text()
-    config.write_text(original.replace('checkpoint = "tiny.pt"', 'checkpoint = "tiny.pt"\nfactory = "nosuch.module:build"'))
+    config.write_text(
+        original.replace('checkpoint = "tiny.pt"', 'checkpoint = "tiny.pt"\nfactory = "nosuch.module:build"')
+    )
     result = run_cli(tiny_project, "build", "--no-progress")
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert "model.factory 'nosuch.module:build' cannot be imported" in result.stderr

@@ -16,8 +16,8 @@ import pytest
 from pipeline.config import load_config
 from pipeline.data import normalize
 from pipeline.metrics import Budget
-from pipeline.stages.calibrate import calibrate, load_tensors_data, ranges_to_json, save_tensors_data
 from pipeline.search.fallback import FallbackPolicy, SearchProbe, keep_costliest_in_fp32, quantizable_groups
+from pipeline.stages.calibrate import calibrate, load_tensors_data, ranges_to_json, save_tensors_data
 from pipeline.stages.precision import CalibrationScorer, Int8Job, int8_with_fallback
 
 
@@ -36,7 +36,10 @@ def with_method(config, method: str):
 
 def test_entropy_and_percentile_differ_from_minmax(calibration_inputs):
     config, fp32, images, _ = calibration_inputs
-    ranges = {m: ranges_to_json(calibrate(fp32, images, with_method(config, m), progress=False)) for m in ("minmax", "entropy", "percentile")}
+    ranges = {
+        m: ranges_to_json(calibrate(fp32, images, with_method(config, m), progress=False))
+        for m in ("minmax", "entropy", "percentile")
+    }
     names = sorted(ranges["minmax"])
     assert names == sorted(ranges["entropy"]) == sorted(ranges["percentile"])
     minmax_high = np.array([ranges["minmax"][n][1] for n in names])
@@ -86,7 +89,9 @@ def test_calibration_is_saved_losslessly(calibration_inputs, tmp_path):
     for name, data in tensors.data.items():
         for attr in ("lowest", "highest", "hist", "hist_edges"):
             if hasattr(data, attr):
-                np.testing.assert_array_equal(np.asarray(getattr(loaded.data[name], attr)), np.asarray(getattr(data, attr)))
+                np.testing.assert_array_equal(
+                    np.asarray(getattr(loaded.data[name], attr)), np.asarray(getattr(data, attr))
+                )
 
 
 # --- the fallback policy, with an injected writer and scorer -----------------------------------
@@ -114,7 +119,9 @@ class FakeGraphs:
 
 def run_policy(tmp_path, budget, max_layers):
     graphs = FakeGraphs()
-    outcome = keep_costliest_in_fp32("int8", tmp_path / "int8.onnx", GROUPS, (graphs.write, graphs.score), FallbackPolicy(budget, max_layers))
+    outcome = keep_costliest_in_fp32(
+        "int8", tmp_path / "int8.onnx", GROUPS, (graphs.write, graphs.score), FallbackPolicy(budget, max_layers)
+    )
     return outcome, graphs
 
 
@@ -157,7 +164,9 @@ def test_the_search_probes_each_module_once_then_bisects(tmp_path):
         return 1.0 - lost, 0.0, lost
 
     write = lambda path, keep: path.write_text(json.dumps(keep))  # noqa: E731
-    outcome = keep_costliest_in_fp32("int8", tmp_path / "g.onnx", many, (write, score), FallbackPolicy(Budget(min_agreement=0.6), 12))
+    outcome = keep_costliest_in_fp32(
+        "int8", tmp_path / "g.onnx", many, (write, score), FallbackPolicy(Budget(min_agreement=0.6), 12)
+    )
     assert outcome.probes["rank"] == 40 and outcome.probes["confirm"] <= 1 + 4  # 12 allowed: log2(12) rounds up to 4
     assert outcome.fp32_layers == [f"/block.{i}" for i in range(39, 39 - len(outcome.fp32_layers), -1)]
 
@@ -177,15 +186,21 @@ def test_a_priced_search_keeps_the_modules_that_remove_most_error_per_millisecon
     write = lambda path, keep: path.write_text(json.dumps(keep))  # noqa: E731
     priced = []
     probe = SearchProbe(write, score, price=lambda path, g: priced.append(sorted(g)) or cost_ms)
-    outcome = keep_costliest_in_fp32("int8", tmp_path / "g.onnx", groups, probe, FallbackPolicy(Budget(min_agreement=0.96), 4))
+    outcome = keep_costliest_in_fp32(
+        "int8", tmp_path / "g.onnx", groups, probe, FallbackPolicy(Budget(min_agreement=0.96), 4)
+    )
     assert priced == [sorted(groups)]  # one profile of the fully quantized graph prices every module
     # /matmul costs nothing (INT8 is slower there): first; then /conv.small (0.02/ms) before /conv.big (0.002/ms)
     assert [item["module"] for item in outcome.sensitivity] == ["/matmul", "/conv.small", "/conv.big", "/useless"]
     assert [item["cost_ms"] for item in outcome.sensitivity] == [-0.05, 0.1, 2.0, 0.0]
     assert outcome.fp32_layers == ["/matmul", "/conv.small"]  # agreement 1 - 10 * 0.004 = 0.96
-    unpriced = keep_costliest_in_fp32("int8", tmp_path / "h.onnx", groups, (write, score), FallbackPolicy(Budget(min_agreement=0.96), 4))
+    unpriced = keep_costliest_in_fp32(
+        "int8", tmp_path / "h.onnx", groups, (write, score), FallbackPolicy(Budget(min_agreement=0.96), 4)
+    )
     assert unpriced.fp32_layers == ["/conv.big"]  # by error alone: the biggest first, one is enough
-    everything = keep_costliest_in_fp32("int8", tmp_path / "i.onnx", groups, (write, score), FallbackPolicy(Budget(min_agreement=1.0), 4))
+    everything = keep_costliest_in_fp32(
+        "int8", tmp_path / "i.onnx", groups, (write, score), FallbackPolicy(Budget(min_agreement=1.0), 4)
+    )
     assert "/useless" not in everything.fp32_layers and len(everything.fp32_layers) == 3
 
 
@@ -194,8 +209,8 @@ def test_module_costs_come_from_one_profile_of_each_graph(calibration_inputs, tm
     """A runtime's per-node profile of the FP32 and the fully quantized graph prices modules by name."""
     import onnx
 
-    from pipeline.search.node_cost import NODE_PROFILERS, Profiling, module_costs
     from pipeline.graphs.quantize import fallback_ops, quantize_graph
+    from pipeline.search.node_cost import NODE_PROFILERS, Profiling, module_costs
 
     if runtime == "openvino":
         pytest.importorskip("openvino")
@@ -252,6 +267,7 @@ def test_fallback_wiring_on_the_tiny_vt(calibration_inputs, tmp_path, monkeypatc
     groups = quantizable_groups(fp32, export_nodes, fallback_ops("int8"))
     assert any(module.startswith("/vt.") for module in groups)
     scorer = CalibrationScorer(images, labels, np.zeros((len(labels), 10), dtype=np.float32))
+
     # A scorer that says every graph misses the budget, less so the more nodes read float weights
     # (every module helps): the fallback keeps exactly 2 modules.
     def float_nodes(path: Path) -> int:
@@ -261,7 +277,9 @@ def test_fallback_wiring_on_the_tiny_vt(calibration_inputs, tmp_path, monkeypatc
 
     monkeypatch.setattr(CalibrationScorer, "score", lambda self, path: (0.5 + 0.001 * float_nodes(path), 50.0))
     job = Int8Job(fp32, calibrate(fp32, images, config, progress=False), scorer, export_nodes, 2)
-    outcome = int8_with_fallback(job, "int8", tmp_path / "int8.onnx", Budget(max_top1_drop=0.0, min_agreement=1.0), log=lambda m: None)
+    outcome = int8_with_fallback(
+        job, "int8", tmp_path / "int8.onnx", Budget(max_top1_drop=0.0, min_agreement=1.0), log=lambda m: None
+    )
     assert outcome.sensitivity and len(outcome.fp32_layers) == 2
     graph = onnx.load(str(tmp_path / "int8.onnx")).graph
     dq_inputs = {i for n in graph.node if n.op_type != "DequantizeLinear" for i in n.input}

@@ -42,7 +42,11 @@ def failing_report(report: dict) -> dict:
     int8["predictions"] = {"top1": top1, "confidence": [0.5] * len(top1), "reference_class_confidence": held}
     int8["accuracy"]["agreement"] = float(np.mean(np.array(top1) == np.array(reference["top1"])))
     report["budgets"] = {"int8": {"max_top1_drop": 100.0, "min_agreement": 0.98}}
-    report["precision_settings"] = {**report.get("precision_settings", {}), "max_fp32_layers": 0, "calibration": "minmax"}
+    report["precision_settings"] = {
+        **report.get("precision_settings", {}),
+        "max_fp32_layers": 0,
+        "calibration": "minmax",
+    }
     report["gate"] = {"enabled": True, "failures": []}
     return report
 
@@ -83,7 +87,7 @@ def test_passing_report_puts_the_verdict_first_in_tables(tiny_cpu_bundle, tmp_pa
     banner = page.index('<section class="banner pass" id="verdict">')
     assert banner < page.index("<table>") < page.index('id="summary"')  # the verdict comes before anything else
     assert "PASSED: every budget met" in page and "Chosen precision: <strong>" in page
-    assert "<th>agreement %</th>" in page and "<td class=\"l\">int8</td>" in page
+    assert "<th>agreement %</th>" in page and '<td class="l">int8</td>' in page
     assert 'id="changed"' in page and "Top-1 per class" in page
     assert "<pre>" not in page  # no Markdown pasted as text
     assert_self_contained(page)
@@ -94,21 +98,23 @@ def test_passing_report_puts_the_verdict_first_in_tables(tiny_cpu_bundle, tmp_pa
 def test_failing_report_says_what_failed_what_to_change_and_which_images_changed(tiny_cpu_bundle, tmp_path):
     report = failing_report(built_report(tiny_cpu_bundle))
     page, markdown = render(report, tmp_path, tiny_cpu_bundle / BUNDLE / "reference/eval_crops.npy")
-    banner = page[page.index('<section class="banner fail"'):page.index("</section>")]
+    banner = page[page.index('<section class="banner fail"') : page.index("</section>")]
     assert "FAILED: int8 misses its accuracy budget" in banner
     assert "top-1 agreement" in banner and "below budget 0.9800" in banner
-    assert "<code>[budgets.int8] min_agreement</code>" in banner and "<code>[precision] max_fp32_layers</code>" in banner
+    assert (
+        "<code>[budgets.int8] min_agreement</code>" in banner and "<code>[precision] max_fp32_layers</code>" in banner
+    )
     assert "<code>[precision] calibration</code>" in banner
     assert '<span class="pill fail">FAIL</span>' in banner
     assert f"int8: {FLIPPED} of {report['evaluation_images']} answers differ from FP32" in page
-    section = page[page.index('<h3 id="changed-int8">'):]
-    section = section[:re.search(r"<h[23] ", section[4:]).start() + 4]
+    section = page[page.index('<h3 id="changed-int8">') :]
+    section = section[: re.search(r"<h[23] ", section[4:]).start() + 4]
     cards = re.findall(r'<div class="card[^"]*">\s*<img src="data:image/jpeg;base64,', section)
     assert len(cards) == FLIPPED  # every changed image, with its thumbnail
     shown = [int(i) for i in re.findall(r"<div>#(\d+) · true:", section)]
     assert shown == list(range(FLIPPED - 1, -1, -1))  # the most confidence lost first
     assert "FP32 \\ int8" in page  # the confusion of flipped answers
-    assert '<td class="worse">' in page and 'class=&#34;' not in page  # classes that lost top-1 are marked
+    assert '<td class="worse">' in page and "class=&#34;" not in page  # classes that lost top-1 are marked
     assert_self_contained(page)
     assert "> **FAILED: int8 misses its accuracy budget**" in markdown and "### What to do" in markdown
     assert f"| #{FLIPPED - 1} |" in markdown and "| int8 | **FAIL** |" in markdown
@@ -142,7 +148,9 @@ def test_plots_have_stated_ranges_and_captions(tiny_cpu_bundle):
 
     figures = {f.name: f for f in make_figures(failing_report(built_report(tiny_cpu_bundle)))}
     assert {"accuracy", "latency"} <= set(figures)
-    assert "0-100% axis" in figures["accuracy"].caption and "-100% axis" in figures["accuracy"].caption.split("Right:")[1]
+    assert (
+        "0-100% axis" in figures["accuracy"].caption and "-100% axis" in figures["accuracy"].caption.split("Right:")[1]
+    )
     assert "1st-99th percentile" in figures["latency"].caption
     for figure in figures.values():
         assert figure.png.startswith(b"\x89PNG") and figure.caption
@@ -165,7 +173,10 @@ def test_report_compare_passes_on_itself_and_fails_on_regression(tiny_cpu_bundle
     assert "no regression" in same.stdout and "# No regression" in (tmp_path / "same.md").read_text()
     baseline = built_report(tiny_cpu_bundle)
     worse = copy.deepcopy(baseline)
-    for report, top1 in ((baseline, 0.9), (worse, 0.4)):  # 50 points lost; fp16 has no budget in the tiny project: Budget()'s 1 point applies
+    for report, top1 in (
+        (baseline, 0.9),
+        (worse, 0.4),
+    ):  # 50 points lost; fp16 has no budget in the tiny project: Budget()'s 1 point applies
         next(r for r in report["results"] if r["precision"] == "fp16")["accuracy"]["top1"] = top1
     fp32 = next(r for r in worse["results"] if r["precision"] == "fp32")
     for lat in fp32["latency"]:
@@ -193,7 +204,10 @@ def test_compare_judges_answers_image_by_image_and_skips_latency_across_machines
         lat["p50_ms"] *= 10
     comparison = compare_reports(candidate, baseline)
     int8 = next(row for row in comparison.rows if row.precision == "int8")
-    before, after = (next(r for r in rep["results"] if r["precision"] == "int8")["predictions"]["top1"] for rep in (baseline, candidate))
+    before, after = (
+        next(r for r in rep["results"] if r["precision"] == "int8")["predictions"]["top1"]
+        for rep in (baseline, candidate)
+    )
     assert int8.agreement == pytest.approx(np.mean(np.array(before) == np.array(after))) and int8.agreement < 0.98
     assert [m for m in comparison.regressions if m.startswith("int8: agreement with the baseline")]
     assert not [m for m in comparison.regressions if "p50" in m]
@@ -234,7 +248,9 @@ def test_device_finish_records_the_same_per_image_answers(tiny_cpu_bundle, tmp_p
     monkeypatch.setattr(tensorrt, "TensorRTRunner", lambda path, trt, name: OrtRunner(name, path))
     engines = [{"precision": p, "path": f"models/model.{p}.onnx", "profile": {"max": 4}} for p in ("fp16", "int8-trt")]
     config = load_config(tiny_cpu_bundle / "pipeline.toml")
-    report = validate_on_device(config, bundle, read_manifest(bundle), engines, types.SimpleNamespace(version="10.3"), False)
+    report = validate_on_device(
+        config, bundle, read_manifest(bundle), engines, types.SimpleNamespace(version="10.3"), False
+    )
     host = built_report(tiny_cpu_bundle)
     assert report["per_image"] == host["per_image"] and report["class_names"] == host["class_names"]
     for result in report["results"]:
@@ -254,8 +270,8 @@ def test_device_finish_times_its_engines_interleaved(tiny_cpu_bundle, tmp_path, 
     from pipeline.backends.timing import TimedCall
     from pipeline.config import load_config
     from pipeline.finish import validate_on_device
-    from pipeline.stages.bundle import read_manifest
     from pipeline.report.gate import choose_precision, result_of, samples_at
+    from pipeline.stages.bundle import read_manifest
 
     calls: list = []
 
@@ -267,9 +283,13 @@ def test_device_finish_times_its_engines_interleaved(tiny_cpu_bundle, tmp_path, 
     bundle = tmp_path / "bundle"
     shutil.copytree(tiny_cpu_bundle / BUNDLE, bundle)
     monkeypatch.setattr(tensorrt, "TensorRTRunner", lambda path, trt, name: Recording(name, path))
-    engines = [{"precision": p, "path": f"models/model.{p}.onnx", "profile": {"max": 4}} for p in ("fp32", "fp16", "int8-trt")]
+    engines = [
+        {"precision": p, "path": f"models/model.{p}.onnx", "profile": {"max": 4}} for p in ("fp32", "fp16", "int8-trt")
+    ]
     config = load_config(tiny_cpu_bundle / "pipeline.toml")
-    report = validate_on_device(config, bundle, read_manifest(bundle), engines, types.SimpleNamespace(version="10.3"), False)
+    report = validate_on_device(
+        config, bundle, read_manifest(bundle), engines, types.SimpleNamespace(version="10.3"), False
+    )
     vc, names = config.validate_, ["fp32", "fp16", "int8-trt"]
     expected = []
     for batch in vc.batch_sizes:

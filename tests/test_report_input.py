@@ -46,6 +46,7 @@ def _each_result(key: str, value: Any) -> Mutation:
     def mutate(report: Dict[str, Any]) -> None:
         for result in report["results"]:
             result["accuracy"][key] = value
+
     return mutate
 
 
@@ -54,6 +55,7 @@ def _each_p50(value: Any) -> Mutation:
         for result in report["results"]:
             for latency in result["latency"]:
                 latency["p50_ms"] = value
+
     return mutate
 
 
@@ -68,9 +70,21 @@ def _drop(key: str) -> Mutation:
 # (case, how report A is edited, what its one line says after "a.json: ")
 BAD_CANDIDATES = [
     ("top-1 NaN", _each_result("top1", math.nan), "key 'results.0.accuracy.top1': Input should be a finite number"),
-    ("top-1 Infinity", _each_result("top1", math.inf), "key 'results.0.accuracy.top1': Input should be a finite number"),
-    ("top-1 above 1", _each_result("top1", 1.5), "key 'results.0.accuracy.top1': Input should be less than or equal to 1"),
-    ("agreement negative", _each_result("agreement", -0.1), "key 'results.0.accuracy.agreement': Input should be greater than or equal to 0"),
+    (
+        "top-1 Infinity",
+        _each_result("top1", math.inf),
+        "key 'results.0.accuracy.top1': Input should be a finite number",
+    ),
+    (
+        "top-1 above 1",
+        _each_result("top1", 1.5),
+        "key 'results.0.accuracy.top1': Input should be less than or equal to 1",
+    ),
+    (
+        "agreement negative",
+        _each_result("agreement", -0.1),
+        "key 'results.0.accuracy.agreement': Input should be greater than or equal to 0",
+    ),
     ("top-1 a string", _each_result("top1", "0.9"), "key 'results.0.accuracy.top1': Input should be a valid number"),
     ("p50 NaN", _each_p50(math.nan), "key 'results.0.latency.0.p50_ms': Input should be a finite number"),
     ("p50 -100 ms", _each_p50(-100.0), "key 'results.0.latency.0.p50_ms': Input should be greater than or equal to 0"),
@@ -80,19 +94,36 @@ BAD_CANDIDATES = [
     ("results an object", _set("results", {}), "key 'results': Input should be a valid list"),
     ("results a number", _set("results", 3), "key 'results': Input should be a valid list"),
     ("host a list", _set("host", []), "key 'host': Input should be a valid dictionary"),
-    ("budget a string", _set("budgets", {"int8": {"max_top1_drop": "x", "min_agreement": 0.5}}),
-     "key 'budgets.int8.max_top1_drop': Input should be a valid number"),
-    ("budget NaN", _set("budgets", {"int8": {"max_top1_drop": math.nan, "min_agreement": 0.5}}),
-     "key 'budgets.int8.max_top1_drop': Input should be a finite number"),
+    (
+        "budget a string",
+        _set("budgets", {"int8": {"max_top1_drop": "x", "min_agreement": 0.5}}),
+        "key 'budgets.int8.max_top1_drop': Input should be a valid number",
+    ),
+    (
+        "budget NaN",
+        _set("budgets", {"int8": {"max_top1_drop": math.nan, "min_agreement": 0.5}}),
+        "key 'budgets.int8.max_top1_drop': Input should be a finite number",
+    ),
     ("budgets a list", _set("budgets", []), "key 'budgets': Input should be a valid dictionary"),
-    ("budget with an unknown key", _set("budgets", {"int8": {"max_top1_drop": 1.0, "min_agreement": 0.5, "x": 1}}),
-     "unknown key 'budgets.int8.x'"),
-    ("precision twice", lambda r: r["results"].append(copy.deepcopy(r["results"][1])), "measures precision 'fp32' again"),
+    (
+        "budget with an unknown key",
+        _set("budgets", {"int8": {"max_top1_drop": 1.0, "min_agreement": 0.5, "x": 1}}),
+        "unknown key 'budgets.int8.x'",
+    ),
+    (
+        "precision twice",
+        lambda r: r["results"].append(copy.deepcopy(r["results"][1])),
+        "measures precision 'fp32' again",
+    ),
 ]
 
 
-@pytest.mark.parametrize("mutate,expected", [case[1:] for case in BAD_CANDIDATES], ids=[case[0] for case in BAD_CANDIDATES])
-def test_a_report_that_cannot_be_a_measurement_is_refused_in_one_line(built, tmp_path, tiny_cpu_bundle, mutate, expected):
+@pytest.mark.parametrize(
+    "mutate,expected", [case[1:] for case in BAD_CANDIDATES], ids=[case[0] for case in BAD_CANDIDATES]
+)
+def test_a_report_that_cannot_be_a_measurement_is_refused_in_one_line(
+    built, tmp_path, tiny_cpu_bundle, mutate, expected
+):
     bad = copy.deepcopy(built)
     bad["format_version"] = 1
     mutate(bad)
@@ -137,14 +168,18 @@ def test_format_versions(built, tmp_path, tiny_cpu_bundle):
     (tmp_path / "older.json").write_text(json.dumps(older))
     result = cli("report", good, str(tmp_path / "older.json"))
     assert result.exit_code == 1
-    assert ("older.json: a report without format_version (older vt-edge) that this version cannot read: "
-            "key 'results.0.accuracy': Field required") in one_error_line(result)
+    assert (
+        "older.json: a report without format_version (older vt-edge) that this version cannot read: "
+        "key 'results.0.accuracy': Field required"
+    ) in one_error_line(result)
 
 
 def test_non_finite_slowdown_options_are_refused(tiny_cpu_bundle):
     good = str(tiny_cpu_bundle / BUNDLE)
     result = cli("report", good, good, "--max-slowdown", "inf")  # nan: typer refuses it already (min=0)
-    assert result.exit_code == 2 and "--max-slowdown and --min-slowdown-ms must be finite numbers" in one_error_line(result)
+    assert result.exit_code == 2 and "--max-slowdown and --min-slowdown-ms must be finite numbers" in one_error_line(
+        result
+    )
 
 
 def test_report_dir_without_a_usable_report_gives_one_line(built, tmp_path):
@@ -172,21 +207,35 @@ def test_bundle_names_reach_the_terminal_as_text(built, tmp_path, tiny_cpu_bundl
         assert shown in " ".join(result.stdout.split()), result.stdout
     path = tmp_path / "b\x1b]0;title\x07.json"
     result = cli("report", str(path), good)
-    assert result.exit_code == 1 and "\x1b" not in result.output and "\\x1b]0;title\\x07.json: no report.json here" in one_error_line(result)
+    assert (
+        result.exit_code == 1
+        and "\x1b" not in result.output
+        and "\\x1b]0;title\\x07.json: no report.json here" in one_error_line(result)
+    )
 
 
 # ---------------------------------------------------------------------------------------------
 # Markdown: what a renderer of report.md and comparison.md shows
 
 
-HOSTILE = ["<script>alert(1)</script>", "<img src=x onerror=alert(1)>", "</td></tr><tr><td>x", "car\rdog", "cat\n# heading",
-           "a|b", "[click](javascript:alert(1))", "back\\|slash"]
+HOSTILE = [
+    "<script>alert(1)</script>",
+    "<img src=x onerror=alert(1)>",
+    "</td></tr><tr><td>x",
+    "car\rdog",
+    "cat\n# heading",
+    "a|b",
+    "[click](javascript:alert(1))",
+    "back\\|slash",
+]
 
 
 def _rendered_html(markdown: str) -> str:
     from markdown_it import MarkdownIt
 
-    return MarkdownIt("commonmark").enable("table").render(markdown)  # raw HTML on, as GitHub's sanitizer is not everyone's
+    return (
+        MarkdownIt("commonmark").enable("table").render(markdown)
+    )  # raw HTML on, as GitHub's sanitizer is not everyone's
 
 
 def _table_rows_keep_their_cells(markdown: str) -> None:
@@ -220,7 +269,9 @@ def test_report_md_shows_hostile_names_as_text(built, tmp_path):
     fp32 = next(r for r in report["results"] if r["precision"] == "fp32")
     int8 = next(r for r in report["results"] if r["precision"] == "int8")
     int8["predictions"] = copy.deepcopy(fp32["predictions"])
-    int8["predictions"]["top1"] = [(t + 1) % 10 for t in int8["predictions"]["top1"]]  # every answer changes: every name shows
+    int8["predictions"]["top1"] = [
+        (t + 1) % 10 for t in int8["predictions"]["top1"]
+    ]  # every answer changes: every name shows
     render_report(report, tmp_path)
     markdown = (tmp_path / "report.md").read_text()
     _assert_inert(markdown)
@@ -230,11 +281,15 @@ def test_report_md_shows_hostile_names_as_text(built, tmp_path):
 
 
 def test_comparison_md_shows_hostile_names_as_text(built):
-    from pipeline.stages.report import render_comparison
     from pipeline.report.compare import compare_reports
+    from pipeline.stages.report import render_comparison
 
     candidate = {**copy.deepcopy(built), "bundle": HOSTILE[0] + HOSTILE[4]}
-    baseline = {**copy.deepcopy(built), "bundle": HOSTILE[1] + HOSTILE[3], "host": {**built["host"], "cpu": HOSTILE[2] + HOSTILE[5]}}
+    baseline = {
+        **copy.deepcopy(built),
+        "bundle": HOSTILE[1] + HOSTILE[3],
+        "host": {**built["host"], "cpu": HOSTILE[2] + HOSTILE[5]},
+    }
     markdown = render_comparison(compare_reports(candidate, baseline))
     _assert_inert(markdown)
     assert "&lt;img src=x onerror=alert(1)&gt;" in _rendered_html(markdown)
@@ -248,8 +303,9 @@ def test_the_committed_report_schema_is_the_models_schema(built):
     from pipeline.report.model import schema_text
 
     assert (ROOT / "docs/report.schema.json").read_text() == schema_text(), (
-        "docs/report.schema.json is stale: python -c \"from pipeline.report.model import schema_text; "
-        "print(schema_text(), end='')\" > docs/report.schema.json")
+        'docs/report.schema.json is stale: python -c "from pipeline.report.model import schema_text; '
+        "print(schema_text(), end='')\" > docs/report.schema.json"
+    )
     jsonschema = pytest.importorskip("jsonschema")
     schema = json.loads(schema_text())
     jsonschema.Draft202012Validator.check_schema(schema)
@@ -329,20 +385,45 @@ def _apply(report: Dict[str, Any], path: tuple, action: str, value: Any) -> None
         holder[last] = value
 
 
-ODD_NUMBERS = [math.nan, math.inf, -math.inf, -1.0, -1e-9, 0.0, 1.0000001, 101.0, 1e308, 5e-324, 2 ** 70, -(2 ** 63), 0, 1, True]
+ODD_NUMBERS = [
+    math.nan,
+    math.inf,
+    -math.inf,
+    -1.0,
+    -1e-9,
+    0.0,
+    1.0000001,
+    101.0,
+    1e308,
+    5e-324,
+    2**70,
+    -(2**63),
+    0,
+    1,
+    True,
+]
 ODD_STRINGS = ["", "0.5", "NaN", "Infinity", "[/oops]", "\x1b[2J", "fp32", "<script>"]
 ODD_KEYS = ["top1", "p50_ms", "batch", "precision", "accuracy", "latency", "x", ""]
 
 
 # JSON values of any type and shape, biased to numbers that cannot be measurements.
 ODD_VALUES = st.recursive(
-    st.one_of(st.sampled_from(ODD_NUMBERS), st.floats(), st.integers(-(2 ** 70), 2 ** 70), st.sampled_from(ODD_STRINGS),
-              st.text(max_size=6), st.none(), st.booleans()),
+    st.one_of(
+        st.sampled_from(ODD_NUMBERS),
+        st.floats(),
+        st.integers(-(2**70), 2**70),
+        st.sampled_from(ODD_STRINGS),
+        st.text(max_size=6),
+        st.none(),
+        st.booleans(),
+    ),
     lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.sampled_from(ODD_KEYS), inner, max_size=3),
     max_leaves=6,
 )
 # One time in ten the JSON text itself is damaged: (0, where, cut or replace, by what).
-TEXT_DAMAGE = st.tuples(st.integers(0, 9), st.floats(0, 1, exclude_max=True), st.booleans(), st.sampled_from("{}[]\",:0-eN\x00\u202e"))
+TEXT_DAMAGE = st.tuples(
+    st.integers(0, 9), st.floats(0, 1, exclude_max=True), st.booleans(), st.sampled_from('{}[]",:0-eN\x00\u202e')
+)
 
 
 def _fuzzed_text(base: str, edits: List[tuple], damage: tuple) -> str:
@@ -358,7 +439,7 @@ def _fuzzed_text(base: str, edits: List[tuple], damage: tuple) -> str:
     chance, where, cut, char = damage
     if chance == 0:
         at = int(where * len(text))
-        text = text[:at] if cut else text[:at] + char + text[at + 1:]
+        text = text[:at] if cut else text[:at] + char + text[at + 1 :]
     return text
 
 
@@ -367,18 +448,27 @@ def test_fuzzed_reports_never_crash_and_never_pass_a_non_finite_number(built, tm
     run): reading and comparing each, as candidate or as baseline, ends in a one-line VtEdgeError
     or in a comparison of finite numbers only."""
     from pipeline.errors import VtEdgeError
-    from pipeline.stages.report import read_report, render_comparison
     from pipeline.report.compare import compare_reports
+    from pipeline.stages.report import read_report, render_comparison
 
     base = copy.deepcopy(built)
     for result in base["results"]:  # the shape matters, not 30 images
         result["predictions"] = {k: v[:4] for k, v in result["predictions"].items()}
-    base["per_image"] = {"labels": base["per_image"]["labels"][:4], "reference": {k: v[:4] for k, v in base["per_image"]["reference"].items()}}
+    base["per_image"] = {
+        "labels": base["per_image"]["labels"][:4],
+        "reference": {k: v[:4] for k, v in base["per_image"]["reference"].items()},
+    }
     source, base_text = tmp_path / "report.json", json.dumps(base)
-    edits = st.lists(st.tuples(st.sampled_from(_paths(base)), st.sampled_from(["set", "set", "delete", "negate"]), ODD_VALUES), min_size=1, max_size=3)
+    edits = st.lists(
+        st.tuples(st.sampled_from(_paths(base)), st.sampled_from(["set", "set", "delete", "negate"]), ODD_VALUES),
+        min_size=1,
+        max_size=3,
+    )
     outcomes = {"refused": 0, "compared": 0}
 
-    @settings(max_examples=1000, deadline=None, derandomize=True, database=None, suppress_health_check=list(HealthCheck))
+    @settings(
+        max_examples=1000, deadline=None, derandomize=True, database=None, suppress_health_check=list(HealthCheck)
+    )
     @given(edits, TEXT_DAMAGE, st.booleans())
     def read_and_compare(edits: List[tuple], damage: tuple, as_candidate: bool) -> None:
         source.write_text(_fuzzed_text(base_text, edits, damage))

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 from conftest import ROOT, run_cli
-from pipeline.artifacts import LockError, StageCache, exclusive_lock, save_array
+from pipeline.artifacts import StageCache, exclusive_lock, save_array
 from pipeline.stages.bundle import BundleError, bundle_lock, verify_bundle
 
 BUNDLE = "engines/tiny-cpu"
@@ -40,8 +40,14 @@ def one_error(result: subprocess.CompletedProcess, code: int = 1) -> str:
 
 def start_cli(folder: Path, *args: str) -> subprocess.Popen:
     env = {**os.environ, "COLUMNS": "200", "PYTHONPATH": str(ROOT)}
-    return subprocess.Popen([sys.executable, "-m", "pipeline", *args], cwd=folder, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "pipeline", *args],
+        cwd=folder,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -55,9 +61,11 @@ def test_two_builds_of_one_target_at_once_give_one_complete_bundle(tiny_project)
     for code, _, stderr in results:
         assert code == 0, stderr
         assert "Traceback" not in stderr
-    assert any("waiting for" in stderr and f"pid " in stderr for _, _, stderr in results)  # the one that waited said so
+    assert any("waiting for" in stderr and "pid " in stderr for _, _, stderr in results)  # the one that waited said so
     manifest = verify_bundle(tiny_project / BUNDLE)
-    assert len(manifest["files"]) == 19  # models for 5 graphs (int8-trt-fp16 included), their ONNX Runtime-optimized copies, reference, report
+    assert (
+        len(manifest["files"]) == 19
+    )  # models for 5 graphs (int8-trt-fp16 included), their ONNX Runtime-optimized copies, reference, report
     engines = tiny_project / "engines"
     assert sorted(p.name for p in engines.iterdir()) == [".tiny-cpu.lock", "tiny-cpu"]  # no staging or old folder left
     assert not list((tiny_project / ".cache").glob("*/.*.partial"))
@@ -103,11 +111,20 @@ def test_cache_leftovers_of_a_running_build_are_kept(tmp_path):
         return {"out": "out.txt"}, {}
 
     with exclusive_lock(stage / ".bbbb.lock", "entry bbbb"):
-        subprocess.run([sys.executable, "-c", (
-            "import sys; sys.path.insert(0, %r)\n"
-            "from pathlib import Path\n"
-            "from pipeline.artifacts import StageCache\n"
-            "StageCache(Path(%r))._remove_leftovers(Path(%r))\n") % (str(ROOT), str(tmp_path), str(stage))], check=True)
+        subprocess.run(
+            [
+                sys.executable,
+                "-c",
+                (
+                    "import sys; sys.path.insert(0, %r)\n"
+                    "from pathlib import Path\n"
+                    "from pipeline.artifacts import StageCache\n"
+                    "StageCache(Path(%r))._remove_leftovers(Path(%r))\n"
+                )
+                % (str(ROOT), str(tmp_path), str(stage)),
+            ],
+            check=True,
+        )
         assert (stage / ".bbbb.x2.partial").is_dir() and not (stage / ".aaaa.x1.partial").exists()
         result = cache.run("export", {"a": "1"}, {}, {}, body)
     assert result.output("out").read_text() == "x" and cache.run("export", {"a": "1"}, {}, {}, body).cached
@@ -148,31 +165,62 @@ def _set(path: str, value):
         for key in parents:
             node = node[key]
         node[last] = value
+
     return change
 
 
-@pytest.mark.parametrize("change, expected", [
-    (_set("precisions.fp32.onnx", "../../../../etc/passwd"), "key 'precisions.fp32.onnx': path '../../../../etc/passwd' leaves the bundle folder: it contains '..'"),
-    (_set("precisions.fp16.optimized", "/etc/passwd"), "key 'precisions.fp16.optimized': path '/etc/passwd' leaves the bundle folder: it is absolute"),
-    (_set("files", {}), "key 'files': Dictionary should have at least 1 item"),
-    (_set("target", {}), "key 'target.name': Field required"),
-    (_set("target", "cpu"), "key 'target': Input should be a valid dictionary"),
-    (_set("model.num_classes", 0), "key 'model.num_classes': Input should be greater than or equal to 1"),
-    (_set("model.num_classes", "10"), "key 'model.num_classes': Input should be a valid integer"),
-    (_set("labels", ["a"]), "labels has 1 entries but model.num_classes is 10"),
-    (_set("precisions.fp32.onnx", "models/other.onnx"), "precisions.fp32.onnx 'models/other.onnx' is not listed in files"),
-    (lambda m: m["files"].pop("reference/fp32_logits.npy"), "required file 'reference/fp32_logits.npy' is not listed in files"),
-    (lambda m: m["precisions"].pop("fp32"), "precisions has no fp32 entry"),
-    (_set("engines", [{"path": "models/model.fp32.onnx"}]), "key 'engines.0.precision': Field required"),
-    (_set("surprise", 1), "unknown key 'surprise'"),
-    (_set("format_version", 4), "unsupported format_version 4 (this tool reads 1, 2 and 3)"),
-    (_set("session.int8", {"runtime": "openvino", "openvino": "2026.4.1", "device": "CPU", "threads": 0,
-                           "performance_hint": "LATENCY", "inference_precision": "f32", "intra_op_threads": 0}),
-     "unknown key 'session.int8.openvino.intra_op_threads'"),
-    (_set("format_version", 1), "session: format_version 1 has one session object"),
-    (lambda m: m["session"].pop("int8"), "session names graphs ['fp16', 'fp32', 'int8-trt', 'int8-trt-fp16'], precisions lists"),
-    (_set("preprocessing.std", [0, 1, 1]), "key 'preprocessing.std.0': Input should be greater than 0"),
-])
+@pytest.mark.parametrize(
+    "change, expected",
+    [
+        (
+            _set("precisions.fp32.onnx", "../../../../etc/passwd"),
+            "key 'precisions.fp32.onnx': path '../../../../etc/passwd' leaves the bundle folder: it contains '..'",
+        ),
+        (
+            _set("precisions.fp16.optimized", "/etc/passwd"),
+            "key 'precisions.fp16.optimized': path '/etc/passwd' leaves the bundle folder: it is absolute",
+        ),
+        (_set("files", {}), "key 'files': Dictionary should have at least 1 item"),
+        (_set("target", {}), "key 'target.name': Field required"),
+        (_set("target", "cpu"), "key 'target': Input should be a valid dictionary"),
+        (_set("model.num_classes", 0), "key 'model.num_classes': Input should be greater than or equal to 1"),
+        (_set("model.num_classes", "10"), "key 'model.num_classes': Input should be a valid integer"),
+        (_set("labels", ["a"]), "labels has 1 entries but model.num_classes is 10"),
+        (
+            _set("precisions.fp32.onnx", "models/other.onnx"),
+            "precisions.fp32.onnx 'models/other.onnx' is not listed in files",
+        ),
+        (
+            lambda m: m["files"].pop("reference/fp32_logits.npy"),
+            "required file 'reference/fp32_logits.npy' is not listed in files",
+        ),
+        (lambda m: m["precisions"].pop("fp32"), "precisions has no fp32 entry"),
+        (_set("engines", [{"path": "models/model.fp32.onnx"}]), "key 'engines.0.precision': Field required"),
+        (_set("surprise", 1), "unknown key 'surprise'"),
+        (_set("format_version", 4), "unsupported format_version 4 (this tool reads 1, 2 and 3)"),
+        (
+            _set(
+                "session.int8",
+                {
+                    "runtime": "openvino",
+                    "openvino": "2026.4.1",
+                    "device": "CPU",
+                    "threads": 0,
+                    "performance_hint": "LATENCY",
+                    "inference_precision": "f32",
+                    "intra_op_threads": 0,
+                },
+            ),
+            "unknown key 'session.int8.openvino.intra_op_threads'",
+        ),
+        (_set("format_version", 1), "session: format_version 1 has one session object"),
+        (
+            lambda m: m["session"].pop("int8"),
+            "session names graphs ['fp16', 'fp32', 'int8-trt', 'int8-trt-fp16'], precisions lists",
+        ),
+        (_set("preprocessing.std", [0, 1, 1]), "key 'preprocessing.std.0': Input should be greater than 0"),
+    ],
+)
 def test_verify_refuses_a_manifest_outside_its_contract(tiny_cpu_bundle, tmp_path, change, expected):
     copy = _tampered(tiny_cpu_bundle, tmp_path, change)
     with pytest.raises(BundleError, match="manifest.json: ") as info:
@@ -182,6 +230,7 @@ def test_verify_refuses_a_manifest_outside_its_contract(tiny_cpu_bundle, tmp_pat
 
 def test_a_format_version_1_manifest_is_still_read(tiny_cpu_bundle, tmp_path):
     """Version 1 had one `session` for every graph."""
+
     def to_version_1(manifest):
         manifest["format_version"] = 1
         manifest["session"] = manifest["session"]["fp32"]
@@ -216,10 +265,25 @@ def test_report_plots_are_written_atomically_replacing_a_link(tmp_path):
     folder = tmp_path / "report"
     folder.mkdir()
     (folder / "latency.png").symlink_to(outside)
-    result = {"precision": "fp32", "accuracy": {"top1": 1.0, "top5": 1.0, "agreement": 1.0, "cosine_mean": 1.0, "max_abs_error": 0.0},
-              "latency": [{"batch": 1, "p50_ms": 1.0, "p90_ms": 1.0, "p99_ms": 1.0, "mean_ms": 1.05, "throughput_ips": 1.0, "runs": 2}], "samples_ms": {"1": [1.0, 1.1]}}
-    report = {"bundle": "b", "target": "cpu", "backend": "onnxruntime", "model": {"arch": "x", "num_classes": 1, "checkpoint_sha256": "0" * 64},
-              "results": [result], "created_utc": "now", "host": {}, "evaluation_images": 1, "calibration_images": 1}
+    result = {
+        "precision": "fp32",
+        "accuracy": {"top1": 1.0, "top5": 1.0, "agreement": 1.0, "cosine_mean": 1.0, "max_abs_error": 0.0},
+        "latency": [
+            {"batch": 1, "p50_ms": 1.0, "p90_ms": 1.0, "p99_ms": 1.0, "mean_ms": 1.05, "throughput_ips": 1.0, "runs": 2}
+        ],
+        "samples_ms": {"1": [1.0, 1.1]},
+    }
+    report = {
+        "bundle": "b",
+        "target": "cpu",
+        "backend": "onnxruntime",
+        "model": {"arch": "x", "num_classes": 1, "checkpoint_sha256": "0" * 64},
+        "results": [result],
+        "created_utc": "now",
+        "host": {},
+        "evaluation_images": 1,
+        "calibration_images": 1,
+    }
     render_report(report, folder)
     assert outside.read_bytes() == b"precious"
     assert not (folder / "latency.png").is_symlink() and (folder / "latency.png").read_bytes().startswith(b"\x89PNG")
@@ -229,8 +293,9 @@ def test_the_committed_schema_is_the_models_schema():
     from pipeline.bundle.manifest import schema_text
 
     assert (ROOT / "docs/manifest.schema.json").read_text() == schema_text(), (
-        "docs/manifest.schema.json is stale: python -c \"from pipeline.bundle.manifest import schema_text; "
-        "print(schema_text(), end='')\" > docs/manifest.schema.json")
+        'docs/manifest.schema.json is stale: python -c "from pipeline.bundle.manifest import schema_text; '
+        "print(schema_text(), end='')\" > docs/manifest.schema.json"
+    )
 
 
 def test_a_real_bundle_validates_against_the_schema_file(tiny_cpu_bundle):
@@ -239,7 +304,9 @@ def test_a_real_bundle_validates_against_the_schema_file(tiny_cpu_bundle):
     jsonschema.Draft202012Validator.check_schema(schema)
     jsonschema.validate(json.loads((tiny_cpu_bundle / BUNDLE / "manifest.json").read_text()), schema)
     with pytest.raises(jsonschema.ValidationError):
-        jsonschema.validate({**json.loads((tiny_cpu_bundle / BUNDLE / "manifest.json").read_text()), "files": {}}, schema)
+        jsonschema.validate(
+            {**json.loads((tiny_cpu_bundle / BUNDLE / "manifest.json").read_text()), "files": {}}, schema
+        )
 
 
 def test_bundle_format_doc_names_every_manifest_key():
@@ -279,7 +346,9 @@ def test_same_count_but_other_class_names_are_refused(tiny_project, tmp_path):
     check_classes(config, dataset, list(dataset.classes))
     other = list(dataset.classes)
     other[3] = "c03_something_else"
-    with pytest.raises(ValueError, match=r"class 3 is 'c03_.*' but the checkpoint .*tiny.pt calls class 3 'c03_something_else'"):
+    with pytest.raises(
+        ValueError, match=r"class 3 is 'c03_.*' but the checkpoint .*tiny.pt calls class 3 'c03_something_else'"
+    ):
         check_classes(config, dataset, other)
 
 
@@ -301,7 +370,9 @@ def test_random_bytes_are_reported_as_corrupt_not_as_untrusted(tiny_project, tru
     (tiny_project / "tiny.pt").write_bytes(np.random.default_rng(0).bytes(5000))
     if trusted:
         config = tiny_project / "pipeline.toml"
-        config.write_text(config.read_text().replace('checkpoint = "tiny.pt"', 'checkpoint = "tiny.pt"\ntrusted_checkpoint = true'))
+        config.write_text(
+            config.read_text().replace('checkpoint = "tiny.pt"', 'checkpoint = "tiny.pt"\ntrusted_checkpoint = true')
+        )
     line = one_error(run_cli(tiny_project, "build", "--no-progress"))
     assert "tiny.pt: not a torch checkpoint (corrupt, truncated or another kind of file)" in line
     assert "trusted_checkpoint" not in line
@@ -328,26 +399,37 @@ def test_weights_of_the_wrong_shape_are_one_line_naming_key_and_shapes(tiny_proj
     from pipeline.errors import ModelError
     from pipeline.stages.model_input import load_model
 
-    _edit_checkpoint(tiny_project, lambda d: d["state_dict"].update({"fc.weight": torch.zeros(5, d["state_dict"]["fc.weight"].shape[1])}))
+    _edit_checkpoint(
+        tiny_project,
+        lambda d: d["state_dict"].update({"fc.weight": torch.zeros(5, d["state_dict"]["fc.weight"].shape[1])}),
+    )
     with pytest.raises(ModelError) as info:
         load_model(load_config(tiny_project / "pipeline.toml"))
     message = str(info.value)
-    assert "\n" not in message and "weight 'fc.weight' has shape [5, 16] in the checkpoint but [10, 16] in the model" in message
+    assert (
+        "\n" not in message
+        and "weight 'fc.weight' has shape [5, 16] in the checkpoint but [10, 16] in the model" in message
+    )
 
 
-@pytest.mark.parametrize("factory, expected", [
-    ("os:system", "model.factory 'os:system' failed on the spec of"),
-    ("os:sep", "model.factory 'os:sep' is a str, not a function"),
-    ("builtins:dict", "model.factory 'builtins:dict' returned a dict, not a torch.nn.Module"),
-    ("nosuch.module:build", "model.factory 'nosuch.module:build' cannot be imported: ModuleNotFoundError"),
-])
+@pytest.mark.parametrize(
+    "factory, expected",
+    [
+        ("os:system", "model.factory 'os:system' failed on the spec of"),
+        ("os:sep", "model.factory 'os:sep' is a str, not a function"),
+        ("builtins:dict", "model.factory 'builtins:dict' returned a dict, not a torch.nn.Module"),
+        ("nosuch.module:build", "model.factory 'nosuch.module:build' cannot be imported: ModuleNotFoundError"),
+    ],
+)
 def test_a_factory_that_fails_is_one_line(tiny_project, factory, expected):
     from pipeline.config import load_config
     from pipeline.errors import ModelError
     from pipeline.stages.model_input import load_model
 
     config = tiny_project / "pipeline.toml"
-    config.write_text(config.read_text().replace('checkpoint = "tiny.pt"', f'checkpoint = "tiny.pt"\nfactory = "{factory}"'))
+    config.write_text(
+        config.read_text().replace('checkpoint = "tiny.pt"', f'checkpoint = "tiny.pt"\nfactory = "{factory}"')
+    )
     with pytest.raises(ModelError) as info:
         load_model(load_config(config))
     assert expected in str(info.value) and "\n" not in str(info.value)
@@ -355,8 +437,12 @@ def test_a_factory_that_fails_is_one_line(tiny_project, factory, expected):
 
 def test_os_system_factory_through_the_cli_is_one_line(tiny_project):
     config = tiny_project / "pipeline.toml"
-    config.write_text(config.read_text().replace('checkpoint = "tiny.pt"', 'checkpoint = "tiny.pt"\nfactory = "os:system"'))
-    assert "model.factory 'os:system' failed on the spec of" in one_error(run_cli(tiny_project, "build", "--no-progress"))
+    config.write_text(
+        config.read_text().replace('checkpoint = "tiny.pt"', 'checkpoint = "tiny.pt"\nfactory = "os:system"')
+    )
+    assert "model.factory 'os:system' failed on the spec of" in one_error(
+        run_cli(tiny_project, "build", "--no-progress")
+    )
 
 
 def test_every_image_skipped_is_one_line_naming_the_folder(tiny_project):
@@ -411,8 +497,20 @@ def test_a_narrow_terminal_folds_cells_instead_of_cutting_them():
 
     from pipeline.cli import TARGET_COLUMNS, listing_table
 
-    rows = [["jetson-agx-orin (jetson)", "tensorrt", "8.7", "5.1 / 6.x / 7.2.2+", "8.5, 8.6, 10.3, 11.4", "2", "4096 MiB", "1/8/32",
-             "fp32, fp16, int8-trt", "4"]]
+    rows = [
+        [
+            "jetson-agx-orin (jetson)",
+            "tensorrt",
+            "8.7",
+            "5.1 / 6.x / 7.2.2+",
+            "8.5, 8.6, 10.3, 11.4",
+            "2",
+            "4096 MiB",
+            "1/8/32",
+            "fp32, fp16, int8-trt",
+            "4",
+        ]
+    ]
     console = Console(width=60, record=True, force_terminal=True, color_system=None)
     console.print(listing_table("targets", TARGET_COLUMNS, rows))
     text = console.export_text()
@@ -435,11 +533,14 @@ def test_models_json():
 
 def _png_claiming(path: Path, width: int, height: int) -> Path:
     """A tiny PNG whose header claims `width` x `height` (what a decompression bomb looks like)."""
+
     def chunk(kind: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
 
     header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 7)) + chunk(b"IEND", b""))
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 7)) + chunk(b"IEND", b"")
+    )
     return path
 
 
@@ -454,7 +555,9 @@ def test_an_image_over_the_limit_is_skipped_before_decoding_without_a_warning(tm
     before = Image.MAX_IMAGE_PIXELS
     loaded = load_crops([Sample(bomb, 0), Sample(fine, 1)], PreprocessSpec(resize=72, crop=64))
     assert len(loaded) == 1 and loaded.labels.tolist() == [1]
-    assert loaded.skipped == [(bomb, "12000x12000 = 144,000,000 pixels, over data.max_image_pixels = 64,000,000; not decoded")]
+    assert loaded.skipped == [
+        (bomb, "12000x12000 = 144,000,000 pixels, over data.max_image_pixels = 64,000,000; not decoded")
+    ]
     assert not [w for w in recwarn if issubclass(w.category, Image.DecompressionBombWarning)]
     assert Image.MAX_IMAGE_PIXELS == before
     limited = load_crops([Sample(fine, 1)], PreprocessSpec(resize=72, crop=64), max_pixels=80 * 79)
@@ -470,10 +573,13 @@ def test_the_limit_is_a_data_setting_and_skipped_images_are_counted(tiny_project
     victim = sorted((tiny_project / "data/val").glob("c03_*/*.jpg"))[0]
     victim.unlink()
     _png_claiming(victim, 12000, 12000)  # a .jpg name does not matter to the decoder
-    config_path.write_text(config_path.read_text().replace("generated_per_class = 5", "generated_per_class = 5\nmax_image_pixels = 60000"))
+    config_path.write_text(
+        config_path.read_text().replace("generated_per_class = 5", "generated_per_class = 5\nmax_image_pixels = 60000")
+    )
     config = load_config(config_path)
     assert config.data.max_image_pixels == 60000
     split = prepare_data_cached(config, StageCache(tiny_project / ".cache"), progress=False)
     assert [(Path(p).name, why) for p, why in split.skipped] == [
-        (victim.name, "12000x12000 = 144,000,000 pixels, over data.max_image_pixels = 60,000; not decoded")]
+        (victim.name, "12000x12000 = 144,000,000 pixels, over data.max_image_pixels = 60,000; not decoded")
+    ]
     assert len(split.calib.labels) + len(split.evaluation.labels) == 49

@@ -29,15 +29,25 @@ def _graph_with(op: str, domain: str, path: Path) -> Path:
         helper.make_node("MatMul", ["padded", "w"], ["hidden"]),
     ]
     # `op` on N x 2 x 2 matrices (Inverse needs square ones), then back to N x 4
-    nodes += [helper.make_node("Reshape", ["hidden", "square"], ["squares"]),
-              helper.make_node(op or "Identity", ["squares"], ["result"], domain=domain if op else ""),
-              helper.make_node("Reshape", ["result", "flat4"], ["logits"])]
-    inits = [weight, numpy_helper.from_array(np.array([-1, 3], np.int64), "shape"),
-             numpy_helper.from_array(np.array([0, 0, 0, 1], np.int64), "pads"),
-             numpy_helper.from_array(np.array([-1, 2, 2], np.int64), "square"),
-             numpy_helper.from_array(np.array([-1, 4], np.int64), "flat4")]
-    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("images", TensorProto.FLOAT, ["n", 3, 8, 8])],
-                              [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["n", 4])], inits)
+    nodes += [
+        helper.make_node("Reshape", ["hidden", "square"], ["squares"]),
+        helper.make_node(op or "Identity", ["squares"], ["result"], domain=domain if op else ""),
+        helper.make_node("Reshape", ["result", "flat4"], ["logits"]),
+    ]
+    inits = [
+        weight,
+        numpy_helper.from_array(np.array([-1, 3], np.int64), "shape"),
+        numpy_helper.from_array(np.array([0, 0, 0, 1], np.int64), "pads"),
+        numpy_helper.from_array(np.array([-1, 2, 2], np.int64), "square"),
+        numpy_helper.from_array(np.array([-1, 4], np.int64), "flat4"),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("images", TensorProto.FLOAT, ["n", 3, 8, 8])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["n", 4])],
+        inits,
+    )
     opsets = [helper.make_opsetid("", 17)] + ([helper.make_opsetid(domain, 1)] if domain else [])
     onnx.save(helper.make_model(graph, opset_imports=opsets), str(path))
     return path
@@ -53,7 +63,11 @@ def test_openvino_runner_computes_what_onnx_runtime_computes(tmp_path):
         np.testing.assert_allclose(ov.infer(images), ort.infer(images), atol=1e-5)
         assert ov.infer(images[:1]).shape == (1, 4)  # the batch stays dynamic
         described = ov.describe()
-        assert described["backend"] == "openvino" and described["threads_used"] == 1 and described["inference_precision"] == "f32"
+        assert (
+            described["backend"] == "openvino"
+            and described["threads_used"] == 1
+            and described["inference_precision"] == "f32"
+        )
         assert len(ov.time_batch(images[:1], warmup=1, runs=3)) == 3
 
 
@@ -80,8 +94,14 @@ def test_a_graph_openvino_cannot_compile_is_skipped_there_with_one_line(tmp_path
 
 def _result(precision: str, runtime: str, p50: float, spread: float, agreement: float = 1.0, top1: float = 0.9) -> dict:
     samples = list(np.linspace(p50 - spread, p50 + spread, 9))
-    return {"precision": precision, "runtime": runtime, "accuracy": {"top1": top1, "agreement": agreement},
-            "latency": [{"batch": 1, "p50_ms": p50}], "samples_ms": {"1": samples}, "runner": {runtime: "1.0"}}
+    return {
+        "precision": precision,
+        "runtime": runtime,
+        "accuracy": {"top1": top1, "agreement": agreement},
+        "latency": [{"batch": 1, "p50_ms": p50}],
+        "samples_ms": {"1": samples},
+        "runner": {runtime: "1.0"},
+    }
 
 
 BUDGETS = {"int8": Budget(max_top1_drop=0.3, min_agreement=0.99)}
@@ -106,7 +126,9 @@ def test_auto_keeps_onnx_runtime_when_openvino_is_within_the_spread():
 
 
 def test_a_faster_runtime_that_misses_the_budget_there_does_not_ship():
-    choices = _choose([_result("int8", "onnxruntime", 10.0, 0.1), _result("int8", "openvino", 5.0, 0.1, agreement=0.97)])
+    choices = _choose(
+        [_result("int8", "onnxruntime", 10.0, 0.1), _result("int8", "openvino", 5.0, 0.1, agreement=0.97)]
+    )
     assert choices["int8"].runtime == "onnxruntime"
     assert "openvino misses the accuracy budget" in choices["int8"].reason
     measured = {m.runtime: m for m in choices["int8"].measured}
@@ -117,7 +139,9 @@ def test_a_named_runtime_ships_unless_it_cannot_run_the_graph():
     both = [_result("int8", "onnxruntime", 5.0, 0.1), _result("int8", "openvino", 9.0, 0.1)]
     assert _choose(both, "openvino")["int8"].runtime == "openvino"
     only_ort = [_result("int8", "onnxruntime", 5.0, 0.1)]
-    choice = _choose(only_ort, "openvino", [{"precision": "int8", "runtime": "openvino", "reason": "RuntimeError: no rule"}])["int8"]
+    choice = _choose(
+        only_ort, "openvino", [{"precision": "int8", "runtime": "openvino", "reason": "RuntimeError: no rule"}]
+    )["int8"]
     assert choice.runtime == "onnxruntime" and "openvino cannot run it (RuntimeError: no rule)" in choice.reason
 
 
@@ -128,8 +152,11 @@ def test_the_torch_baseline_is_no_candidate():
 
 def test_an_auto_build_records_the_runtime_of_each_precision(tiny_project):
     config = tiny_project / "pipeline.toml"
-    config.write_text(config.read_text().replace('precisions = ["fp32", "fp16", "int8", "int8-trt"]',
-                                                 'precisions = ["fp32", "int8"]\nruntime = "auto"'))
+    config.write_text(
+        config.read_text().replace(
+            'precisions = ["fp32", "fp16", "int8", "int8-trt"]', 'precisions = ["fp32", "int8"]\nruntime = "auto"'
+        )
+    )
     result = run_cli(tiny_project, "build", "--target", "cpu", "--no-progress")
     assert result.returncode == 0, result.stderr
     bundle = tiny_project / "engines" / "tiny-cpu"
@@ -155,8 +182,12 @@ def test_a_graph_variant_is_judged_by_its_precisions_budget():
 
     from pipeline.stages.runtime_choice import runtime_choices
 
-    results = [_result("fp32", "onnxruntime", 10.0, 0.1), _result("fp32", "openvino", 10.0, 0.1),
-               _result("int8-trt-fp16", "onnxruntime", 9.0, 0.1), _result("int8-trt-fp16", "openvino", 5.0, 0.1, agreement=0.9)]
+    results = [
+        _result("fp32", "onnxruntime", 10.0, 0.1),
+        _result("fp32", "openvino", 10.0, 0.1),
+        _result("int8-trt-fp16", "onnxruntime", 9.0, 0.1),
+        _result("int8-trt-fp16", "openvino", 5.0, 0.1, agreement=0.9),
+    ]
     config = SimpleNamespace(budgets={"int8-trt": Budget(max_top1_drop=0.3, min_agreement=0.99)})
     target = SimpleNamespace(backend="onnxruntime", runtime="auto")
     choice = runtime_choices(config, target, results, [])["int8-trt-fp16"]

@@ -69,10 +69,14 @@ class TinyMobileNet(nn.Module):
         super().__init__()
         self.stem = nn.Sequential(nn.Conv2d(3, 8, 3, 2, 1, bias=False), nn.BatchNorm2d(8), nn.Hardswish())
         self.depthwise = nn.Sequential(nn.Conv2d(8, 8, 3, 1, 1, groups=8, bias=False), nn.BatchNorm2d(8), nn.ReLU6())
-        self.se = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Conv2d(8, 4, 1), nn.ReLU(), nn.Conv2d(4, 8, 1), nn.Sigmoid())
+        self.se = nn.Sequential(
+            nn.AdaptiveAvgPool2d(1), nn.Conv2d(8, 4, 1), nn.ReLU(), nn.Conv2d(4, 8, 1), nn.Sigmoid()
+        )
         self.pointwise = nn.Sequential(nn.Conv2d(8, 16, 1, bias=False), nn.BatchNorm2d(16), nn.Hardswish())
         self.pool = nn.AvgPool2d(3, 2, 1, ceil_mode=True, count_include_pad=False)
-        self.classifier = nn.Sequential(nn.Linear(32, 12), nn.BatchNorm1d(12), nn.Hardswish(), nn.Dropout(0.2), nn.Linear(12, classes))
+        self.classifier = nn.Sequential(
+            nn.Linear(32, 12), nn.BatchNorm1d(12), nn.Hardswish(), nn.Dropout(0.2), nn.Linear(12, classes)
+        )
 
     def forward(self, x):
         x = self.depthwise(self.stem(x))
@@ -137,8 +141,8 @@ def _export(name: str, folder: Path) -> Path:
 def graphs(tmp_path_factory) -> dict:
     """name -> {"fp32", "raw", "int8", "int8-trt": path}, calibrated (minmax) on 8 images."""
     from pipeline.config import load_config
-    from pipeline.stages.calibrate import calibrate
     from pipeline.graphs.quantize import quantize_graph
+    from pipeline.stages.calibrate import calibrate
 
     folder = tmp_path_factory.mktemp("twin-models")
     config = load_config(write_tiny_config(folder))
@@ -190,7 +194,9 @@ def test_gradients_reach_the_weights_and_spare_batchnorm_statistics(graphs):
     assert statistics and not any(p is s for p in twin.trainable() for s in statistics)
     twin(torch.from_numpy(_images(2, 3))).square().sum().backward()
     weights = [twin.params[base] for base, _, _ in twin.weights.values()]
-    assert weights and all(w.grad is not None and torch.isfinite(w.grad).all() and w.grad.abs().sum() > 0 for w in weights)
+    assert weights and all(
+        w.grad is not None and torch.isfinite(w.grad).all() and w.grad.abs().sum() > 0 for w in weights
+    )
 
 
 def test_finetune_runs_on_the_vit_qdq_graph(graphs):
@@ -198,7 +204,12 @@ def test_finetune_runs_on_the_vit_qdq_graph(graphs):
 
     paths = graphs["vit"]
     before = load_twin(paths["int8-trt"], paths["fp32"]).float_initializers()
-    after = finetune(paths["int8-trt"], paths["fp32"], _images(8, 4), FinetuneSettings(steps=2, batch=4, learning_rate=1e-2, check_every=0)).weights
+    after = finetune(
+        paths["int8-trt"],
+        paths["fp32"],
+        _images(8, 4),
+        FinetuneSettings(steps=2, batch=4, learning_rate=1e-2, check_every=0),
+    ).weights
     assert sorted(after) == sorted(before)
     assert any(not np.array_equal(before[k], after[k]) for k in before)
 
@@ -215,8 +226,13 @@ def _single_node(op: str, inputs: list, attrs: dict, outputs: int, opset: int):
     initializers = [numpy_helper.from_array(np.asarray(v), f"in{i}") for i, v in enumerate(inputs, 1) if v is not None]
     out_names = [f"out{i}" for i in range(outputs)]
     node = helper.make_node(op, names, out_names, name=f"/{op}", **attrs)
-    graph = helper.make_graph([node], "single", [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, None)],
-                              [onnx.ValueInfoProto(name=n) for n in out_names], initializers)
+    graph = helper.make_graph(
+        [node],
+        "single",
+        [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, None)],
+        [onnx.ValueInfoProto(name=n) for n in out_names],
+        initializers,
+    )
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
 
 
@@ -274,17 +290,71 @@ CASES = [
     ("reduce-l2", "ReduceL2", X4, [_i64(1)], {}, 1, 18),
     ("reduce-prod", "ReduceProd", X4, [], {"axes": [1, 3]}, 1, 13),
     ("argmax-last", "ArgMax", np.round(X4), [], {"axis": 1, "select_last_index": 1}, 1, 17),
-    ("average-pool-asymmetric", "AveragePool", X4, [], {"kernel_shape": [3, 2], "strides": [2, 2], "pads": [1, 0, 0, 1]}, 1, 17),
-    ("average-pool-ceil-exclude-pad", "AveragePool", X4, [], {"kernel_shape": [3, 3], "strides": [2, 2], "pads": [1, 1, 1, 1], "ceil_mode": 1}, 1, 17),
-    ("average-pool-ceil-include-pad", "AveragePool", X4, [],
-     {"kernel_shape": [3, 3], "strides": [2, 2], "pads": [1, 1, 1, 1], "ceil_mode": 1, "count_include_pad": 1}, 1, 17),
-    ("average-pool-asymmetric-include-pad", "AveragePool", X4, [],
-     {"kernel_shape": [2, 2], "strides": [2, 2], "pads": [0, 1, 1, 0], "count_include_pad": 1}, 1, 17),
-    ("average-pool-same-upper", "AveragePool", X4, [], {"kernel_shape": [3, 3], "strides": [2, 2], "auto_pad": "SAME_UPPER"}, 1, 17),
-    ("max-pool-asymmetric-ceil", "MaxPool", X4, [], {"kernel_shape": [2, 3], "strides": [2, 2], "pads": [0, 1, 1, 0], "ceil_mode": 1}, 1, 17),
+    (
+        "average-pool-asymmetric",
+        "AveragePool",
+        X4,
+        [],
+        {"kernel_shape": [3, 2], "strides": [2, 2], "pads": [1, 0, 0, 1]},
+        1,
+        17,
+    ),
+    (
+        "average-pool-ceil-exclude-pad",
+        "AveragePool",
+        X4,
+        [],
+        {"kernel_shape": [3, 3], "strides": [2, 2], "pads": [1, 1, 1, 1], "ceil_mode": 1},
+        1,
+        17,
+    ),
+    (
+        "average-pool-ceil-include-pad",
+        "AveragePool",
+        X4,
+        [],
+        {"kernel_shape": [3, 3], "strides": [2, 2], "pads": [1, 1, 1, 1], "ceil_mode": 1, "count_include_pad": 1},
+        1,
+        17,
+    ),
+    (
+        "average-pool-asymmetric-include-pad",
+        "AveragePool",
+        X4,
+        [],
+        {"kernel_shape": [2, 2], "strides": [2, 2], "pads": [0, 1, 1, 0], "count_include_pad": 1},
+        1,
+        17,
+    ),
+    (
+        "average-pool-same-upper",
+        "AveragePool",
+        X4,
+        [],
+        {"kernel_shape": [3, 3], "strides": [2, 2], "auto_pad": "SAME_UPPER"},
+        1,
+        17,
+    ),
+    (
+        "max-pool-asymmetric-ceil",
+        "MaxPool",
+        X4,
+        [],
+        {"kernel_shape": [2, 3], "strides": [2, 2], "pads": [0, 1, 1, 0], "ceil_mode": 1},
+        1,
+        17,
+    ),
     ("global-max-pool", "GlobalMaxPool", X4, [], {}, 1, 17),
     ("global-average-pool", "GlobalAveragePool", X4, [], {}, 1, 17),
-    ("batch-norm", "BatchNormalization", X4, [_x(3, seed=1), _x(3, seed=2), _x(3, seed=3), _x(3, seed=4, positive=True)], {"epsilon": 1e-3}, 1, 15),
+    (
+        "batch-norm",
+        "BatchNormalization",
+        X4,
+        [_x(3, seed=1), _x(3, seed=2), _x(3, seed=3), _x(3, seed=4, positive=True)],
+        {"epsilon": 1e-3},
+        1,
+        15,
+    ),
     ("instance-norm", "InstanceNormalization", X4, [_x(3, seed=1), _x(3, seed=2)], {}, 1, 17),
     ("layer-norm-axis", "LayerNormalization", X4, [_x(5, 6, seed=1), _x(5, 6, seed=2)], {"axis": 2}, 1, 17),
     ("tile", "Tile", _x(2, 3), [_i64(2, 3)], {}, 1, 17),
@@ -310,21 +380,71 @@ CASES = [
     ("matmul-by-vector", "MatMul", X4, [_x(6, seed=1)], {}, 1, 17),
     ("slice-negative-step", "Slice", X4, [_i64(-1, 4), _i64(-100, 0), _i64(3, 2), _i64(-2, -1)], {}, 1, 17),
     ("expand", "Expand", _x(3, 1), [_i64(2, 1, 4)], {}, 1, 17),
-    ("conv-same-upper-strided", "Conv", X4, [_x(4, 3, 3, 3, seed=1)], {"auto_pad": "SAME_UPPER", "strides": [2, 2]}, 1, 17),
-    ("conv-transpose", "ConvTranspose", X4, [_x(3, 2, 3, 3, seed=1), _x(2, seed=2)],
-     {"strides": [2, 2], "pads": [1, 1, 1, 1], "output_padding": [1, 1]}, 1, 17),
-    ("resize-nearest-asymmetric-floor", "Resize", X4, [None, _f32(1, 1, 2, 2)],
-     {"mode": "nearest", "coordinate_transformation_mode": "asymmetric", "nearest_mode": "floor"}, 1, 17),
+    (
+        "conv-same-upper-strided",
+        "Conv",
+        X4,
+        [_x(4, 3, 3, 3, seed=1)],
+        {"auto_pad": "SAME_UPPER", "strides": [2, 2]},
+        1,
+        17,
+    ),
+    (
+        "conv-transpose",
+        "ConvTranspose",
+        X4,
+        [_x(3, 2, 3, 3, seed=1), _x(2, seed=2)],
+        {"strides": [2, 2], "pads": [1, 1, 1, 1], "output_padding": [1, 1]},
+        1,
+        17,
+    ),
+    (
+        "resize-nearest-asymmetric-floor",
+        "Resize",
+        X4,
+        [None, _f32(1, 1, 2, 2)],
+        {"mode": "nearest", "coordinate_transformation_mode": "asymmetric", "nearest_mode": "floor"},
+        1,
+        17,
+    ),
     ("resize-nearest-half-pixel-down", "Resize", X4, [None, _f32(1, 1, 0.6, 0.5)], {"mode": "nearest"}, 1, 17),
-    ("resize-nearest-align-corners-ceil", "Resize", X4, [None, None, _i64(2, 3, 7, 9)],
-     {"mode": "nearest", "coordinate_transformation_mode": "align_corners", "nearest_mode": "round_prefer_ceil"}, 1, 17),
+    (
+        "resize-nearest-align-corners-ceil",
+        "Resize",
+        X4,
+        [None, None, _i64(2, 3, 7, 9)],
+        {"mode": "nearest", "coordinate_transformation_mode": "align_corners", "nearest_mode": "round_prefer_ceil"},
+        1,
+        17,
+    ),
     ("resize-linear-half-pixel", "Resize", X4, [None, _f32(1, 1, 1.5, 2.5)], {"mode": "linear"}, 1, 17),
-    ("resize-linear-pytorch-half-pixel-sizes", "Resize", X4, [None, None, _i64(2, 3, 1, 11)],
-     {"mode": "linear", "coordinate_transformation_mode": "pytorch_half_pixel"}, 1, 17),
-    ("resize-linear-align-corners-down", "Resize", X4, [None, None, _i64(2, 3, 3, 4)],
-     {"mode": "linear", "coordinate_transformation_mode": "align_corners"}, 1, 17),
-    ("resize-linear-asymmetric-axes", "Resize", X4, [None, _f32(2, 3)],
-     {"mode": "linear", "coordinate_transformation_mode": "asymmetric", "axes": [2, 3]}, 1, 18),
+    (
+        "resize-linear-pytorch-half-pixel-sizes",
+        "Resize",
+        X4,
+        [None, None, _i64(2, 3, 1, 11)],
+        {"mode": "linear", "coordinate_transformation_mode": "pytorch_half_pixel"},
+        1,
+        17,
+    ),
+    (
+        "resize-linear-align-corners-down",
+        "Resize",
+        X4,
+        [None, None, _i64(2, 3, 3, 4)],
+        {"mode": "linear", "coordinate_transformation_mode": "align_corners"},
+        1,
+        17,
+    ),
+    (
+        "resize-linear-asymmetric-axes",
+        "Resize",
+        X4,
+        [None, _f32(2, 3)],
+        {"mode": "linear", "coordinate_transformation_mode": "asymmetric", "axes": [2, 3]},
+        1,
+        18,
+    ),
 ]
 
 
@@ -358,8 +478,13 @@ def _where_graph(x: np.ndarray):
     condition = numpy_helper.from_array(np.array([True, False, True, True, False, False]), "condition")
     other = numpy_helper.from_array(_x(3, 1, 1, seed=1), "other")
     node = helper.make_node("Where", ["condition", "x", "other"], ["out0"], name="/Where")
-    graph = helper.make_graph([node], "single", [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, None)],
-                              [onnx.ValueInfoProto(name="out0")], [condition, other])
+    graph = helper.make_graph(
+        [node],
+        "single",
+        [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, None)],
+        [onnx.ValueInfoProto(name="out0")],
+        [condition, other],
+    )
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
 
 
@@ -368,8 +493,15 @@ def test_integer_shape_arithmetic_keeps_onnx_integer_semantics():
     import onnx
     from onnx import helper, numpy_helper
 
-    constants = [numpy_helper.from_array(v, n) for n, v in (("index", np.array(3, np.int64)), ("four", _i64(-4)),
-                                                            ("zero", np.array(0, np.int64)), ("one", np.array(1, np.int64)))]
+    constants = [
+        numpy_helper.from_array(v, n)
+        for n, v in (
+            ("index", np.array(3, np.int64)),
+            ("four", _i64(-4)),
+            ("zero", np.array(0, np.int64)),
+            ("one", np.array(1, np.int64)),
+        )
+    ]
     nodes = [
         helper.make_node("Shape", ["x"], ["shape"]),
         helper.make_node("Gather", ["shape", "index"], ["width"]),  # 6
@@ -383,8 +515,13 @@ def test_integer_shape_arithmetic_keeps_onnx_integer_semantics():
         helper.make_node("ReduceSum", ["ones"], ["total"], keepdims=0),
         helper.make_node("Add", ["steps_float", "total"], ["out"]),
     ]
-    graph = helper.make_graph(nodes, "shapes", [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, None)],
-                              [onnx.ValueInfoProto(name="out"), onnx.ValueInfoProto(name="pair")], constants)
+    graph = helper.make_graph(
+        nodes,
+        "shapes",
+        [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, None)],
+        [onnx.ValueInfoProto(name="out"), onnx.ValueInfoProto(name="pair")],
+        constants,
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     expected = cpu_session(model.SerializeToString()).run(None, {"x": X4})
     with torch.no_grad():
@@ -403,13 +540,18 @@ def test_casts_to_other_float_widths_stay_float32():
 # --- what the twin does not compute ----------------------------------------------------------------
 
 
-@pytest.mark.parametrize("op, attrs, described", [
-    ("TopK", {}, "TopK"),
-    ("Resize", {"mode": "cubic"}, "Resize with mode cubic"),
-    ("Pad", {"mode": "unknown"}, "Pad with mode unknown"),
-])
+@pytest.mark.parametrize(
+    "op, attrs, described",
+    [
+        ("TopK", {}, "TopK"),
+        ("Resize", {"mode": "cubic"}, "Resize with mode cubic"),
+        ("Pad", {"mode": "unknown"}, "Pad with mode unknown"),
+    ],
+)
 def test_an_op_it_cannot_compute_is_refused_when_the_twin_is_built(op, attrs, described):
-    inputs = [_i64(1)] if op == "TopK" else [None, _f32(1, 1, 2, 2)] if op == "Resize" else [_i64(0, 0, 1, 1, 0, 0, 1, 1)]
+    inputs = (
+        [_i64(1)] if op == "TopK" else [None, _f32(1, 1, 2, 2)] if op == "Resize" else [_i64(0, 0, 1, 1, 0, 0, 1, 1)]
+    )
     model = _single_node(op, inputs, attrs, 2 if op == "TopK" else 1, 17)
     assert unsupported_ops(model.graph) == [described]
     with pytest.raises(TwinUnsupportedOp) as raised:

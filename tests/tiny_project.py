@@ -101,8 +101,7 @@ def make_tiny_checkpoint(folder: Path) -> Path:
 
 def make_tiny_project(folder: Path) -> Path:
     """Config, generated evaluation pool and checkpoint of the tiny project in `folder`."""
-    from pipeline.data import generate_demo_set
-    from pipeline.data import GENERATED_VAL_SEED
+    from pipeline.data import GENERATED_VAL_SEED, generate_demo_set
 
     folder.mkdir(parents=True, exist_ok=True)
     write_tiny_config(folder)
@@ -117,5 +116,9 @@ if __name__ == "__main__":
     sys.path.insert(0, str(ROOT))
     out = make_tiny_project(Path(sys.argv[1]).resolve())
     target = sys.argv[2] if len(sys.argv) == 3 else "cpu"
-    build = subprocess.run([sys.executable, "-m", "pipeline", "build", "--target", target, "--no-progress"], cwd=out, env={**__import__("os").environ, "PYTHONPATH": str(ROOT)})
+    build = subprocess.run(
+        [sys.executable, "-m", "pipeline", "build", "--target", target, "--no-progress"],
+        cwd=out,
+        env={**__import__("os").environ, "PYTHONPATH": str(ROOT)},
+    )
     sys.exit(build.returncode)

@@ -15,7 +15,7 @@ import numpy as np
 
 from pipeline.backends.base import ClosingRunner
 from pipeline.backends.timing import TimedCall
-from pipeline.names import FP32_TORCH, TENSORRT_GRAPHS
+from pipeline.names import TENSORRT_GRAPHS
 
 OPTIMIZATION_LEVELS = ("basic", "extended", "all")
 
@@ -38,8 +38,14 @@ def precision_settings(precision: str, base: SessionSettings = SessionSettings()
     return replace(base, qdq_fusion=precision not in TENSORRT_GRAPHS)
 
 
-def cpu_session(model: Union[Path, bytes], threads: int = 0, optimized_path: Path | None = None, level: str = "all",
-                qdq_fusion: bool = True, spinning: bool = True):
+def cpu_session(
+    model: Union[Path, bytes],
+    threads: int = 0,
+    optimized_path: Path | None = None,
+    level: str = "all",
+    qdq_fusion: bool = True,
+    spinning: bool = True,
+):
     """An ONNX Runtime CPU session (`session_options`); optionally saves the optimized graph it runs."""
     import onnxruntime as ort
 
@@ -111,8 +117,13 @@ def save_optimized(model: Path, destination: Path, settings: SessionSettings) ->
     instruction set, which ONNX Runtime warns are not portable to other machines; a session
     opened on the saved graph at `settings.graph_optimization` adds them where it runs.
     """
-    cpu_session(model, threads=settings.intra_op_threads, optimized_path=destination, level="extended",
-                qdq_fusion=settings.qdq_fusion)
+    cpu_session(
+        model,
+        threads=settings.intra_op_threads,
+        optimized_path=destination,
+        level="extended",
+        qdq_fusion=settings.qdq_fusion,
+    )
 
 
 class OrtRunner(ClosingRunner):
@@ -123,8 +134,13 @@ class OrtRunner(ClosingRunner):
         self.name = name
         self.model = model
         self.settings = settings
-        self.session = cpu_session(model, threads=settings.intra_op_threads, level=settings.graph_optimization,
-                                   qdq_fusion=settings.qdq_fusion, spinning=False)
+        self.session = cpu_session(
+            model,
+            threads=settings.intra_op_threads,
+            level=settings.graph_optimization,
+            qdq_fusion=settings.qdq_fusion,
+            spinning=False,
+        )
         self.input_name = self.session.get_inputs()[0].name
 
     def infer(self, images: np.ndarray) -> np.ndarray:
@@ -149,32 +165,3 @@ class OrtRunner(ClosingRunner):
 
     def close(self) -> None:
         self.session = None  # ONNX Runtime frees the session's memory with the object
-
-
-class TorchRunner(ClosingRunner):
-    """torch eager FP32: the baseline that the engines' speed-ups are measured against."""
-
-    def __init__(self, module, threads: int = 0) -> None:
-        import torch
-
-        self.name = FP32_TORCH
-        self.module = module.eval()
-        self.torch = torch
-        if threads:
-            torch.set_num_threads(threads)
-
-    def infer(self, images: np.ndarray) -> np.ndarray:
-        with self.torch.inference_mode():
-            return self.module(self.torch.from_numpy(np.ascontiguousarray(images))).numpy()
-
-    def timed_call(self, images: np.ndarray) -> TimedCall:
-        batch = self.torch.from_numpy(np.ascontiguousarray(images))
-
-        def call() -> Any:
-            with self.torch.inference_mode():
-                return self.module(batch)
-
-        return TimedCall(call)
-
-    def describe(self) -> dict:
-        return {"backend": "torch-eager", "torch": self.torch.__version__, "threads_used": self.torch.get_num_threads()}

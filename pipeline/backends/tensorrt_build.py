@@ -2,8 +2,8 @@
 
 API facts this relies on (python/src of each release branch of github.com/NVIDIA/TensorRT):
 - `Builder.create_network(flags)`, `OnnxParser(network, logger).parse_from_file(path)`,
-  `IBuilderConfig.set_memory_pool_limit(MemoryPoolType.WORKSPACE, bytes)` (8.4+), `create_optimization_profile` / `set_shape`,
-  `create_timing_cache(bytes)` / `set_timing_cache(cache, ignore_mismatch)` /
+  `IBuilderConfig.set_memory_pool_limit(MemoryPoolType.WORKSPACE, bytes)` (8.4+), `create_optimization_profile` /
+  `set_shape`, `create_timing_cache(bytes)` / `set_timing_cache(cache, ignore_mismatch)` /
   `get_timing_cache().serialize()`, `default_device_type`, `DLA_core`, `build_serialized_network`
   exist unchanged in 8.5, 8.6, 10.3 and 11.x.
 - Parser errors: `get_error(i)` has `desc()`, `code()` and `node()` (the node index) in every
@@ -19,6 +19,7 @@ from typing import Any, Callable
 from pipeline.artifacts import write_bytes_atomic
 from pipeline.backends.tensorrt_env import GpuInfo, TensorRTError, TensorRTInfo, require_tensorrt
 from pipeline.backends.tensorrt_plan import BuildPlan, version_matches
+from pipeline.progress import quiet
 
 Log = Callable[[str], None]
 _MAX_LISTED_ERRORS = 5
@@ -188,7 +189,7 @@ def build_engine(
     plan: BuildPlan,
     bundle_dir: Path,
     trt: TensorRTInfo | None = None,
-    log: Log = print,
+    log: Log = quiet,
     *,
     gpu: GpuInfo | None = None,
 ) -> Path:

@@ -6,12 +6,12 @@ the pipeline (and `--dry-run` on a host without a GPU) never needs TensorRT or C
 
 from __future__ import annotations
 
-from pipeline.errors import VtEdgeError
-
 import importlib
 import re
 from dataclasses import dataclass
 from types import ModuleType
+
+from pipeline.errors import VtEdgeError
 
 
 class TensorRTError(VtEdgeError, RuntimeError):

@@ -46,8 +46,6 @@ of each release branch, github.com/NVIDIA/TensorRT, and the TensorRT 11.4 docume
 
 from __future__ import annotations
 
-from pipeline.errors import PlanError
-
 import json
 import re
 import shlex
@@ -57,8 +55,9 @@ from typing import Any, Mapping
 
 from pipeline.artifacts import write_json_atomic
 from pipeline.backends.tensorrt_env import GpuInfo, TensorRTInfo
-from pipeline.config import BatchProfile, TargetConfig
 from pipeline.bundle.paths import path_problem
+from pipeline.config import BatchProfile, TargetConfig
+from pipeline.errors import PlanError
 from pipeline.names import FP16, FP32, INPUT_NAME, INT8_TRT, OUTPUT_NAME, onnx_file, tensorrt_graph
 
 # 2: every key required, network_flags and builder_flags are what the builder sets (the C++
@@ -120,7 +119,9 @@ class BuildPlan:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "BuildPlan":
         if data.get("format_version", PLAN_FORMAT_VERSION) not in READABLE_PLAN_VERSIONS:
-            raise PlanError(f"build plan format_version {data.get('format_version')!r}: this vt-edge reads {_readable()}")
+            raise PlanError(
+                f"build plan format_version {data.get('format_version')!r}: this vt-edge reads {_readable()}"
+            )
         names = {f.name for f in fields(cls)}
         required = {f.name for f in fields(cls) if f.default is MISSING and f.default_factory is MISSING}
         missing = sorted(required - data.keys())
@@ -133,7 +134,6 @@ class BuildPlan:
         plan = cls(**values)
         _check_relative(plan.onnx, plan.engine, plan.timing_cache)
         return plan
-
 
 
 # --- versions ---------------------------------------------------------------------------------
@@ -311,9 +311,7 @@ def make_build_plan(
         raise PlanError(f"target {target_name!r} builds {', '.join(target.precisions)}, not {precision}")
     major = _version_parts(tensorrt_version)[0]
     if major not in target.tensorrt_majors:
-        raise PlanError(
-            f"target {target_name!r} ships TensorRT {_shipped(target)}, not {tensorrt_version}"
-        )
+        raise PlanError(f"target {target_name!r} ships TensorRT {_shipped(target)}, not {tensorrt_version}")
     if major not in SUPPORTED_MAJORS:
         raise PlanError(f"TensorRT {tensorrt_version}: plans are defined for majors {SUPPORTED_MAJORS}")
     if len(input_chw) != 3 or min(input_chw) < 1:
@@ -396,7 +394,8 @@ def resolve_plan(plan: BuildPlan, trt: TensorRTInfo, gpu: GpuInfo | None) -> Bui
         raise PlanError(f"the plan is for TensorRT {plan.tensorrt_version}, this device has {trt.version}")
     if gpu is not None and plan.compute_capability not in ("auto", gpu.compute_capability):
         raise PlanError(
-            f"the plan is for compute capability {plan.compute_capability}, this GPU ({gpu.name}) is {gpu.compute_capability}"
+            f"the plan is for compute capability {plan.compute_capability}, this GPU ({gpu.name}) is "
+            f"{gpu.compute_capability}"
         )
     return pin_plan(plan, f"{trt.major}.{trt.minor}.{trt.patch}", gpu.compute_capability if gpu else None)
 
@@ -455,14 +454,21 @@ def plan_schema() -> dict[str, Any]:
 
     from pydantic import ConfigDict, TypeAdapter, create_model
 
-    document = create_model("BuildPlanDocument", __config__=ConfigDict(extra="forbid"), format_version=(Literal[2], ...),
-                            target=(str, ...), plans=(List[BuildPlan], ...))
+    document = create_model(
+        "BuildPlanDocument",
+        __config__=ConfigDict(extra="forbid"),
+        format_version=(Literal[2], ...),
+        target=(str, ...),
+        plans=(List[BuildPlan], ...),
+    )
     schema = TypeAdapter(document).json_schema()
     plan = schema["$defs"]["BuildPlan"]
     plan["required"] = sorted(plan["properties"])
     plan["properties"]["format_version"] = {"enum": [PLAN_FORMAT_VERSION], "title": "Format Version", "type": "integer"}
     schema["title"] = "vt-edge build_plan.json"
-    schema["description"] = "How to build each TensorRT engine of a bundle on its device (pipeline/backends/tensorrt_plan.py)."
+    schema["description"] = (
+        "How to build each TensorRT engine of a bundle on its device (pipeline/backends/tensorrt_plan.py)."
+    )
     return schema
 
 
@@ -531,7 +537,9 @@ def trtexec_line(plan: BuildPlan, bundle_dir: str = ".") -> str:
     """The shell line for a pinned plan (see `is_pinned`): it makes the folders trtexec writes
     into (a fresh bundle has no engines/), then builds the engine under the name that the finish
     (`resolve_plan`) and the C++ loader look for, so they use it."""
-    folders = sorted({str(PurePosixPath(_bundle_path(bundle_dir, rel)).parent) for rel in (plan.engine, plan.timing_cache)})
+    folders = sorted(
+        {str(PurePosixPath(_bundle_path(bundle_dir, rel)).parent) for rel in (plan.engine, plan.timing_cache)}
+    )
     return f"mkdir -p {' '.join(shlex.quote(f) for f in folders)} && {shlex.join(trtexec_command(plan, bundle_dir))}"
 
 
@@ -568,5 +576,7 @@ def format_plan(plan: BuildPlan, bundle_dir: str = ".") -> str:
     if is_pinned(plan):
         lines.append(f"  trtexec       {trtexec_line(plan, bundle_dir)}")
     else:  # the engine's name needs the release and GPU found there
-        lines.append("  trtexec       run --dry-run where TensorRT and the GPU are: it prints the line for the release found")
+        lines.append(
+            "  trtexec       run --dry-run where TensorRT and the GPU are: it prints the line for the release found"
+        )
     return "\n".join(lines)

@@ -20,7 +20,6 @@ from typing import Any, Protocol
 import numpy as np
 
 from pipeline.backends.base import ClosingRunner
-from pipeline.backends.timing import TimedCall
 from pipeline.backends.tensorrt_env import (
     TensorRTError,
     TensorRTInfo,
@@ -29,6 +28,7 @@ from pipeline.backends.tensorrt_env import (
     import_cudart,
     require_tensorrt,
 )
+from pipeline.backends.timing import TimedCall
 from pipeline.names import OUTPUT_NAME
 
 # Every TensorRT attribute the runner touches, per object. Tests check these names against the
@@ -280,8 +280,7 @@ class TensorRTRunner(ClosingRunner):
         self._io = _TensorIO(trt_module, self._engine, self._context)
         if len(self._io.inputs) != 1 or not self._io.outputs:
             raise RunnerError(
-                f"{self.engine_path.name}: expected one input and an output, "
-                f"got {self._io.inputs} / {self._io.outputs}"
+                f"{self.engine_path.name}: expected one input and an output, got {self._io.inputs} / {self._io.outputs}"
             )
         self._input = self._io.inputs[0]
         self._output = OUTPUT_NAME if OUTPUT_NAME in self._io.outputs else self._io.outputs[0]
@@ -343,7 +342,9 @@ class TensorRTRunner(ClosingRunner):
     def timed_call(self, images: np.ndarray) -> TimedCall:
         """Copy-in, execute and copy-out, timed by CUDA events on this runner's stream."""
         batch = self._stage(images)
-        return TimedCall(lambda: self._enqueue(batch.nbytes), clock=_EventClock(self._memory), settle=self._memory.synchronize)
+        return TimedCall(
+            lambda: self._enqueue(batch.nbytes), clock=_EventClock(self._memory), settle=self._memory.synchronize
+        )
 
     def describe(self) -> dict:
         gpu = gpu_device()

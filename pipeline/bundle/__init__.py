@@ -1,2 +1,1 @@
-"""The bundle format: the manifest's typed model and the rule for paths inside a bundle.
-"""
+"""The bundle format: the manifest's typed model and the rule for paths inside a bundle."""

@@ -29,7 +29,12 @@ from pipeline.names import INPUT_NAME, OUTPUT_NAME
 FORMAT_VERSION = 3  # 2: `session` per precision; 3: a session names its runtime (ONNX Runtime or OpenVINO)
 READABLE_VERSIONS = (1, 2, 3)  # a version 1 manifest (one `session` for every precision) is still read
 # What a device needs besides the models: validation against the host's FP32 logits, and the report it updates.
-REFERENCE_FILES = ("reference/fp32_logits.npy", "reference/eval_set.json", "reference/eval_labels.npy", "reference/eval_crops.npy")
+REFERENCE_FILES = (
+    "reference/fp32_logits.npy",
+    "reference/eval_set.json",
+    "reference/eval_labels.npy",
+    "reference/eval_crops.npy",
+)
 REQUIRED_FILES = REFERENCE_FILES + ("report/report.json",)
 BUILD_PLAN = "build_plan.json"  # TensorRT targets: the device builds its engines from it
 
@@ -46,7 +51,9 @@ def _relative(path: str) -> str:
     return path
 
 
-RelPath = Annotated[str, Field(min_length=1, description="bundle-relative POSIX path, no '..'"), AfterValidator(_relative)]
+RelPath = Annotated[
+    str, Field(min_length=1, description="bundle-relative POSIX path, no '..'"), AfterValidator(_relative)
+]
 Sha256 = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
 Finite = Annotated[float, Field(allow_inf_nan=False)]
 PositiveFinite = Annotated[float, Field(gt=0, allow_inf_nan=False)]
@@ -169,13 +176,20 @@ class OpenVinoSessionInfo(_Strict):
 
 
 def _runtime_of(session: Any) -> str:
-    """Which session model a graph's session is read as: its `runtime` (ONNX Runtime's when absent, as before version 3)."""
-    runtime = session.get("runtime", "onnxruntime") if isinstance(session, dict) else getattr(session, "runtime", "onnxruntime")
+    """Which session model a graph's session is read as: its `runtime` (ONNX Runtime's when absent, as before
+    version 3)."""
+    runtime = (
+        session.get("runtime", "onnxruntime")
+        if isinstance(session, dict)
+        else getattr(session, "runtime", "onnxruntime")
+    )
     return runtime if runtime in ("onnxruntime", "openvino") else "onnxruntime"
 
 
-GraphSession = Annotated[Union[Annotated[SessionInfo, Tag("onnxruntime")], Annotated[OpenVinoSessionInfo, Tag("openvino")]],
-                         Discriminator(_runtime_of)]
+GraphSession = Annotated[
+    Union[Annotated[SessionInfo, Tag("onnxruntime")], Annotated[OpenVinoSessionInfo, Tag("openvino")]],
+    Discriminator(_runtime_of),
+]
 
 
 class Manifest(_Strict):
@@ -204,7 +218,10 @@ class Manifest(_Strict):
     session: Optional[Union[Dict[GraphName, GraphSession], SessionInfo]]
 
     model_config = ConfigDict(
-        extra="forbid", strict=True, frozen=True, title="vt-edge bundle manifest",
+        extra="forbid",
+        strict=True,
+        frozen=True,
+        title="vt-edge bundle manifest",
         json_schema_extra={"$schema": "https://json-schema.org/draft/2020-12/schema"},
     )
 
@@ -254,7 +271,9 @@ def _check_session(m: Manifest) -> None:
         shape = "an object of graph name -> session" if m.format_version >= 2 else "one session object"
         raise ValueError(f"session: format_version {m.format_version} has {shape}")
     if per_graph and set(m.session) != set(m.precisions):
-        raise ValueError(f"session names graphs {sorted(m.session)}, precisions lists {sorted(m.precisions)}: one session per graph")
+        raise ValueError(
+            f"session names graphs {sorted(m.session)}, precisions lists {sorted(m.precisions)}: one session per graph"
+        )
     if per_graph and m.format_version < 3 and any(isinstance(s, OpenVinoSessionInfo) for s in m.session.values()):
         raise ValueError(f"session: an OpenVINO session needs format_version 3, not {m.format_version}")
 

@@ -48,4 +48,6 @@ def refuse_symlinks(root: Path) -> None:
         for name in sorted(dirs + files):
             path = Path(folder, name)
             if path.is_symlink():
-                raise PathEscapeError(f"{path}: a symbolic link inside {root}, refused (only plain files and folders belong there)")
+                raise PathEscapeError(
+                    f"{path}: a symbolic link inside {root}, refused (only plain files and folders belong there)"
+                )

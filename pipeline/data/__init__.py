@@ -4,7 +4,14 @@ Nothing here imports torch: the device side uses the same preprocessing and read
 """
 
 from .batches import LoadedCrops, load_crops
-from .generated import GENERATED_TRAIN_SEED, GENERATED_VAL_SEED, demo_classes, ensure_generated, generate_demo_set, render_image
+from .generated import (
+    GENERATED_TRAIN_SEED,
+    GENERATED_VAL_SEED,
+    demo_classes,
+    ensure_generated,
+    generate_demo_set,
+    render_image,
+)
 from .imagenet import (
     IMAGE_EXTENSIONS,
     LabelledSet,

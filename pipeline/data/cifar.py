@@ -104,7 +104,9 @@ def _decode(data: bytes, spec: PreprocessSpec) -> np.ndarray:
         return crop_uint8(rgb, spec)
 
 
-def decode_members(zip_path: str | Path, samples: Sequence[Sample], spec: PreprocessSpec) -> tuple[np.ndarray, np.ndarray]:
+def decode_members(
+    zip_path: str | Path, samples: Sequence[Sample], spec: PreprocessSpec
+) -> tuple[np.ndarray, np.ndarray]:
     """Decode members into uint8 ``(N, 3, crop, crop)`` crops and int64 labels, in order."""
     crops = np.empty((len(samples), 3, spec.crop, spec.crop), dtype=np.uint8)
     with zipfile.ZipFile(zip_path) as zf:
@@ -112,7 +114,9 @@ def decode_members(zip_path: str | Path, samples: Sequence[Sample], spec: Prepro
             try:
                 crops[i] = _decode(zf.read(s.path.as_posix()), spec)
             except Exception as exc:  # noqa: BLE001 - decoders raise many types on corrupt input
-                raise DataError(f"{zip_path}: member {s.path.as_posix()}: cannot decode ({type(exc).__name__}: {exc})") from None
+                raise DataError(
+                    f"{zip_path}: member {s.path.as_posix()}: cannot decode ({type(exc).__name__}: {exc})"
+                ) from None
     return crops, np.array([s.label for s in samples], dtype=np.int64)
 
 

@@ -12,9 +12,6 @@ Images depend only on ``(seed, class, index, size)``: the same arguments write t
 
 from __future__ import annotations
 
-from pipeline.artifacts import exclusive_lock
-from pipeline.errors import DataError
-
 import json
 import math
 import os
@@ -27,6 +24,9 @@ from typing import Any
 
 import numpy as np
 from PIL import Image, ImageDraw
+
+from pipeline.artifacts import exclusive_lock
+from pipeline.errors import DataError
 
 from .imagenet import LabelledSet, read_image_folder
 
@@ -163,8 +163,20 @@ def _shape_mask(rng: np.random.Generator, shape: str, size: int) -> np.ndarray:
 
 def _cross(cx: float, cy: float, arm: float, half: float, rot: float) -> list[tuple[float, float]]:
     """A plus sign: 12 corners, arms of length ``arm`` and half-width ``half``."""
-    pts = [(half, arm), (half, half), (arm, half), (arm, -half), (half, -half), (half, -arm),
-           (-half, -arm), (-half, -half), (-arm, -half), (-arm, half), (-half, half), (-half, arm)]
+    pts = [
+        (half, arm),
+        (half, half),
+        (arm, half),
+        (arm, -half),
+        (half, -half),
+        (half, -arm),
+        (-half, -arm),
+        (-half, -half),
+        (-arm, -half),
+        (-arm, half),
+        (-half, half),
+        (-half, arm),
+    ]
     c, s = math.cos(rot), math.sin(rot)
     return [(cx + x * c - y * s, cy + x * s + y * c) for x, y in pts]
 
@@ -196,9 +208,7 @@ def _texture(rng: np.random.Generator, texture: str, size: int) -> np.ndarray:
     raise DataError(f"unknown texture {texture!r}")  # pragma: no cover
 
 
-def render_image(
-    seed: int, label: int, index: int, size: int = 224, num_classes: int = 10
-) -> Image.Image:
+def render_image(seed: int, label: int, index: int, size: int = 224, num_classes: int = 10) -> Image.Image:
     """Render image ``index`` of class ``label`` (deterministic in all arguments but
     ``num_classes``, which only bounds ``label``)."""
     spec = _class_specs(num_classes)[label]
@@ -285,9 +295,7 @@ def generate_demo_set(
         if _read_info(root) == info:
             return _labelled(root, num_classes)
         if not overwrite:
-            raise FileExistsError(
-                f"{root} exists and is not a demo set made with {info}; pass overwrite=True"
-            )
+            raise FileExistsError(f"{root} exists and is not a demo set made with {info}; pass overwrite=True")
     root.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.partial-", dir=root.parent))
     try:

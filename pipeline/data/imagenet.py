@@ -7,8 +7,6 @@ The chosen lists are written with SHA-256 hashes so a device can check it sees t
 
 from __future__ import annotations
 
-from pipeline.errors import DataError
-
 import csv
 import json
 import os
@@ -22,6 +20,7 @@ import numpy as np
 
 from pipeline.artifacts import sha256_file, write_json_atomic
 from pipeline.bundle.paths import path_problem
+from pipeline.errors import DataError
 from pipeline.names import control_character
 
 __all__ = [
@@ -68,9 +67,7 @@ class LabelledSet:
 
     def __post_init__(self) -> None:
         if len(self.class_names) != len(self.classes):
-            raise DataError(
-                f"class_names has {len(self.class_names)} entries, classes {len(self.classes)}"
-            )
+            raise DataError(f"class_names has {len(self.class_names)} entries, classes {len(self.classes)}")
 
     @property
     def num_classes(self) -> int:
@@ -120,16 +117,16 @@ def read_image_folder(root: str | Path, synset_mapping: str | Path | None = None
     root = Path(root)
     if not root.is_dir():
         raise DataError(f"image folder {root}: not a directory")
-    classes = sorted(
-        p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")
-    )
+    classes = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
     if not classes:
         raise DataError(f"image folder {root}: no class sub-folders")
     for cls in classes:
         bad = control_character(cls)
         if bad:
-            raise DataError(f"image folder {root}: class folder {cls!r} holds the control character {bad} in its name; "
-                            "rename it (class names must be plain text)")
+            raise DataError(
+                f"image folder {root}: class folder {cls!r} holds the control character {bad} in its name; "
+                "rename it (class names must be plain text)"
+            )
     samples: list[Sample] = []
     empty: list[str] = []
     for label, cls in enumerate(classes):
@@ -168,16 +165,17 @@ def read_synset_mapping(path: str | Path) -> list[tuple[str, str]]:
         seen[wnid] = lineno
         bad = control_character(desc)
         if bad:
-            raise DataError(f"{path}:{lineno}: the description of {wnid} holds the control character {bad}; class names must be plain text")
+            raise DataError(
+                f"{path}:{lineno}: the description of {wnid} holds the control character {bad}; class names "
+                "must be plain text"
+            )
         entries.append((wnid, desc.strip() or wnid))
     if not entries:
         raise DataError(f"{path}: no synsets")
     return entries
 
 
-def read_ilsvrc_val(
-    images_dir: str | Path, solution_csv: str | Path, synset_mapping: str | Path
-) -> LabelledSet:
+def read_ilsvrc_val(images_dir: str | Path, solution_csv: str | Path, synset_mapping: str | Path) -> LabelledSet:
     """Read the ILSVRC2012 validation layout.
 
     * ``images_dir/<ImageId>.JPEG``: the flat image folder;
@@ -209,9 +207,7 @@ def read_ilsvrc_val(
         if image_id in labels:
             raise DataError(f"{solution_csv}:{lineno}: ImageId {image_id} listed twice")
         if f"{image_id}.JPEG" not in present:
-            raise DataError(
-                f"{solution_csv}:{lineno}: image {images_dir / (image_id + '.JPEG')} not found"
-            )
+            raise DataError(f"{solution_csv}:{lineno}: image {images_dir / (image_id + '.JPEG')} not found")
         labels[image_id] = index[wnid]
     if not labels:
         raise DataError(f"{solution_csv}: no images listed")
@@ -249,9 +245,7 @@ def _class_permutation(n: int, seed: int, label: int) -> np.ndarray:
     return np.random.default_rng([seed, label]).permutation(n)
 
 
-def split_per_class(
-    dataset: LabelledSet, parts: Sequence[int] | Sequence[float], seed: int
-) -> list[list[Sample]]:
+def split_per_class(dataset: LabelledSet, parts: Sequence[int] | Sequence[float], seed: int) -> list[list[Sample]]:
     """Split every class into disjoint parts, in the given order.
 
     ``parts`` is either all ints (exact image counts per class; leftovers are unused and a
@@ -310,9 +304,7 @@ def _parts_mode(parts: Sequence[int] | Sequence[float]) -> bool:
     raise DataError(f"parts: use all ints (counts) or all floats (fractions), got {list(parts)}")
 
 
-def _part_sizes(
-    parts: Sequence[int] | Sequence[float], n: int, counts_mode: bool
-) -> list[int] | None:
+def _part_sizes(parts: Sequence[int] | Sequence[float], n: int, counts_mode: bool) -> list[int] | None:
     if counts_mode:
         sizes = [int(p) for p in parts]
         return sizes if sum(sizes) <= n else None
@@ -436,9 +428,7 @@ def _relative_posix(path: Path, root: Path) -> str:
     return rel.as_posix()
 
 
-def read_subset_list(
-    path: str | Path, root: str | Path | None = None, verify: bool = False
-) -> SubsetList:
+def read_subset_list(path: str | Path, root: str | Path | None = None, verify: bool = False) -> SubsetList:
     """Load a file written by :func:`write_subset_list`.
 
     Sample paths are joined to ``root`` when given, else left relative. With ``verify``
@@ -470,9 +460,7 @@ def read_subset_list(
     )
 
 
-def _parse_entries(
-    entries: Any, path: Path, base: Path | None
-) -> tuple[list[Sample], list[str]]:
+def _parse_entries(entries: Any, path: Path, base: Path | None) -> tuple[list[Sample], list[str]]:
     if not isinstance(entries, list):
         raise DataError(f"{path}: 'samples' must be a list")
     samples, hashes = [], []
@@ -483,7 +471,9 @@ def _parse_entries(
             raise DataError(f"{path}: samples[{i}] needs path, label and sha256") from None
         problem = path_problem(rel)
         if problem is not None:
-            raise DataError(f"{path}: samples[{i}] path {rel!r} {problem}: sample paths are relative to the list's image root")
+            raise DataError(
+                f"{path}: samples[{i}] path {rel!r} {problem}: sample paths are relative to the list's image root"
+            )
         samples.append(Sample(base / rel if base is not None else Path(rel), label))
         hashes.append(digest)
     return samples, hashes
@@ -500,6 +490,4 @@ def _verify_hashes(samples: list[Sample], hashes: list[str], path: Path) -> None
         if actual != expected:
             bad.append(f"{s.path} (sha256 {actual[:12]}..., expected {expected[:12]}...)")
     if bad:
-        raise DataError(
-            f"{path}: {len(bad)} file(s) differ from the list: " + "; ".join(bad[:10])
-        )
+        raise DataError(f"{path}: {len(bad)} file(s) differ from the list: " + "; ".join(bad[:10]))

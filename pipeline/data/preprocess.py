@@ -14,8 +14,6 @@ whose defaults might change:
 
 from __future__ import annotations
 
-from pipeline.errors import DataError
-
 import math
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -23,6 +21,8 @@ from typing import Any, Mapping
 
 import numpy as np
 from PIL import Image
+
+from pipeline.errors import DataError
 
 __all__ = [
     "DEFAULT_MAX_IMAGE_PIXELS",
@@ -83,9 +83,7 @@ class PreprocessSpec:
         if self.color != "RGB":
             raise DataError(f"color: only 'RGB' is supported, got {self.color!r}")
         if self.interpolation != "bilinear":
-            raise DataError(
-                f"interpolation: only 'bilinear' is supported, got {self.interpolation!r}"
-            )
+            raise DataError(f"interpolation: only 'bilinear' is supported, got {self.interpolation!r}")
         if isinstance(self.scale, bool) or not isinstance(self.scale, (int, float)):
             raise DataError(f"scale: must be a number, got {self.scale!r}")
         if not math.isfinite(self.scale) or self.scale <= 0:
@@ -125,8 +123,7 @@ def _three_floats(name: str, value: Any) -> tuple[float, float, float]:
     except TypeError:
         raise DataError(f"{name}: expected 3 numbers, got {value!r}") from None
     if len(items) != 3 or any(
-        isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v)
-        for v in items
+        isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) for v in items
     ):
         raise DataError(f"{name}: expected 3 finite numbers, got {value!r}")
     return (float(items[0]), float(items[1]), float(items[2]))
@@ -183,7 +180,10 @@ def load_rgb(path: str | Path, max_pixels: int | None = None) -> Image.Image:
 
 def _check_size(path: Path, width: int, height: int, max_pixels: int | None) -> None:
     if max_pixels is not None and width * height > max_pixels:
-        raise BadImageError(path, f"{width}x{height} = {width * height:,} pixels, over data.max_image_pixels = {max_pixels:,}; not decoded")
+        raise BadImageError(
+            path,
+            f"{width}x{height} = {width * height:,} pixels, over data.max_image_pixels = {max_pixels:,}; not decoded",
+        )
 
 
 def _to_rgb(img: Image.Image) -> Image.Image:
@@ -244,9 +244,7 @@ def normalize(chw_uint8: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
     """
     arr = np.asarray(chw_uint8)
     if arr.dtype != np.uint8 or arr.ndim not in (3, 4) or arr.shape[-3] != 3:
-        raise DataError(
-            f"normalize expects uint8 (3,H,W) or (N,3,H,W), got {arr.dtype} {arr.shape}"
-        )
+        raise DataError(f"normalize expects uint8 (3,H,W) or (N,3,H,W), got {arr.dtype} {arr.shape}")
     mean = np.asarray(spec.mean, dtype=np.float32).reshape(3, 1, 1)
     std = np.asarray(spec.std, dtype=np.float32).reshape(3, 1, 1)
     out = arr.astype(np.float32)

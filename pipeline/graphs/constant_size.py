@@ -22,8 +22,35 @@ from pipeline.errors import ModelInputError
 MB = 1 << 20
 # Small integer constants (shapes, repeats, axes) are followed by value; bigger ones only by shape.
 MAX_TRACKED_VALUES = 64
-ELEMENTWISE = {"Add", "Sub", "Mul", "Div", "Pow", "Max", "Min", "Where", "Identity", "Cast", "Neg", "Abs", "Sqrt", "Exp",
-               "Log", "Relu", "Sigmoid", "Tanh", "Erf", "Equal", "Less", "Greater", "Not", "And", "Or", "Mod", "Clip"}
+ELEMENTWISE = {
+    "Add",
+    "Sub",
+    "Mul",
+    "Div",
+    "Pow",
+    "Max",
+    "Min",
+    "Where",
+    "Identity",
+    "Cast",
+    "Neg",
+    "Abs",
+    "Sqrt",
+    "Exp",
+    "Log",
+    "Relu",
+    "Sigmoid",
+    "Tanh",
+    "Erf",
+    "Equal",
+    "Less",
+    "Greater",
+    "Not",
+    "And",
+    "Or",
+    "Mod",
+    "Clip",
+}
 
 
 @dataclass(frozen=True)
@@ -93,7 +120,11 @@ def _output_shape(node: Any, known: _Known) -> Optional[Tuple[int, ...]]:
         return None if target is None else _broadcast([known.shapes.get(ins[0]), tuple(target)])
     if op == "Tile":
         repeats, shape = _value(known, ins[1]), known.shapes.get(ins[0])
-        return None if repeats is None or shape is None or len(repeats) != len(shape) else tuple(d * max(r, 0) for d, r in zip(shape, repeats))
+        return (
+            None
+            if repeats is None or shape is None or len(repeats) != len(shape)
+            else tuple(d * max(r, 0) for d, r in zip(shape, repeats))
+        )
     if op == "Range":
         start, limit, delta = (_value(known, i) for i in ins[:3])
         if not (start and limit and delta) or delta[0] == 0:
@@ -130,10 +161,18 @@ def _constant_node(node: Any, known: _Known) -> List[Constant]:
     """A Constant node's value: a tensor (counted), or a list of ints (a shape, followed by value)."""
     for attribute in node.attribute:
         if attribute.name == "value":
-            return [Constant(f"node '{node.name or node.output[0]}' (Constant)", _add_tensor(known, node.output[0], attribute.t))]
+            return [
+                Constant(
+                    f"node '{node.name or node.output[0]}' (Constant)", _add_tensor(known, node.output[0], attribute.t)
+                )
+            ]
         if attribute.name in ("value_ints", "value_int"):
             ints = np.array(list(attribute.ints) if attribute.name == "value_ints" else attribute.i, dtype=np.int64)
-            known.shapes[node.output[0]], known.itemsizes[node.output[0]], known.values[node.output[0]] = ints.shape, 8, ints
+            known.shapes[node.output[0]], known.itemsizes[node.output[0]], known.values[node.output[0]] = (
+                ints.shape,
+                8,
+                ints,
+            )
     return []
 
 
@@ -154,7 +193,12 @@ def folded_constants(graph: Any) -> List[Constant]:
         shape = _output_shape(node, known)
         if shape is not None:
             known.shapes[node.output[0]], known.itemsizes[node.output[0]] = shape, _output_itemsize(node, known)
-            found.append(Constant(f"node '{node.name or node.output[0]}' ({node.op_type})", math.prod(shape) * known.itemsizes[node.output[0]]))
+            found.append(
+                Constant(
+                    f"node '{node.name or node.output[0]}' ({node.op_type})",
+                    math.prod(shape) * known.itemsizes[node.output[0]],
+                )
+            )
     return found
 
 
@@ -167,5 +211,6 @@ def check_constant_size(graph: Any, path: Path, max_mb: float) -> None:
     largest = max(constants, key=lambda c: c.bytes)
     raise ModelInputError(
         f"{path}: {largest.what} makes a constant of {largest.bytes / MB:,.0f} MB; its constants would total "
-        f"{total / MB:,.0f} MB once folded, over [simplify] max_constant_mb = {max_mb:g} (raise it if the model really holds that much)"
+        f"{total / MB:,.0f} MB once folded, over [simplify] max_constant_mb = {max_mb:g} (raise it if the "
+        "model really holds that much)"
     )

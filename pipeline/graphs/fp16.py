@@ -5,7 +5,6 @@ from __future__ import annotations
 import warnings
 from pathlib import Path
 
-
 # LayerNorm stays in FP32 in every FP16 graph: its mean of squares overflows FP16 (65504) as soon
 # as a token's activations pass ~256, which transformers' residual streams do (which nodes:
 # pipeline.graphs.layernorm.fp32_nodes).
@@ -24,8 +23,9 @@ def convert_fp16(fp32_path: Path, destination: Path) -> None:
     with warnings.catch_warnings():
         # One warning per tiny weight clipped to FP16's range: expected, and reported by accuracy.
         warnings.simplefilter("ignore", UserWarning)
-        converted = float16.convert_float_to_float16(model, keep_io_types=True, disable_shape_infer=False,
-                                                     node_block_list=[n.name for n in kept])
+        converted = float16.convert_float_to_float16(
+            model, keep_io_types=True, disable_shape_infer=False, node_block_list=[n.name for n in kept]
+        )
     onnx.checker.check_model(converted)
     onnx.save(converted, str(destination))
 
@@ -63,7 +63,9 @@ def qdq_to_fp16(qdq_path: Path, destination: Path) -> None:
             continue  # a constant only FP32 nodes read (e.g. LayerNorm's epsilon)
         for attribute in node.attribute:
             if attribute.type == onnx.AttributeProto.TENSOR and attribute.t.data_type == TensorProto.FLOAT:
-                attribute.t.CopyFrom(numpy_helper.from_array(_to_fp16(numpy_helper.to_array(attribute.t)), attribute.t.name))
+                attribute.t.CopyFrom(
+                    numpy_helper.from_array(_to_fp16(numpy_helper.to_array(attribute.t)), attribute.t.name)
+                )
             if node.op_type == "Cast" and attribute.name == "to" and attribute.i == TensorProto.FLOAT:
                 attribute.i = TensorProto.FLOAT16
     _cast_edges(graph, helper, TensorProto)
@@ -102,7 +104,9 @@ def _float_tensors(model, TensorProto) -> set:
     names = {v.name for v in values if v.type.tensor_type.elem_type == TensorProto.FLOAT}
     names |= {i.name for i in graph.initializer if i.data_type == TensorProto.FLOAT}
     for node in graph.node:
-        if node.op_type == "Constant" and any(a.name == "value" and a.t.data_type == TensorProto.FLOAT for a in node.attribute):
+        if node.op_type == "Constant" and any(
+            a.name == "value" and a.t.data_type == TensorProto.FLOAT for a in node.attribute
+        ):
             names.update(node.output)
     return names
 
@@ -136,14 +140,22 @@ def _keep_in_fp32(model, kept_nodes, helper, TensorProto) -> set:
             elif kept and name in floats and name not in initializers:
                 if name not in cast_in:
                     cast_in[name] = f"{name}_to_fp32"
-                    casts.append(helper.make_node("Cast", [name], [cast_in[name]], name=f"{name}{KEEP_FP32_SUFFIX}", to=TensorProto.FLOAT))
+                    casts.append(
+                        helper.make_node(
+                            "Cast", [name], [cast_in[name]], name=f"{name}{KEEP_FP32_SUFFIX}", to=TensorProto.FLOAT
+                        )
+                    )
                 node.input[index] = cast_in[name]
     read_outside = {name for n in graph.node if id(n) not in kept_ids for name in n.input} | outputs
     for node in kept_nodes:
         for index, name in enumerate(node.output):
             node.output[index] = inner[name]
             if name in read_outside:
-                casts.append(helper.make_node("Cast", [inner[name]], [name], name=f"{name}_fp16{KEEP_FP32_SUFFIX}", to=TensorProto.FLOAT16))
+                casts.append(
+                    helper.make_node(
+                        "Cast", [inner[name]], [name], name=f"{name}_fp16{KEEP_FP32_SUFFIX}", to=TensorProto.FLOAT16
+                    )
+                )
     graph.node.extend(casts)
     from pipeline.graphs.query import topological_sort
 
@@ -176,9 +188,18 @@ def _cast_edges(graph, helper, TensorProto) -> None:
     for graph_input in graph.input:
         if graph_input.type.tensor_type.elem_type == TensorProto.FLOAT:
             inner = _rename_tensor(graph, graph_input.name)
-            graph.node.insert(0, helper.make_node("Cast", [graph_input.name], [inner], name=f"{graph_input.name}_CastToFp16", to=TensorProto.FLOAT16))
+            graph.node.insert(
+                0,
+                helper.make_node(
+                    "Cast", [graph_input.name], [inner], name=f"{graph_input.name}_CastToFp16", to=TensorProto.FLOAT16
+                ),
+            )
     for graph_output in graph.output:
         if graph_output.type.tensor_type.elem_type == TensorProto.FLOAT:
             inner = _rename_tensor(graph, graph_output.name)
-            graph.node.append(helper.make_node("Cast", [inner], [graph_output.name], name=f"{graph_output.name}_CastToFp32", to=TensorProto.FLOAT))
+            graph.node.append(
+                helper.make_node(
+                    "Cast", [inner], [graph_output.name], name=f"{graph_output.name}_CastToFp32", to=TensorProto.FLOAT
+                )
+            )
     topological_sort(graph)

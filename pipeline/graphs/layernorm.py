@@ -19,6 +19,7 @@ FIRST_RELEASE_WITH_LAYERNORM = (8, 6)
 
 def needs_decomposed_layernorm(tensorrt_versions: Tuple[str, ...]) -> bool:
     """Whether any listed TensorRT release predates the parser's LayerNormalization."""
+
     def release(version: str) -> Tuple[int, int]:
         parts = [int(p) for p in version.split(".")[:2] if p.isdigit()]
         return (parts + [0, 0])[0], (parts + [0, 0])[1]
@@ -35,8 +36,13 @@ def _reduce_mean(helper: Any, source: str, axes: List[int], output: str, opset: 
     if opset < 18:
         return [helper.make_node("ReduceMean", [source], [output], name=name, axes=axes, keepdims=1)]
     axes_name = f"{name}_axes"
-    constant = helper.make_node("Constant", [], [axes_name], name=f"{name}_AxesConstant",
-                                value=helper.make_tensor(axes_name, 7, [len(axes)], axes))  # INT64
+    constant = helper.make_node(
+        "Constant",
+        [],
+        [axes_name],
+        name=f"{name}_AxesConstant",
+        value=helper.make_tensor(axes_name, 7, [len(axes)], axes),
+    )  # INT64
     return [constant, helper.make_node("ReduceMean", [source, axes_name], [output], name=name, keepdims=1)]
 
 
@@ -52,23 +58,31 @@ def _decomposed(node: Any, opset: int, rank: int) -> List[Any]:
     elif rank > 0:
         axes = [a - rank for a in range(axis, rank)]
     else:
-        raise StageError(f"LayerNormalization {node.name!r}: axis {axis} on a tensor of unknown rank cannot be decomposed")
+        raise StageError(
+            f"LayerNormalization {node.name!r}: axis {axis} on a tensor of unknown rank cannot be decomposed"
+        )
     if len(node.output) > 1 and any(node.output[1:]):
         raise StageError(f"LayerNormalization {node.name!r}: its mean/inv-std outputs are used; cannot decompose")
     x, scale = node.input[0], node.input[1]
     bias = node.input[2] if len(node.input) > 2 and node.input[2] else None
     p = node.name or node.output[0]
-    t = {k: f"{p}/{k}" for k in ("mean", "centered", "two", "square", "var", "eps", "var_eps", "std", "normed", "scaled")}
+    t = {
+        k: f"{p}/{k}" for k in ("mean", "centered", "two", "square", "var", "eps", "var_eps", "std", "normed", "scaled")
+    }
     nodes = _reduce_mean(helper, x, axes, t["mean"], opset, f"{p}/ReduceMean")
     nodes += [
         helper.make_node("Sub", [x, t["mean"]], [t["centered"]], name=f"{p}/Sub"),
-        helper.make_node("Constant", [], [t["two"]], name=f"{p}/TwoConstant", value=helper.make_tensor(t["two"], 1, [], [2.0])),
+        helper.make_node(
+            "Constant", [], [t["two"]], name=f"{p}/TwoConstant", value=helper.make_tensor(t["two"], 1, [], [2.0])
+        ),
         helper.make_node("Pow", [t["centered"], t["two"]], [t["square"]], name=f"{p}/Pow"),
     ]
     nodes += _reduce_mean(helper, t["square"], axes, t["var"], opset, f"{p}/ReduceMean_1")
     out = node.output[0]
     nodes += [
-        helper.make_node("Constant", [], [t["eps"]], name=f"{p}/EpsConstant", value=helper.make_tensor(t["eps"], 1, [], [epsilon])),
+        helper.make_node(
+            "Constant", [], [t["eps"]], name=f"{p}/EpsConstant", value=helper.make_tensor(t["eps"], 1, [], [epsilon])
+        ),
         helper.make_node("Add", [t["var"], t["eps"]], [t["var_eps"]], name=f"{p}/Add"),
         helper.make_node("Sqrt", [t["var_eps"]], [t["std"]], name=f"{p}/Sqrt"),
         helper.make_node("Div", [t["centered"], t["std"]], [t["normed"]], name=f"{p}/Div"),

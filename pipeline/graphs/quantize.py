@@ -41,8 +41,24 @@ QUANTIZED_OPS = ("Conv", "Gemm", "MatMul")
 
 
 # Ops that move or reshape data: left out of the per-precision op counts.
-LAYOUT_OPS = {"QuantizeLinear", "DequantizeLinear", "Constant", "Reshape", "Transpose", "Shape", "Gather", "Concat",
-              "Unsqueeze", "Squeeze", "Flatten", "Slice", "Cast", "Identity", "Split", "Expand"}
+LAYOUT_OPS = {
+    "QuantizeLinear",
+    "DequantizeLinear",
+    "Constant",
+    "Reshape",
+    "Transpose",
+    "Shape",
+    "Gather",
+    "Concat",
+    "Unsqueeze",
+    "Squeeze",
+    "Flatten",
+    "Slice",
+    "Cast",
+    "Identity",
+    "Split",
+    "Expand",
+}
 
 
 def op_precisions(model_path: Path) -> dict[str, dict[str, int]]:
@@ -75,7 +91,9 @@ def activation_matmuls(model_path: Path) -> list[str]:
     import onnx
 
     graph = onnx.load(str(model_path), load_external_data=False).graph
-    constants = {i.name for i in graph.initializer} | {o for n in graph.node if n.op_type == "Constant" for o in n.output}
+    constants = {i.name for i in graph.initializer} | {
+        o for n in graph.node if n.op_type == "Constant" for o in n.output
+    }
     return [n.name for n in graph.node if n.op_type == "MatMul" and not any(name in constants for name in n.input)]
 
 
@@ -114,12 +132,24 @@ class Int8Recipe:
 
 
 RECIPES = {
-    INT8: Int8Recipe(INT8, activations="u8", activation_symmetric=False, reduce_range=True,
-                     scheme="u8 asymmetric activations, 7-bit per-channel weights (saturation-free on AVX2)"),
+    INT8: Int8Recipe(
+        INT8,
+        activations="u8",
+        activation_symmetric=False,
+        reduce_range=True,
+        scheme="u8 asymmetric activations, 7-bit per-channel weights (saturation-free on AVX2)",
+    ),
     # TensorRT accumulates in 32 bits, so its graph keeps all 8 weight bits.
-    INT8_TRT: Int8Recipe(INT8_TRT, activations="s8", activation_symmetric=True, reduce_range=False, quantize_bias=False,
-                         output_quantization=False, residual_skips=True,
-                         scheme="s8 symmetric activations and per-channel weights on Conv/Gemm/MatMul inputs and residual skips"),
+    INT8_TRT: Int8Recipe(
+        INT8_TRT,
+        activations="s8",
+        activation_symmetric=True,
+        reduce_range=False,
+        quantize_bias=False,
+        output_quantization=False,
+        residual_skips=True,
+        scheme="s8 symmetric activations and per-channel weights on Conv/Gemm/MatMul inputs and residual skips",
+    ),
 }
 
 
@@ -144,7 +174,9 @@ def load_fp32(fp32_path: Path) -> Fp32Graph:
     return Fp32Graph(Path(fp32_path), load_model_with_shape_infer(Path(fp32_path)), activation_matmuls(fp32_path))
 
 
-def quantize_graph(fp32: Union[Path, Fp32Graph], destination: Path, tensors_data: Any, flavour: str, exclude: Iterable[str] = ()) -> None:
+def quantize_graph(
+    fp32: Union[Path, Fp32Graph], destination: Path, tensors_data: Any, flavour: str, exclude: Iterable[str] = ()
+) -> None:
     """Write the `int8` (ONNX Runtime) or `int8-trt` (TensorRT) Q/DQ graph.
 
     MatMuls between two activations (attention-like products: the VT tokenizer's and token
@@ -209,13 +241,26 @@ def _quantize_residual_adds(model: Any, tensors_data: Any) -> None:
         low, high = tensors_data.data[name].range_value
         amax = max(abs(float(np.asarray(low).min())), abs(float(np.asarray(high).max())), 1e-8)
         scale_name, zero_name = f"{name}_residual_scale", f"{name}_residual_zero_point"
-        model.graph.initializer.extend([
-            numpy_helper.from_array(np.array(amax / 127.0, dtype=np.float32), scale_name),
-            helper.make_tensor(zero_name, TensorProto.INT8, [], [0]),
-        ])
+        model.graph.initializer.extend(
+            [
+                numpy_helper.from_array(np.array(amax / 127.0, dtype=np.float32), scale_name),
+                helper.make_tensor(zero_name, TensorProto.INT8, [], [0]),
+            ]
+        )
         quantized, dequantized = f"{name}_residual_q", f"{name}_residual_dq"
-        new_nodes.append(helper.make_node("QuantizeLinear", [name, scale_name, zero_name], [quantized], name=f"{name}_ResidualQuantizeLinear"))
-        new_nodes.append(helper.make_node("DequantizeLinear", [quantized, scale_name, zero_name], [dequantized], name=f"{name}_ResidualDequantizeLinear"))
+        new_nodes.append(
+            helper.make_node(
+                "QuantizeLinear", [name, scale_name, zero_name], [quantized], name=f"{name}_ResidualQuantizeLinear"
+            )
+        )
+        new_nodes.append(
+            helper.make_node(
+                "DequantizeLinear",
+                [quantized, scale_name, zero_name],
+                [dequantized],
+                name=f"{name}_ResidualDequantizeLinear",
+            )
+        )
         node.input[skip] = dequantized
     if new_nodes:
         model.graph.node.extend(new_nodes)

@@ -13,9 +13,7 @@ def onnx_node_table(path: Path) -> list[dict[str, Any]]:
     import onnx
 
     graph = onnx.load(str(path), load_external_data=False).graph
-    return [
-        {"name": n.name, "op": n.op_type, "inputs": list(n.input), "outputs": list(n.output)} for n in graph.node
-    ]
+    return [{"name": n.name, "op": n.op_type, "inputs": list(n.input), "outputs": list(n.output)} for n in graph.node]
 
 
 def op_histogram(path: Path) -> dict[str, int]:

@@ -76,8 +76,10 @@ class TwinUnsupportedOp(StageError):
     def __init__(self, op_type: str, node_name: str, reason: str = "") -> None:
         self.op_type, self.node_name, self.reason = op_type, node_name, reason
         detail = f" with {reason}" if reason else ""
-        super().__init__(f"the torch twin has no {op_type}{detail} (node {node_name or 'unnamed'}); "
-                         "the quantization-aware fine-tune cannot run on this graph")
+        super().__init__(
+            f"the torch twin has no {op_type}{detail} (node {node_name or 'unnamed'}); "
+            "the quantization-aware fine-tune cannot run on this graph"
+        )
 
 
 @lru_cache(maxsize=1)
@@ -135,7 +137,12 @@ def _constant_node_value(node: Any) -> np.ndarray:
     """The value of a Constant node, whichever attribute holds it."""
     from onnx import numpy_helper
 
-    for name, dtype in (("value_float", np.float32), ("value_floats", np.float32), ("value_int", np.int64), ("value_ints", np.int64)):
+    for name, dtype in (
+        ("value_float", np.float32),
+        ("value_floats", np.float32),
+        ("value_int", np.int64),
+        ("value_ints", np.int64),
+    ):
         value = attr(node, name)
         if value is not None:
             return np.array(value, dtype=dtype)
@@ -288,7 +295,10 @@ class Twin:
         else:
             axis = attr(node, "axis", 1)
             device = args[1].device
-            scale, zero = _per_axis(args[1], axis, args[0].dim()), _per_axis(args[2].float().to(device), axis, args[0].dim())
+            scale, zero = (
+                _per_axis(args[1], axis, args[0].dim()),
+                _per_axis(args[2].float().to(device), axis, args[0].dim()),
+            )
         return (args[0].float() - zero) * scale
 
     def _node(self, node: Any, env: Dict[str, Any], qparams: Dict[str, Any]) -> Any:

@@ -116,8 +116,21 @@ def _dropout(node: Any, args: List[Any]) -> Any:
 
 
 # ONNX TensorProto element types -> the torch dtype the twin computes in (floats: float32).
-CAST_TYPES = {1: "float32", 2: "uint8", 3: "int8", 4: "int32", 5: "int16", 6: "int32", 7: "int64", 9: "bool",
-              10: "float32", 11: "float32", 12: "int64", 13: "int64", 16: "float32"}
+CAST_TYPES = {
+    1: "float32",
+    2: "uint8",
+    3: "int8",
+    4: "int32",
+    5: "int16",
+    6: "int32",
+    7: "int64",
+    9: "bool",
+    10: "float32",
+    11: "float32",
+    12: "int64",
+    13: "int64",
+    16: "float32",
+}
 
 
 def _cast(node: Any, args: List[Any]) -> Any:
@@ -339,16 +352,47 @@ def _binary(name: str) -> Op:
 
 
 OPS: Dict[str, Op] = {
-    **{op: _unary(name) for op, name in {
-        "Relu": "relu", "Sigmoid": "sigmoid", "Tanh": "tanh", "Erf": "erf", "Sqrt": "sqrt", "Exp": "exp",
-        "Log": "log", "Neg": "neg", "Abs": "abs", "Reciprocal": "reciprocal", "Floor": "floor", "Ceil": "ceil",
-        "Round": "round", "Sign": "sign", "Sin": "sin", "Cos": "cos", "Not": "logical_not", "IsNaN": "isnan",
-    }.items()},
-    **{op: _binary(name) for op, name in {
-        "Add": "add", "Sub": "sub", "Mul": "mul", "Pow": "pow", "MatMul": "matmul", "Equal": "eq", "Greater": "gt",
-        "Less": "lt", "GreaterOrEqual": "ge", "LessOrEqual": "le", "And": "logical_and", "Or": "logical_or",
-        "Xor": "logical_xor",
-    }.items()},
+    **{
+        op: _unary(name)
+        for op, name in {
+            "Relu": "relu",
+            "Sigmoid": "sigmoid",
+            "Tanh": "tanh",
+            "Erf": "erf",
+            "Sqrt": "sqrt",
+            "Exp": "exp",
+            "Log": "log",
+            "Neg": "neg",
+            "Abs": "abs",
+            "Reciprocal": "reciprocal",
+            "Floor": "floor",
+            "Ceil": "ceil",
+            "Round": "round",
+            "Sign": "sign",
+            "Sin": "sin",
+            "Cos": "cos",
+            "Not": "logical_not",
+            "IsNaN": "isnan",
+        }.items()
+    },
+    **{
+        op: _binary(name)
+        for op, name in {
+            "Add": "add",
+            "Sub": "sub",
+            "Mul": "mul",
+            "Pow": "pow",
+            "MatMul": "matmul",
+            "Equal": "eq",
+            "Greater": "gt",
+            "Less": "lt",
+            "GreaterOrEqual": "ge",
+            "LessOrEqual": "le",
+            "And": "logical_and",
+            "Or": "logical_or",
+            "Xor": "logical_xor",
+        }.items()
+    },
     **{op: _reduce(combine) for op, combine in REDUCTIONS.items()},
     "Div": _div,
     "Mod": _mod,

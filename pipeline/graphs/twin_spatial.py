@@ -54,7 +54,9 @@ def _conv_transpose(node: Any, args: List[Any]) -> Any:
     n = w.dim() - 2
     strides, dilations, pads = _window(node, x, list(w.shape[2:]))
     conv = (F.conv_transpose1d, F.conv_transpose2d, F.conv_transpose3d)[n - 1]
-    return conv(x, w, b, strides, pads[:n], list(attr(node, "output_padding", [0] * n)), attr(node, "group", 1), dilations)
+    return conv(
+        x, w, b, strides, pads[:n], list(attr(node, "output_padding", [0] * n)), attr(node, "group", 1), dilations
+    )
 
 
 def _pool_window(node: Any, x: Any) -> Tuple[List[int], Window, bool]:
@@ -102,7 +104,9 @@ def _pad(node: Any, args: List[Any]) -> Any:
     if not padded:
         return x
     order = [p for a in reversed(range(min(padded), x.dim())) for p in per_axis.get(a, (0, 0))]
-    mode = {"constant": "constant", "reflect": "reflect", "edge": "replicate", "wrap": "circular"}[attr(node, "mode", "constant")]
+    mode = {"constant": "constant", "reflect": "reflect", "edge": "replicate", "wrap": "circular"}[
+        attr(node, "mode", "constant")
+    ]
     return F.pad(x, order, mode=mode, value=value) if mode == "constant" else F.pad(x, order, mode=mode)
 
 
@@ -139,7 +143,9 @@ def _nearest(coordinates: Any, rounding: str) -> Any:
         return coordinates.ceil()
     halfway = coordinates - coordinates.floor() == 0.5
     rounded = coordinates.round()
-    return torch.where(halfway, coordinates.floor() if rounding == "round_prefer_floor" else coordinates.ceil(), rounded)
+    return torch.where(
+        halfway, coordinates.floor() if rounding == "round_prefer_floor" else coordinates.ceil(), rounded
+    )
 
 
 def _resize(node: Any, args: List[Any]) -> Any:
@@ -206,5 +212,9 @@ SPATIAL_LIMITS = {
     "ConvTranspose": _conv_transpose_limit,
     "MaxPool": lambda node: "its Indices output" if len(node.output) > 1 and node.output[1] else None,
     "AveragePool": lambda node: "dilations" if any(d != 1 for d in attr(node, "dilations", [])) else None,
-    "Pad": lambda node: None if attr(node, "mode", "constant") in ("constant", "reflect", "edge", "wrap") else f"mode {attr(node, 'mode')}",
+    "Pad": lambda node: (
+        None
+        if attr(node, "mode", "constant") in ("constant", "reflect", "edge", "wrap")
+        else f"mode {attr(node, 'mode')}"
+    ),
 }

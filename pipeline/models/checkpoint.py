@@ -99,16 +99,23 @@ def read_torch_file(path: Path, trusted: bool = False) -> Any:
                 "(a checkpoint holds tensors and plain values only); set trusted_checkpoint = true in [model] of "
                 "pipeline.toml only for a file you made"
             ) from None
-        raise CheckpointError(f"{path}: not a readable torch checkpoint (corrupt, truncated or not written by torch.save)") from None
+        raise CheckpointError(
+            f"{path}: not a readable torch checkpoint (corrupt, truncated or not written by torch.save)"
+        ) from None
     except Exception as exc:  # corrupt zip, truncated file, not a torch file
-        raise CheckpointError(f"{path}: not a readable torch checkpoint (corrupt or truncated: {type(exc).__name__}: {_first_sentence(exc)})") from None
+        raise CheckpointError(
+            f"{path}: not a readable torch checkpoint (corrupt or truncated: {type(exc).__name__}: "
+            f"{_first_sentence(exc)})"
+        ) from None
 
 
 # How torch.load(weights_only=True) names a global it refuses: "Unsupported global: GLOBAL
 # __main__.Evil was not an allowed global" or "Trying to load unsupported GLOBAL posix.system
 # whose module posix is blocked" (torch 2.6 and later), "... allowlisted via `add_safe_globals`
 # but got <class 'x.Y'>".
-_REFUSED_GLOBAL = re.compile(r"unsupported global:?\s+(?:GLOBAL\s+)?([\w.]+)|add_safe_globals`? but got <class '([\w.]+)'>", re.IGNORECASE)
+_REFUSED_GLOBAL = re.compile(
+    r"unsupported global:?\s+(?:GLOBAL\s+)?([\w.]+)|add_safe_globals`? but got <class '([\w.]+)'>", re.IGNORECASE
+)
 
 
 def _refused_global(exc: BaseException) -> Optional[str]:
@@ -166,7 +173,9 @@ def _check_contents(path: Path, data: Any) -> None:
     _check_plain_names(path, "class_names", names)
     declared = data["spec"].get("num_classes")
     if declared is not None and declared != len(classes):
-        raise CheckpointError(f"{path}: spec says num_classes {declared!r} but the checkpoint lists {len(classes)} classes")
+        raise CheckpointError(
+            f"{path}: spec says num_classes {declared!r} but the checkpoint lists {len(classes)} classes"
+        )
 
 
 def _check_plain_names(path: Path, key: str, names: Any) -> None:
@@ -174,5 +183,7 @@ def _check_plain_names(path: Path, key: str, names: Any) -> None:
     for index, name in enumerate(names):
         bad = control_character(name)
         if bad:
-            raise CheckpointError(f"{path}: '{key}' entry {index} {name!r} holds the control character {bad}; "
-                                  "class names must be plain text")
+            raise CheckpointError(
+                f"{path}: '{key}' entry {index} {name!r} holds the control character {bad}; "
+                "class names must be plain text"
+            )

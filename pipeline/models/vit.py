@@ -18,6 +18,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from pipeline.errors import ModelError
+
 
 class PatchEmbed(nn.Module):
     """Non-overlapping patches -> tokens: one strided convolution, flattened to (B, N, D)."""
@@ -25,7 +27,7 @@ class PatchEmbed(nn.Module):
     def __init__(self, img_size: int, patch_size: int, in_chans: int, embed_dim: int) -> None:
         super().__init__()
         if img_size % patch_size:
-            raise ValueError(f"img_size {img_size} is not a multiple of patch_size {patch_size}")
+            raise ModelError(f"img_size {img_size} is not a multiple of patch_size {patch_size}")
         self.num_patches = (img_size // patch_size) ** 2
         self.proj = nn.Conv2d(in_chans, embed_dim, kernel_size=patch_size, stride=patch_size)
 
@@ -37,10 +39,10 @@ class Attention(nn.Module):
     def __init__(self, dim: int, num_heads: int, qkv_bias: bool = True) -> None:
         super().__init__()
         if dim % num_heads:
-            raise ValueError(f"embed_dim {dim} is not a multiple of num_heads {num_heads}")
+            raise ModelError(f"embed_dim {dim} is not a multiple of num_heads {num_heads}")
         self.num_heads = num_heads
         self.head_dim = dim // num_heads
-        self.scale = self.head_dim ** -0.5
+        self.scale = self.head_dim**-0.5
         self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
         self.proj = nn.Linear(dim, dim)
 
@@ -132,4 +134,3 @@ def vit(**shape) -> VisionTransformer:
     """A ViT classifier from keyword arguments (`ViTShape`'s fields), as a config's
     `[model] factory_kwargs` gives them; unknown keywords fail with their name."""
     return VisionTransformer(ViTShape(**shape))
-

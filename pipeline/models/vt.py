@@ -25,8 +25,6 @@ dynamic batch and carries no data-dependent control flow. Submodules are named
 
 from __future__ import annotations
 
-from pipeline.errors import ModelError
-
 import dataclasses
 import math
 from collections.abc import Callable, Mapping
@@ -36,6 +34,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from pipeline.errors import ModelError
 
 __all__ = [
     "ARCH_STAGE_BLOCKS",
@@ -128,9 +128,7 @@ class ModelSpec:
     def _check_vt_divisibility(self) -> None:
         feature_channels = 4 * self.width
         if feature_channels % self.heads:
-            raise ModelError(
-                f"heads: {self.heads} must divide the VT input channels 4 * width = {feature_channels}"
-            )
+            raise ModelError(f"heads: {self.heads} must divide the VT input channels 4 * width = {feature_channels}")
         if self.token_channels % (2 * self.heads):
             raise ModelError(
                 f"token_channels: {self.token_channels} must be divisible by 2 * heads = {2 * self.heads} "
@@ -492,8 +490,8 @@ class VTResNet(nn.Module):
     """VT-ResNet-18/34: ResNet stages 1-4, then one VT module per block of the removed stage 5.
 
     The VT modules read the stage-4 feature map (4 * width channels at stride 16: 256 x 14 x 14
-    for a 224 input at paper width; at stride 4 with the "cifar" stem: 8 x 8 for a 32x32 photo). The last module's tokens are averaged over L and fed to a
-    linear classifier.
+    for a 224 input at paper width; at stride 4 with the "cifar" stem: 8 x 8 for a 32x32 photo). The last
+    module's tokens are averaged over L and fed to a linear classifier.
     """
 
     def __init__(self, spec: ModelSpec) -> None:

@@ -71,7 +71,9 @@ class Comparison:
 
 def measured_on(report: Dict[str, Any]) -> str:
     """Where the latencies were measured: the device, or the host CPU (and whether a proxy)."""
-    devices = sorted({str(r.get("runner", {}).get("device")) for r in report["results"] if r.get("runner", {}).get("device")})
+    devices = sorted(
+        {str(r.get("runner", {}).get("device")) for r in report["results"] if r.get("runner", {}).get("device")}
+    )
     if devices:
         return "device " + ", ".join(devices)
     host = report.get("host", {})
@@ -99,14 +101,22 @@ def _budget(candidate: Dict[str, Any], baseline: Dict[str, Any], precision: str)
     return Budget(**budget) if budget else Budget()
 
 
-def compare_reports(candidate: Dict[str, Any], baseline: Dict[str, Any], rule: LatencyRule = LatencyRule()) -> Comparison:
+def compare_reports(
+    candidate: Dict[str, Any], baseline: Dict[str, Any], rule: LatencyRule = LatencyRule()
+) -> Comparison:
     comparable_images = same_images(candidate, baseline)
     comparable_latency = measured_on(candidate) == measured_on(baseline)
     notes = []
     if not comparable_images:
-        notes.append("the reports evaluated different images (or one has no per-image answers): answers are not compared image by image, only top-1")
+        notes.append(
+            "the reports evaluated different images (or one has no per-image answers): answers are not "
+            "compared image by image, only top-1"
+        )
     if not comparable_latency:
-        notes.append(f"latency not compared: measured on {measured_on(candidate)} (candidate) and {measured_on(baseline)} (baseline)")
+        notes.append(
+            f"latency not compared: measured on {measured_on(candidate)} (candidate) and "
+            f"{measured_on(baseline)} (baseline)"
+        )
     rows = []
     for before in baseline["results"]:
         precision = before["precision"]
@@ -114,32 +124,62 @@ def compare_reports(candidate: Dict[str, Any], baseline: Dict[str, Any], rule: L
             continue
         after = result_of(candidate, precision)
         if after is None:
-            rows.append(PrecisionChange(precision, 100 * before["accuracy"]["top1"], None, None, None, None,
-                                        [f"{precision}: measured in the baseline, missing in the candidate"]))
+            rows.append(
+                PrecisionChange(
+                    precision,
+                    100 * before["accuracy"]["top1"],
+                    None,
+                    None,
+                    None,
+                    None,
+                    [f"{precision}: measured in the baseline, missing in the candidate"],
+                )
+            )
             continue
-        rows.append(_compare_precision(before, after, _budget(candidate, baseline, precision), comparable_images, comparable_latency, rule))
-    added = [r["precision"] for r in candidate["results"] if r["precision"] != FP32_TORCH and result_of(baseline, r["precision"]) is None]
+        rows.append(
+            _compare_precision(
+                before, after, _budget(candidate, baseline, precision), comparable_images, comparable_latency, rule
+            )
+        )
+    added = [
+        r["precision"]
+        for r in candidate["results"]
+        if r["precision"] != FP32_TORCH and result_of(baseline, r["precision"]) is None
+    ]
     if added:
         notes.append(f"new in the candidate (nothing to compare with): {', '.join(added)}")
     return Comparison(candidate["bundle"], baseline["bundle"], rows, notes, rule)
 
 
-def _compare_precision(before: Dict[str, Any], after: Dict[str, Any], budget: Budget, same: bool, timed: bool,
-                       rule: LatencyRule) -> PrecisionChange:
+def _compare_precision(
+    before: Dict[str, Any], after: Dict[str, Any], budget: Budget, same: bool, timed: bool, rule: LatencyRule
+) -> PrecisionChange:
     precision = before["precision"]
     agreement = _answer_agreement(after, before) if same else None
     lat_before, lat_after = latency_at(before, 1), latency_at(after, 1)
     change = PrecisionChange(
-        precision, 100 * before["accuracy"]["top1"], 100 * after["accuracy"]["top1"], agreement,
-        lat_before["p50_ms"] if lat_before else None, lat_after["p50_ms"] if lat_after else None,
+        precision,
+        100 * before["accuracy"]["top1"],
+        100 * after["accuracy"]["top1"],
+        agreement,
+        lat_before["p50_ms"] if lat_before else None,
+        lat_after["p50_ms"] if lat_after else None,
     )
     drop = top1_drop(before["accuracy"]["top1"], after["accuracy"]["top1"])
     # Without per-image answers there is no agreement to judge: only the top-1 rule applies.
     misses = budget.misses(1.0 if agreement is None else agreement, drop)
-    change.regressions += [f"{precision}: {m.replace('top-1 agreement', 'agreement with the baseline')} (vs baseline)" for m in misses]
-    if timed and change.p50_before is not None and change.p50_after is not None and rule.regressed(change.p50_before, change.p50_after):
+    change.regressions += [
+        f"{precision}: {m.replace('top-1 agreement', 'agreement with the baseline')} (vs baseline)" for m in misses
+    ]
+    if (
+        timed
+        and change.p50_before is not None
+        and change.p50_after is not None
+        and rule.regressed(change.p50_before, change.p50_after)
+    ):
         change.regressions.append(
             f"{precision}: p50 at batch 1 {change.p50_after:.3f} ms vs {change.p50_before:.3f} ms in the baseline "
-            f"({100 * (change.p50_change or 0):+.1f}%, over the {100 * rule.max_slowdown:g}% and {rule.min_slowdown_ms:g} ms allowed)"
+            f"({100 * (change.p50_change or 0):+.1f}%, over the {100 * rule.max_slowdown:g}% and "
+            f"{rule.min_slowdown_ms:g} ms allowed)"
         )
     return change

@@ -103,8 +103,11 @@ def _simplicity(precision: str) -> int:
 def choose_precision(report: Dict[str, Any], excluded: AbstractSet[str] = frozenset()) -> Optional[LatencyChoice]:
     """The simplest engine within its accuracy budget (and the latency budget, when some meet
     it) that no other such engine is clearly faster than (see the module's docstring)."""
-    candidates = [r for r in report["results"]
-                  if r["precision"] != FP32_TORCH and r["precision"] not in excluded and latency_at(r, 1) is not None]
+    candidates = [
+        r
+        for r in report["results"]
+        if r["precision"] != FP32_TORCH and r["precision"] not in excluded and latency_at(r, 1) is not None
+    ]
     if not candidates:
         return None
     budget_ms = report.get("latency_budget_ms")
@@ -113,8 +116,13 @@ def choose_precision(report: Dict[str, Any], excluded: AbstractSet[str] = frozen
     chosen = next(r for r in candidates if not any(clearly_faster(other, r) for other in candidates))
     fastest = min(candidates, key=lambda r: latency_at(r, 1)["p50_ms"])
     spread = timing_spread(fastest, chosen) if fastest is not chosen else 0.0
-    return LatencyChoice(chosen["precision"], latency_at(chosen, 1)["p50_ms"], fastest["precision"],
-                         latency_at(fastest, 1)["p50_ms"], spread)
+    return LatencyChoice(
+        chosen["precision"],
+        latency_at(chosen, 1)["p50_ms"],
+        fastest["precision"],
+        latency_at(fastest, 1)["p50_ms"],
+        spread,
+    )
 
 
 def _latency_failures(report: Dict[str, Any], accuracy_failed: AbstractSet[str]) -> List[GateFailure]:
@@ -129,7 +137,13 @@ def _latency_failures(report: Dict[str, Any], accuracy_failed: AbstractSet[str])
     if fastest is None or fastest[1] <= budget_ms:
         return []
     name, p50 = fastest
-    return [GateFailure("latency", f"latency: fastest precision within the accuracy budgets, {name}, has p50 {p50:.3f} ms at batch 1, over the {budget_ms:g} ms budget by {p50 - budget_ms:.3f} ms")]
+    return [
+        GateFailure(
+            "latency",
+            f"latency: fastest precision within the accuracy budgets, {name}, has p50 {p50:.3f} ms at batch 1, "
+            f"over the {budget_ms:g} ms budget by {p50 - budget_ms:.3f} ms",
+        )
+    ]
 
 
 def summary_rows(report: Dict[str, Any]) -> List[Dict[str, Any]]:

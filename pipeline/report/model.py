@@ -40,8 +40,8 @@ NonNegative = Annotated[float, Field(ge=0, allow_inf_nan=False)]
 Positive = Annotated[float, Field(gt=0, allow_inf_nan=False)]
 Share = Annotated[float, Field(ge=0, le=1, allow_inf_nan=False, description="a fraction, 0..1")]
 Points = Annotated[float, Field(ge=-100, le=100, allow_inf_nan=False, description="percentage points")]
-ClassIndex = Annotated[int, Field(ge=0, lt=2 ** 31)]
-Count = Annotated[int, Field(ge=0, lt=2 ** 63)]
+ClassIndex = Annotated[int, Field(ge=0, lt=2**31)]
+Count = Annotated[int, Field(ge=0, lt=2**63)]
 BatchKey = Annotated[str, Field(pattern=r"^[1-9][0-9]{0,5}$")]  # JSON object keys are strings
 
 
@@ -61,13 +61,13 @@ class Accuracy(_Open):
 
 
 class Latency(_Open):
-    batch: int = Field(ge=1, lt=2 ** 31)
+    batch: int = Field(ge=1, lt=2**31)
     p50_ms: NonNegative
     p90_ms: NonNegative
     p99_ms: NonNegative
     mean_ms: Optional[NonNegative] = None
     throughput_ips: NonNegative
-    runs: int = Field(ge=1, lt=2 ** 31)
+    runs: int = Field(ge=1, lt=2**31)
 
 
 class Runner(_Open):
@@ -212,7 +212,10 @@ class Report(_Open):
     gate: Gate = Gate()
 
     model_config = ConfigDict(
-        extra="allow", strict=True, frozen=True, title="vt-edge validation report",
+        extra="allow",
+        strict=True,
+        frozen=True,
+        title="vt-edge validation report",
         json_schema_extra={"$schema": "https://json-schema.org/draft/2020-12/schema"},
     )
 
@@ -233,17 +236,25 @@ def check_report(data: Any, source: Path) -> Dict[str, Any]:
         raise BundleError(f"{visible(str(source))}: not a vt-edge report (its JSON is not an object)")
     version = data.get("format_version")
     if "format_version" in data and (version != FORMAT_VERSION or isinstance(version, bool)):
-        raise BundleError(f"{visible(str(source))}: report format_version {visible(reprlib.repr(version))}; this vt-edge reads "
-                          f"format_version {FORMAT_VERSION} (compare with the vt-edge that made it, or rebuild the bundle)")
+        raise BundleError(
+            f"{visible(str(source))}: report format_version {visible(reprlib.repr(version))}; this vt-edge reads "
+            f"format_version {FORMAT_VERSION} (compare with the vt-edge that made it, or rebuild the bundle)"
+        )
     try:
         Report.model_validate(data)
     except ValidationError as exc:
-        what = "invalid report" if "format_version" in data else "a report without format_version (older vt-edge) that this version cannot read"
+        what = (
+            "invalid report"
+            if "format_version" in data
+            else "a report without format_version (older vt-edge) that this version cannot read"
+        )
         why = re.sub(r" or instance of \w+", "", first_validation_error(exc))  # the class name says nothing to a user
         raise BundleError(f"{visible(str(source))}: {what}: {visible(why)}") from None
     where = _first_non_finite(data)
     if where is not None:  # in a key no reader interprets: a report.json holds measurements, never NaN or Infinity
-        raise BundleError(f"{visible(str(source))}: invalid report: key '{visible(where)}': NaN or Infinity is not a measurement")
+        raise BundleError(
+            f"{visible(str(source))}: invalid report: key '{visible(where)}': NaN or Infinity is not a measurement"
+        )
     return data
 
 

@@ -83,7 +83,9 @@ def plot_accuracy(report: Dict[str, Any]) -> Figure:
     for i, name in enumerate(names):
         if name in budgets:
             right.hlines(budgets[name], i - 0.35, i + 0.35, colors="#444", linestyles="dashed", zorder=2)
-        right.annotate(f"{agreement[i]:.1f}", (i, agreement[i]), textcoords="offset points", xytext=(0, 7), ha="center", fontsize=8)
+        right.annotate(
+            f"{agreement[i]:.1f}", (i, agreement[i]), textcoords="offset points", xytext=(0, 7), ha="center", fontsize=8
+        )
     right.set_xticks(positions, names)
     right.set_xlim(-0.6, len(names) - 0.4)
     right.set_ylim(floor, 101)
@@ -93,8 +95,9 @@ def plot_accuracy(report: Dict[str, Any]) -> Figure:
         ax.tick_params(axis="x", labelrotation=25, labelsize=8)
         ax.grid(axis="y", alpha=0.3)
     caption = (
-        f"Left: top-1 accuracy of each precision on the {report['evaluation_images']} evaluation images, on a 0-100% axis. "
-        f"Right: top-1 agreement with FP32 (share of images given the same answer as the FP32 reference), on a {floor:g}-100% axis; "
+        f"Left: top-1 accuracy of each precision on the {report['evaluation_images']} evaluation images, on a "
+        "0-100% axis. Right: top-1 agreement with FP32 (share of images given the same answer as the FP32 "
+        f"reference), on a {floor:g}-100% axis; "
         "the dashed line is the precision's `min_agreement` budget, red points miss their accuracy budget."
     )
     return Figure("accuracy", "Accuracy and agreement", caption, _png(fig))
@@ -123,7 +126,9 @@ def plot_latency(report: Dict[str, Any]) -> Figure:
     budget = report.get("latency_budget_ms")
     values = [t for r in results for b in batches for t in _samples(r, b)] + ([budget] if budget else [])
     log = bool(values) and max(values) / max(min(values), 1e-9) > 20
-    fig, axes = plt.subplots(1, len(batches), figsize=(5 * len(batches), 0.45 * len(results) + 1.6), dpi=110, squeeze=False)
+    fig, axes = plt.subplots(
+        1, len(batches), figsize=(5 * len(batches), 0.45 * len(results) + 1.6), dpi=110, squeeze=False
+    )
     for ax, batch in zip(axes[0], batches):
         rows = [(r["precision"], _samples(r, batch)) for r in results]
         rows = [(name, data) for name, data in rows if data]
@@ -148,9 +153,13 @@ def plot_latency(report: Dict[str, Any]) -> Figure:
     else:
         where = "on the device with TensorRT"
     caption = (
-        f"Latency per call, one panel per batch size, {runs} timed calls per precision after warm-up, measured {where}. "
-        "Box: 25th-75th percentile, middle line: median (p50), whiskers: 1st-99th percentile. "
-        + ("The time axis is logarithmic (the slowest and fastest differ by more than 20x). " if log else "The time axis is linear. ")
+        f"Latency per call, one panel per batch size, {runs} timed calls per precision after warm-up, measured "
+        f"{where}. Box: 25th-75th percentile, middle line: median (p50), whiskers: 1st-99th percentile. "
+        + (
+            "The time axis is logarithmic (the slowest and fastest differ by more than 20x). "
+            if log
+            else "The time axis is linear. "
+        )
         + (f"Dashed: the target's {budget:g} ms budget at batch 1." if budget else "The target has no latency budget.")
     )
     return Figure("latency", "Latency distributions", caption, _png(fig))
@@ -158,7 +167,9 @@ def plot_latency(report: Dict[str, Any]) -> Figure:
 
 def _sensitivities(report: Dict[str, Any]) -> List[Tuple[str, Dict[str, Any]]]:
     details = report.get("precision_details", {})
-    return [(f, details[f]) for f in INT8_FLAVOURS if isinstance(details.get(f), dict) and details[f].get("sensitivity")]
+    return [
+        (f, details[f]) for f in INT8_FLAVOURS if isinstance(details.get(f), dict) and details[f].get("sensitivity")
+    ]
 
 
 def plot_sensitivity(report: Dict[str, Any]) -> Optional[Figure]:
@@ -172,7 +183,11 @@ def plot_sensitivity(report: Dict[str, Any]) -> Optional[Figure]:
     for ax, (flavour, details) in zip(axes[0], entries):
         top = details["sensitivity"][:SENSITIVITY_MODULES]
         kept = set(details.get("fp32_layers", []))
-        ax.barh([i["module"] for i in top], [100 * i["gain"] for i in top], color=[KEPT if i["module"] in kept else NEUTRAL for i in top])
+        ax.barh(
+            [i["module"] for i in top],
+            [100 * i["gain"] for i in top],
+            color=[KEPT if i["module"] in kept else NEUTRAL for i in top],
+        )
         ax.invert_yaxis()
         ax.axvline(0, color="#444", linewidth=0.8)
         ax.set_xlabel("agreement gained when kept in FP32 (points)")
@@ -180,8 +195,8 @@ def plot_sensitivity(report: Dict[str, Any]) -> Optional[Figure]:
         ax.tick_params(axis="y", labelsize=7)
         ax.grid(axis="x", alpha=0.3)
     caption = (
-        "For each INT8 graph that missed its budget on the calibration images when fully quantized: the top-1 agreement "
-        "with FP32 on the calibration images gained by keeping only that module in FP32, costliest first "
+        "For each INT8 graph that missed its budget on the calibration images when fully quantized: the top-1 "
+        "agreement with FP32 on the calibration images gained by keeping only that module in FP32, costliest first "
         f"(at most {SENSITIVITY_MODULES} shown). Orange: kept in FP32 in the shipped graph."
     )
     return Figure("sensitivity", "INT8 sensitivity per module", caption, _png(fig))
@@ -202,4 +217,3 @@ def thumbnail_uri(crop: np.ndarray) -> str:
     buffer = io.BytesIO()
     image.save(buffer, format="JPEG", quality=85)
     return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
-

@@ -13,7 +13,14 @@ import numpy as np
 
 from pipeline.metrics import Budget, top1_drop
 from pipeline.names import FP16, FP32_TORCH, INT8_FLAVOURS, REFERENCE
-from pipeline.report.gate import accuracy_failures, check_gate, choose_precision, fastest_precision, latency_at, result_of
+from pipeline.report.gate import (
+    accuracy_failures,
+    check_gate,
+    choose_precision,
+    fastest_precision,
+    latency_at,
+    result_of,
+)
 
 CLASS_ROWS = 20  # more classes than this: the table shows the ones that lost the most
 CONFUSION_CLASSES = 12  # rows and columns of a confusion table, the classes with the most flips
@@ -67,16 +74,18 @@ def budget_rows(report: Dict[str, Any]) -> List[BudgetRow]:
         r = result_of(report, precision)
         budget = budgets.get(precision)
         lat1 = latency_at(r, 1)
-        rows.append(BudgetRow(
-            precision=precision,
-            status="no budget" if budget is None else ("fail" if precision in failed else "pass"),
-            top1=100 * r["accuracy"]["top1"],
-            drop=top1_drop(reference["accuracy"]["top1"], r["accuracy"]["top1"]) if reference else None,
-            max_drop=budget["max_top1_drop"] if budget else None,
-            agreement=100 * r["accuracy"]["agreement"],
-            min_agreement=100 * budget["min_agreement"] if budget else None,
-            p50_b1=lat1["p50_ms"] if lat1 else None,
-        ))
+        rows.append(
+            BudgetRow(
+                precision=precision,
+                status="no budget" if budget is None else ("fail" if precision in failed else "pass"),
+                top1=100 * r["accuracy"]["top1"],
+                drop=top1_drop(reference["accuracy"]["top1"], r["accuracy"]["top1"]) if reference else None,
+                max_drop=budget["max_top1_drop"] if budget else None,
+                agreement=100 * r["accuracy"]["agreement"],
+                min_agreement=100 * budget["min_agreement"] if budget else None,
+                p50_b1=lat1["p50_ms"] if lat1 else None,
+            )
+        )
     return rows
 
 
@@ -88,7 +97,10 @@ def make_verdict(report: Dict[str, Any]) -> Verdict:
     if failures:
         parts = []
         if failed_accuracy:
-            parts.append(f"{', '.join(failed_accuracy)} {'misses its accuracy budget' if len(failed_accuracy) == 1 else 'miss their accuracy budgets'}")
+            parts.append(
+                f"{', '.join(failed_accuracy)} "
+                f"{'misses its accuracy budget' if len(failed_accuracy) == 1 else 'miss their accuracy budgets'}"
+            )
         if latency_failed:
             parts.append(f"no precision within budget meets the {report['latency_budget_ms']:g} ms latency budget")
         headline = "FAILED: " + "; ".join(parts) + ("" if enforced else " (gate not enforced: built with --no-gate)")
@@ -97,11 +109,18 @@ def make_verdict(report: Dict[str, Any]) -> Verdict:
     else:
         headline = "NOT GATED: no budgets configured"
     details = report.get("precision_details", {})
-    kept = {f: list(d.get("fp32_layers", [])) for f, d in details.items() if isinstance(d, dict) and d.get("fp32_layers")}
+    kept = {
+        f: list(d.get("fp32_layers", [])) for f, d in details.items() if isinstance(d, dict) and d.get("fp32_layers")
+    }
     return Verdict(
-        passed=not failures, enforced=enforced, headline=headline, rows=budget_rows(report),
-        failures=[f.message for f in failures], choice=_choice(report, set(failed_accuracy)),
-        actions=_actions(report, failed_accuracy, latency_failed), kept_fp32=kept,
+        passed=not failures,
+        enforced=enforced,
+        headline=headline,
+        rows=budget_rows(report),
+        failures=[f.message for f in failures],
+        choice=_choice(report, set(failed_accuracy)),
+        actions=_actions(report, failed_accuracy, latency_failed),
+        kept_fp32=kept,
     )
 
 
@@ -111,11 +130,16 @@ def _choice(report: Dict[str, Any], failed: AbstractSet[str]) -> str:
         return "No precision is within its accuracy budget: there is nothing to choose."
     name, p50 = choice.precision, choice.p50_ms
     if choice.fastest == name:
-        text = f"Chosen precision: **{name}**, the fastest of those within their accuracy budgets (p50 {p50:.3f} ms at batch 1"
+        text = (
+            f"Chosen precision: **{name}**, the fastest of those within their accuracy budgets (p50 "
+            f"{p50:.3f} ms at batch 1"
+        )
     else:
-        text = (f"Chosen precision: **{name}**, the simplest of those within their accuracy budgets that none beats by more "
-                f"than the timing spread (p50 {p50:.3f} ms at batch 1; {choice.fastest} measured {choice.fastest_p50_ms:.3f} ms, "
-                f"within the {choice.spread_ms:.3f} ms spread")
+        text = (
+            f"Chosen precision: **{name}**, the simplest of those within their accuracy budgets that none "
+            f"beats by more than the timing spread (p50 {p50:.3f} ms at batch 1; {choice.fastest} measured "
+            f"{choice.fastest_p50_ms:.3f} ms, within the {choice.spread_ms:.3f} ms spread"
+        )
     budget_ms = report.get("latency_budget_ms")
     if not budget_ms:
         return text + "; the target has no latency budget)."
@@ -131,8 +155,10 @@ def _actions(report: Dict[str, Any], failed: List[str], latency_failed: bool) ->
     if int8:
         actions += _int8_actions(report, int8)
     if FP16 in failed:
-        actions.append("FP16 rounding changes this model's answers (see which images below): ship **fp32**, or an INT8 "
-                       "graph within its budget, on this target.")
+        actions.append(
+            "FP16 rounding changes this model's answers (see which images below): ship **fp32**, or an INT8 "
+            "graph within its budget, on this target."
+        )
     if failed:
         actions += _budget_actions(report, failed)
     if latency_failed:
@@ -144,12 +170,16 @@ def _budget_actions(report: Dict[str, Any], failed: List[str]) -> List[str]:
     budgets = []
     for precision in failed:
         budget, accuracy = report["budgets"][precision], result_of(report, precision)["accuracy"]
-        budgets.append(f"`[budgets.{precision}] min_agreement` (now {budget['min_agreement']:g}, measured {accuracy['agreement']:.4f}) "
-                       f"and `max_top1_drop` (now {budget['max_top1_drop']:g} point{'' if budget['max_top1_drop'] == 1 else 's'})")
+        budgets.append(
+            f"`[budgets.{precision}] min_agreement` (now {budget['min_agreement']:g}, measured "
+            f"{accuracy['agreement']:.4f}) "
+            f"and `max_top1_drop` (now {budget['max_top1_drop']:g} point{'' if budget['max_top1_drop'] == 1 else 's'})"
+        )
     quoted = ", ".join(f'"{p}"' for p in failed)
     return [
         "Accept the loss only if the application can: " + "; ".join(budgets) + ".",
-        f"Or ship without {'it' if len(failed) == 1 else 'them'}: remove {quoted} from `[targets.{report['target']}] precisions`.",
+        f"Or ship without {'it' if len(failed) == 1 else 'them'}: remove {quoted} from "
+        f"`[targets.{report['target']}] precisions`.",
     ]
 
 
@@ -162,20 +192,30 @@ def _int8_actions(report: Dict[str, Any], flavours: List[str]) -> List[str]:
     names = ", ".join(f"**{f}**" for f in flavours)
     actions = []
     if limit == 0:
-        actions.append(f"Let the fallback keep the costliest modules of {names} in FP32: `[precision] max_fp32_layers` is 0 (the default is 8).")
+        actions.append(
+            f"Let the fallback keep the costliest modules of {names} in FP32: `[precision] max_fp32_layers` is "
+            "0 (the default is 8)."
+        )
     full = [f for f in flavours if limit and len(details[f].get("fp32_layers", [])) >= limit]
     if full:
-        actions.append(f"The fallback kept {limit} module(s) of {', '.join(full)} in FP32, its limit: raise `[precision] max_fp32_layers` (now {limit}).")
+        actions.append(
+            f"The fallback kept {limit} module(s) of {', '.join(full)} in FP32, its limit: raise `[precision] "
+            f"max_fp32_layers` (now {limit})."
+        )
     for flavour in flavours:
         d = details[flavour]
         if "agreement" in d and Budget(**report["budgets"][flavour]).met(d["agreement"], d.get("top1_drop", 0.0)):
             kept = f" with {len(d.get('fp32_layers', []))} module(s) in FP32" if d.get("fp32_layers") else ""
-            actions.append(f"**{flavour}** met its budget on the {report.get('calibration_images', '?')} calibration images (agreement "
-                           f"{d['agreement']:.4f}{kept}) but not on the evaluation images: calibrate on more images "
-                           "(`[data] calib_per_class`), so that the fallback sees what the evaluation sees.")
+            actions.append(
+                f"**{flavour}** met its budget on the {report.get('calibration_images', '?')} calibration "
+                f"images (agreement {d['agreement']:.4f}{kept}) but not on the evaluation images: calibrate "
+                "on more images (`[data] calib_per_class`), so that the fallback sees what the evaluation sees."
+            )
     others = [m for m in ("percentile", "minmax", "entropy") if m != method]
-    actions.append(f"Try another calibration: `[precision] calibration` is \"{method}\"; try \"{others[0]}\" or \"{others[1]}\" "
-                   "(entropy clips ranges hardest, minmax not at all).")
+    actions.append(
+        f'Try another calibration: `[precision] calibration` is "{method}"; try "{others[0]}" or "{others[1]}" '
+        "(entropy clips ranges hardest, minmax not at all)."
+    )
     return actions
 
 
@@ -184,9 +224,13 @@ def _latency_actions(report: Dict[str, Any], failed: AbstractSet[str]) -> List[s
     actions = []
     faster = fastest_precision(report)
     if faster and faster[0] in failed and faster[1] <= budget_ms:
-        actions.append(f"**{faster[0]}** would meet the {budget_ms:g} ms budget (p50 {faster[1]:.3f} ms) but misses its accuracy "
-                       "budget: bring it within (above) and it is chosen.")
-    actions.append(f"Or raise `[targets.{report['target']}] latency_budget_ms` (now {budget_ms:g}) if the application allows it.")
+        actions.append(
+            f"**{faster[0]}** would meet the {budget_ms:g} ms budget (p50 {faster[1]:.3f} ms) but misses its accuracy "
+            "budget: bring it within (above) and it is chosen."
+        )
+    actions.append(
+        f"Or raise `[targets.{report['target']}] latency_budget_ms` (now {budget_ms:g}) if the application allows it."
+    )
     return actions
 
 
@@ -291,8 +335,14 @@ def changes_of(data: PerImage, precision: str, names: List[str], crops: Optional
     changed = np.flatnonzero(answer != data.reference_top1)
     right_before = data.reference_top1[changed] == data.labels[changed]
     right_after = answer[changed] == data.labels[changed]
-    result = Changes(precision, int(len(answer)), int(len(changed)), int(np.sum(right_before & ~right_after)),
-                     int(np.sum(~right_before & right_after)), int(np.sum(~right_before & ~right_after)))
+    result = Changes(
+        precision,
+        int(len(answer)),
+        int(len(changed)),
+        int(np.sum(right_before & ~right_after)),
+        int(np.sum(~right_before & right_after)),
+        int(np.sum(~right_before & ~right_after)),
+    )
     if len(changed):
         result.confusion = _confusion(data.reference_top1[changed], answer[changed], names)
         result.gallery, result.gallery_note = _gallery(data, precision, changed, names, crops)
@@ -314,8 +364,9 @@ def _most_common(values: np.ndarray) -> List[Tuple[int, int]]:
     return sorted(zip(classes, counts), key=lambda item: (-item[1], item[0]))
 
 
-def _gallery(data: PerImage, precision: str, changed: np.ndarray, names: List[str],
-             crops: Optional[np.ndarray]) -> Tuple[List[GalleryItem], str]:
+def _gallery(
+    data: PerImage, precision: str, changed: np.ndarray, names: List[str], crops: Optional[np.ndarray]
+) -> Tuple[List[GalleryItem], str]:
     p = data.predictions[precision]
     lost = data.reference_confidence[changed] - p["reference_class_confidence"][changed]
     order = changed[np.argsort(-lost, kind="stable")][:GALLERY_SIZE]
@@ -323,12 +374,23 @@ def _gallery(data: PerImage, precision: str, changed: np.ndarray, names: List[st
     items = []
     for i in order:
         truth, before, after = int(data.labels[i]), int(data.reference_top1[i]), int(p["top1"][i])
-        outcome = "was right, now wrong" if before == truth else ("was wrong, now right" if after == truth else "wrong before and after")
-        items.append(GalleryItem(
-            int(i), _class_name(names, truth), _class_name(names, before), 100 * float(data.reference_confidence[i]),
-            _class_name(names, after), 100 * float(p["confidence"][i]),
-            100 * float(data.reference_confidence[i] - p["reference_class_confidence"][i]), outcome,
-        ))
+        outcome = (
+            "was right, now wrong"
+            if before == truth
+            else ("was wrong, now right" if after == truth else "wrong before and after")
+        )
+        items.append(
+            GalleryItem(
+                int(i),
+                _class_name(names, truth),
+                _class_name(names, before),
+                100 * float(data.reference_confidence[i]),
+                _class_name(names, after),
+                100 * float(p["confidence"][i]),
+                100 * float(data.reference_confidence[i] - p["reference_class_confidence"][i]),
+                outcome,
+            )
+        )
     if usable:
         from pipeline.report.plots import thumbnail_uri
 

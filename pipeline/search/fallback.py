@@ -54,7 +54,9 @@ class Score:
         """A Score from a Score or an (agreement, drop[, logit error]) tuple."""
         if isinstance(value, Score):
             return value
-        return cls(float(value[0]), float(value[1]), float(value[2]) if len(value) > 2 and value[2] is not None else None)
+        return cls(
+            float(value[0]), float(value[1]), float(value[2]) if len(value) > 2 and value[2] is not None else None
+        )
 
     @property
     def error(self) -> float:
@@ -115,8 +117,14 @@ def quantizable_groups(fp32_path: Path, export_nodes: List[Dict[str, Any]], ops:
     return groups
 
 
-def measure_sensitivity(groups: Dict[str, List[str]], write: GraphWriter, score: Scorer, baseline: Score,
-                        watch: Optional["SearchWatch"] = None, work: Optional[Path] = None) -> List[Dict[str, Any]]:
+def measure_sensitivity(
+    groups: Dict[str, List[str]],
+    write: GraphWriter,
+    score: Scorer,
+    baseline: Score,
+    watch: Optional["SearchWatch"] = None,
+    work: Optional[Path] = None,
+) -> List[Dict[str, Any]]:
     """Per module, the agreement gained (and logit error removed) by keeping only it in FP32;
     costliest first. With `watch`, each probe is counted and reported, and past its deadline
     the modules not yet probed are left out of the ranking. The probe graphs are written in a
@@ -132,8 +140,15 @@ def measure_sensitivity(groups: Dict[str, List[str]], write: GraphWriter, score:
             write(probe, list(names))
             scored = Score.of(score(probe))
             watch.probed("rank", index + 1, len(groups), module)
-            sensitivity.append({"module": module, "nodes": len(names), "agreement_without": scored.agreement,
-                                "gain": scored.agreement - baseline.agreement, "error_gain": baseline.error - scored.error})
+            sensitivity.append(
+                {
+                    "module": module,
+                    "nodes": len(names),
+                    "agreement_without": scored.agreement,
+                    "gain": scored.agreement - baseline.agreement,
+                    "error_gain": baseline.error - scored.error,
+                }
+            )
     sensitivity.sort(key=lambda item: (item["error_gain"], item["gain"]), reverse=True)
     return sensitivity
 
@@ -200,7 +215,9 @@ def keep_costliest_in_fp32(
         return outcome
     baseline = scored if probe.rank is None else Score.of(probe.rank(destination))
     kept_ms = probe.price(destination, groups) if probe.price is not None else None
-    outcome.sensitivity = measure_sensitivity(groups, probe.write, probe.rank or probe.score, baseline, watch, destination.parent)
+    outcome.sensitivity = measure_sensitivity(
+        groups, probe.write, probe.rank or probe.score, baseline, watch, destination.parent
+    )
     # Only modules whose FP32 copy removes some error (or wins back an answer) are candidates:
     # keeping any other buys nothing.
     helpful = {item["module"] for item in outcome.sensitivity if item["error_gain"] > 0 or item["gain"] > 0}
@@ -226,8 +243,13 @@ def _ranked(sensitivity: List[Dict[str, Any]], kept_ms: Optional[Dict[str, float
     return order
 
 
-def _shortest_prefix(outcome: Int8Outcome, ranked: List[str], where: Tuple[SearchProbe, Path, Dict[str, List[str]]],
-                     budget: Optional[Budget], watch: SearchWatch) -> None:
+def _shortest_prefix(
+    outcome: Int8Outcome,
+    ranked: List[str],
+    where: Tuple[SearchProbe, Path, Dict[str, List[str]]],
+    budget: Optional[Budget],
+    watch: SearchWatch,
+) -> None:
     """Bisect for the shortest prefix of `ranked` that meets the budget (the longest first)."""
     probe, destination, groups = where
     written: Dict[int, Score] = {}

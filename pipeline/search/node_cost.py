@@ -122,7 +122,9 @@ def _kernel_ms(events: List[Dict[str, Any]]) -> Dict[str, float]:
 Q_SUFFIXES = ("_QuantizeLinear", "_DequantizeLinear")
 
 
-def module_ms(node_ms: Dict[str, float], groups: Dict[str, List[str]], readers: Dict[str, List[str]]) -> Dict[str, float]:
+def module_ms(
+    node_ms: Dict[str, float], groups: Dict[str, List[str]], readers: Dict[str, List[str]]
+) -> Dict[str, float]:
     """Per module (`groups`: module -> its quantizable nodes), the milliseconds of its profiled
     nodes and its share of the Q/DQ nodes on the tensors they read (`readers`: tensor -> nodes)."""
     owner = {node: module for module, nodes in groups.items() for node in nodes}
@@ -147,8 +149,9 @@ class Profiling:
     threads: int = 0
 
 
-def module_costs(fp32_path: Path, int8_path: Path, groups: Dict[str, List[str]], image: np.ndarray,
-                 how: Profiling = Profiling()) -> Dict[str, ModuleCost]:
+def module_costs(
+    fp32_path: Path, int8_path: Path, groups: Dict[str, List[str]], image: np.ndarray, how: Profiling = Profiling()
+) -> Dict[str, ModuleCost]:
     """What keeping each module in FP32 costs on `how.runtime`, from one profiled run of each graph."""
     import onnx
 
@@ -170,6 +173,7 @@ def latency_order(gains: Dict[str, float], kept_ms: Optional[Dict[str, float]], 
     speed up costs nothing, and `floor_ms` stands in so the order among those follows the error
     they remove). Modules that remove no error come last, the cheapest first. Without costs, by
     error alone."""
+
     def key(module: str) -> float:
         gain = gains[module]
         if kept_ms is None or gain <= 0:
@@ -177,5 +181,7 @@ def latency_order(gains: Dict[str, float], kept_ms: Optional[Dict[str, float]], 
         return gain / max(kept_ms.get(module, 0.0), floor_ms)
 
     helpful = sorted((m for m in gains if gains[m] > 0), key=key, reverse=True)
-    useless = sorted((m for m in gains if gains[m] <= 0), key=lambda m: (-gains[m], kept_ms.get(m, 0.0) if kept_ms else 0.0))
+    useless = sorted(
+        (m for m in gains if gains[m] <= 0), key=lambda m: (-gains[m], kept_ms.get(m, 0.0) if kept_ms else 0.0)
+    )
     return helpful + useless

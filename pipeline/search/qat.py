@@ -99,8 +99,13 @@ class _Check:
         return False
 
 
-def finetune(qdq_path: Path, fp32_path: Path, images: np.ndarray, settings: FinetuneSettings = FinetuneSettings(),
-             progress: Optional[ProgressFn] = None) -> FinetuneResult:
+def finetune(
+    qdq_path: Path,
+    fp32_path: Path,
+    images: np.ndarray,
+    settings: FinetuneSettings = FinetuneSettings(),
+    progress: Optional[ProgressFn] = None,
+) -> FinetuneResult:
     """Distil the FP32 graph into the Q/DQ graph's twin on `images`; the best float initializers."""
     import torch
 
@@ -119,7 +124,9 @@ def finetune(qdq_path: Path, fp32_path: Path, images: np.ndarray, settings: Fine
     step, stopped = 0, "steps"
     while step < settings.steps:
         batch = augment(train[rng.integers(0, len(train), settings.batch)], rng)
-        loss = _distillation_loss(student(torch.from_numpy(batch).to(device)), _teacher_logits(teacher, batch), settings.temperature, device)
+        loss = _distillation_loss(
+            student(torch.from_numpy(batch).to(device)), _teacher_logits(teacher, batch), settings.temperature, device
+        )
         optimiser.zero_grad()
         loss.backward()
         optimiser.step()
@@ -176,5 +183,7 @@ def write_weights(fp32_path: Path, weights: Dict[str, np.ndarray], destination: 
     for tensor in model.graph.initializer:
         if tensor.name in weights:
             shape = tuple(tensor.dims)
-            tensor.CopyFrom(numpy_helper.from_array(weights[tensor.name].reshape(shape).astype(np.float32), tensor.name))
+            tensor.CopyFrom(
+                numpy_helper.from_array(weights[tensor.name].reshape(shape).astype(np.float32), tensor.name)
+            )
     onnx.save(model, str(destination))

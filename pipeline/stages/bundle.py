@@ -21,18 +21,29 @@ from typing import Any, Dict, Optional
 
 from pydantic import ValidationError
 
-from pipeline.artifacts import exclusive_lock, path_for_user, read_json_file, process_umask, read_json, sha256_file, sha256_json, write_json_atomic
+from pipeline.artifacts import (
+    exclusive_lock,
+    path_for_user,
+    process_umask,
+    read_json,
+    read_json_file,
+    sha256_file,
+    sha256_json,
+    write_json_atomic,
+)
+from pipeline.bundle.manifest import FORMAT_VERSION, READABLE_VERSIONS, Manifest
 from pipeline.bundle.paths import refuse_symlinks, safe_relative
 from pipeline.errors import BundleError, PathEscapeError, first_validation_error
 from pipeline.host import tool_versions
 from pipeline.names import INPUT_NAME, OUTPUT_NAME, onnx_file
-from pipeline.bundle.manifest import FORMAT_VERSION, READABLE_VERSIONS, Manifest
 
 MANIFEST = "manifest.json"
 
 
 @contextmanager
-def bundle_lock(bundle: Path, on_wait: Optional[Callable[[str], Any]] = None, timeout_s: Optional[float] = None) -> Iterator[None]:
+def bundle_lock(
+    bundle: Path, on_wait: Optional[Callable[[str], Any]] = None, timeout_s: Optional[float] = None
+) -> Iterator[None]:
     """Only the holder writes `bundle` (build, device finish, report). The lock file sits beside
     the bundle, not in it, because a bundle holds only what its manifest lists."""
     with exclusive_lock(bundle.parent / f".{bundle.name}.lock", str(bundle), on_wait, timeout_s):
@@ -41,7 +52,10 @@ def bundle_lock(bundle: Path, on_wait: Optional[Callable[[str], Any]] = None, ti
 
 def file_table(folder: Path) -> dict[str, dict[str, Any]]:
     """Relative path -> sha256 and size, for every file of the bundle but the manifest."""
-    return {rel: {"sha256": sha256_file(folder / rel), "bytes": (folder / rel).stat().st_size} for rel in sorted(file_table_names(folder))}
+    return {
+        rel: {"sha256": sha256_file(folder / rel), "bytes": (folder / rel).stat().st_size}
+        for rel in sorted(file_table_names(folder))
+    }
 
 
 @dataclass
@@ -80,7 +94,12 @@ def write_bundle(destination: Path, contents: BundleContents) -> Path:
 
 
 def _remove_leftovers(destination: Path) -> None:
-    for pattern in (f".{destination.name}.staging-*", f".{destination.name}.old-*", f".{destination.name}.staging", f".{destination.name}.old"):
+    for pattern in (
+        f".{destination.name}.staging-*",
+        f".{destination.name}.old-*",
+        f".{destination.name}.staging",
+        f".{destination.name}.old",
+    ):
         for leftover in destination.parent.glob(pattern):
             shutil.rmtree(leftover, ignore_errors=True)
 
@@ -113,7 +132,9 @@ def checked_manifest(manifest: Any, path: Path) -> Manifest:
     """`manifest` as the typed Manifest, or BundleError naming the file and the first bad key."""
     if isinstance(manifest, dict) and manifest.get("format_version") not in READABLE_VERSIONS:
         readable = ", ".join(str(v) for v in READABLE_VERSIONS[:-1]) + f" and {READABLE_VERSIONS[-1]}"
-        raise BundleError(f"{path}: unsupported format_version {manifest.get('format_version')!r} (this tool reads {readable})")
+        raise BundleError(
+            f"{path}: unsupported format_version {manifest.get('format_version')!r} (this tool reads {readable})"
+        )
     try:
         return Manifest.model_validate(manifest)
     except ValidationError as exc:
@@ -162,7 +183,12 @@ def verify_bundle(bundle: Path, allow_unlisted: bool = False, regenerable: Itera
     return manifest
 
 
-SPECIAL_FILES = ((stat.S_ISFIFO, "FIFO"), (stat.S_ISSOCK, "socket"), (stat.S_ISCHR, "device file"), (stat.S_ISBLK, "device file"))
+SPECIAL_FILES = (
+    (stat.S_ISFIFO, "FIFO"),
+    (stat.S_ISSOCK, "socket"),
+    (stat.S_ISCHR, "device file"),
+    (stat.S_ISBLK, "device file"),
+)
 
 
 def refuse_special_files(bundle: Path) -> None:
@@ -174,7 +200,10 @@ def refuse_special_files(bundle: Path) -> None:
             mode = path.lstat().st_mode
             if not stat.S_ISREG(mode):
                 kind = next((name for test, name in SPECIAL_FILES if test(mode)), "special file")
-                raise BundleError(f"{path}: a {kind} inside the bundle, refused (a bundle holds only the regular files its manifest lists)")
+                raise BundleError(
+                    f"{path}: a {kind} inside the bundle, refused (a bundle holds only the regular files its "
+                    "manifest lists)"
+                )
 
 
 def file_table_names(folder: Path) -> list[str]:
@@ -233,17 +262,27 @@ def rebuild_command(ctx: Any, pending: bool) -> str:
     return command
 
 
-def make_manifest(ctx: Any, model: Any, precisions: Dict[str, Any], report: Dict[str, Any], sources: BundleSources,
-                  build_key: str) -> Dict[str, Any]:
+def make_manifest(
+    ctx: Any, model: Any, precisions: Dict[str, Any], report: Dict[str, Any], sources: BundleSources, build_key: str
+) -> Dict[str, Any]:
     """The manifest fields of a new bundle (`files` is added when the bundle is written)."""
     target, spec = ctx.target, ctx.config.preprocessing.spec()
     return {
         "format_version": FORMAT_VERSION,
         "name": ctx.bundle_name,
         "created_utc": report["created_utc"],
-        "target": {"name": ctx.target_name, "backend": target.backend, "compute_capability": target.compute_capability,
-                   "tensorrt_majors": list(target.tensorrt_majors)},
-        "model": {"name": ctx.config.model.name, "arch": model.spec.get("arch", "custom"), "num_classes": len(model.classes), "spec": model.spec},
+        "target": {
+            "name": ctx.target_name,
+            "backend": target.backend,
+            "compute_capability": target.compute_capability,
+            "tensorrt_majors": list(target.tensorrt_majors),
+        },
+        "model": {
+            "name": ctx.config.model.name,
+            "arch": model.spec.get("arch", "custom"),
+            "num_classes": len(model.classes),
+            "spec": model.spec,
+        },
         "input": {"name": INPUT_NAME, "dtype": "float32", "layout": "NCHW", "shape": [-1, 3, spec.crop, spec.crop]},
         "output": {"name": OUTPUT_NAME, "dtype": "float32", "shape": [-1, len(model.classes)]},
         "preprocessing": spec.to_dict(),
@@ -256,7 +295,9 @@ def make_manifest(ctx: Any, model: Any, precisions: Dict[str, Any], report: Dict
         "pending": list(sources.pending),
         "build_key": build_key,
         # Each graph's session, as it was validated (engine.session_settings, engine.openvino_settings).
-        "session": cpu_sessions(ctx.config, precisions, report.get("runtimes") or {}) if target.backend == "onnxruntime" else None,
+        "session": cpu_sessions(ctx.config, precisions, report.get("runtimes") or {})
+        if target.backend == "onnxruntime"
+        else None,
     }
 
 
@@ -268,7 +309,11 @@ def cpu_sessions(config: Any, precisions: Dict[str, Any], runtimes: Dict[str, An
     sessions = {}
     for p in precisions:
         if runtimes.get(p, {}).get("runtime") == RUNTIME:
-            sessions[p] = {"runtime": RUNTIME, "openvino": openvino_version() or "", **asdict(openvino_settings(config))}
+            sessions[p] = {
+                "runtime": RUNTIME,
+                "openvino": openvino_version() or "",
+                **asdict(openvino_settings(config)),
+            }
         else:
             sessions[p] = {"runtime": "onnxruntime", **asdict(session_settings(config, p))}
     return sessions
@@ -295,14 +340,28 @@ def build_key(ctx: Any, graphs: Any, engine: Any, validation: Any) -> str:
     which depends on nothing but the paths typed, is refreshed in place (see pipeline.build).
     """
     model = graphs.model
-    return sha256_json({
-        "target": ctx.target_name, "settings": ctx.target.model_dump(), "gate": ctx.options.gate, "validation": validation.record.key,
-        "stages": [r.record.key for r in graphs.stages.values()] + [graphs.data.content_hash],
-        "engine": engine.stage.record.key if engine.stage else {k: sha256_file(v) for k, v in engine.files.items()},
-        "model": {"sha256": model.checkpoint_sha256, "kind": model.kind, "spec": model.spec, "classes": model.classes,
-                  "class_names": model.class_names, "classes_from": model.classes_from},
-        "report": {"budgets": {p: b.model_dump() for p, b in ctx.config.budgets.items()}, "precision": ctx.config.precision.model_dump()},
-    })
+    return sha256_json(
+        {
+            "target": ctx.target_name,
+            "settings": ctx.target.model_dump(),
+            "gate": ctx.options.gate,
+            "validation": validation.record.key,
+            "stages": [r.record.key for r in graphs.stages.values()] + [graphs.data.content_hash],
+            "engine": engine.stage.record.key if engine.stage else {k: sha256_file(v) for k, v in engine.files.items()},
+            "model": {
+                "sha256": model.checkpoint_sha256,
+                "kind": model.kind,
+                "spec": model.spec,
+                "classes": model.classes,
+                "class_names": model.class_names,
+                "classes_from": model.classes_from,
+            },
+            "report": {
+                "budgets": {p: b.model_dump() for p, b in ctx.config.budgets.items()},
+                "precision": ctx.config.precision.model_dump(),
+            },
+        }
+    )
 
 
 def bundle_up_to_date(bundle: Path, key: str) -> bool:
@@ -312,3 +371,35 @@ def bundle_up_to_date(bundle: Path, key: str) -> bool:
     except BundleError:
         return False
     return manifest.get("build_key") == key
+
+
+def unchanged_bundle(ctx: Any, engine: Any) -> Any:
+    """The bundle as it is; its rebuild command becomes the one of this build (the same model
+    and labels may have been given by other paths), written in place under the bundle lock."""
+    from pipeline.context import StageEntry
+
+    ctx.log.record(StageEntry("report", 0.0, True, ctx.bundle_dir))
+    report = read_json(ctx.bundle_dir / "report" / "report.json")
+    manifest = read_json(ctx.bundle_dir / "manifest.json")
+    command = rebuild_command(ctx, bool(manifest["pending"]))
+    if manifest["rebuild_command"] != command:
+        update_manifest(ctx.bundle_dir, [], {"rebuild_command": command})
+    return ctx.outcome(report, list(manifest["pending"]), command, engine.left_reason)
+
+
+def assemble_bundle(ctx: Any, graphs: Any, engine: Any, validation: Any, build_key: str) -> Any:
+    """The host build's bundle: its report (gate included), manifest and files, written in one
+    swap; the build's outcome."""
+    from pipeline.stages.report import report_of_build
+    from pipeline.stages.runtime_choice import optimized_graphs
+
+    report = report_of_build(ctx, graphs, validation)
+    optimized = optimized_graphs(engine.stage, graphs.models, report["runtimes"] or {}) if engine.stage else None
+    sources = BundleSources(
+        graphs.models, optimized, engine.files, reference_files(graphs.data, validation), engine.pending
+    )
+    files, precisions = bundle_files(sources)
+    contents = BundleContents(files, make_manifest(ctx, graphs.model, precisions, report, sources, build_key))
+    with ctx.cache.scratch("report") as work:
+        ctx.log.run("report", lambda: write_report_and_bundle(ctx.bundle_dir, contents, report, work))
+    return ctx.outcome(report, engine.pending, contents.manifest["rebuild_command"], engine.left_reason)

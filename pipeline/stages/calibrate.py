@@ -71,8 +71,13 @@ def _calibrator_options(config: Config) -> tuple[Any, dict[str, Any]]:
     return method, extra
 
 
-def calibrate(fp32_path: Path, images: np.ndarray, config: Config, progress: Optional[ProgressFn] = None,
-              work: Optional[Path] = None):
+def calibrate(
+    fp32_path: Path,
+    images: np.ndarray,
+    config: Config,
+    progress: Optional[ProgressFn] = None,
+    work: Optional[Path] = None,
+):
     """One pass over the calibration images; returns ONNX Runtime TensorsData (ranges per tensor).
 
     The calibrator's augmented graph is written under `work` (the stage's own folder, which
@@ -89,8 +94,11 @@ def calibrate(fp32_path: Path, images: np.ndarray, config: Config, progress: Opt
     method, extra = _calibrator_options(config)
     with tempfile.TemporaryDirectory(prefix=".calibration.", dir=work) as tmp:
         calibrator = create_calibrator(
-            fp32_path, None, augmented_model_path=str(Path(tmp) / "augmented.onnx"),
-            calibrate_method=method, extra_options=extra,
+            fp32_path,
+            None,
+            augmented_model_path=str(Path(tmp) / "augmented.onnx"),
+            calibrate_method=method,
+            extra_options=extra,
         )
         # ONNX Runtime's calibrators print their progress on stdout; the progress callback says it.
         with contextlib.redirect_stdout(io.StringIO()):
@@ -152,20 +160,32 @@ def load_tensors_data(path: Path):
     return TensorsData(method, data)
 
 
-def run_calibrate(config: Config, cache: StageCache, simplified: StageResult, calib_images: np.ndarray, calib_hash: str,
-                  progress: Optional[ProgressFn] = None) -> StageResult:
+def run_calibrate(
+    config: Config,
+    cache: StageCache,
+    simplified: StageResult,
+    calib_images: np.ndarray,
+    calib_hash: str,
+    progress: Optional[ProgressFn] = None,
+) -> StageResult:
     """The calibration stage, cached by the FP32 graph, the calibration images and the method."""
     import onnxruntime
 
     # Only what shapes the ranges: the escalation settings (fine-tune, fallback) do not.
-    settings = {k: v for k, v in config.precision.model_dump().items() if k not in ("max_fp32_layers", "finetune_steps")}
+    settings = {
+        k: v for k, v in config.precision.model_dump().items() if k not in ("max_fp32_layers", "finetune_steps")
+    }
     inputs = {"onnx": sha256_file(simplified.output("onnx")), "calibration_images": calib_hash}
 
     def body(workdir: Path) -> tuple[dict[str, str], dict[str, Any]]:
         tensors_data = calibrate(simplified.output("onnx"), calib_images, config, progress, workdir)
         save_tensors_data(tensors_data, workdir / TENSORS_FILE)
         (workdir / SUMMARY_FILE).write_text(json.dumps(ranges_to_json(tensors_data), indent=1))
-        details = {"method": config.precision.calibration, "images": int(len(calib_images)), "tensors": len(tensors_data.data)}
+        details = {
+            "method": config.precision.calibration,
+            "images": int(len(calib_images)),
+            "tensors": len(tensors_data.data),
+        }
         return {"tensors": TENSORS_FILE, "summary": SUMMARY_FILE}, details
 
     return cache.run("calibrate", inputs, settings, {"onnxruntime": onnxruntime.__version__}, body, STAGE_VERSION)

@@ -15,18 +15,18 @@ import numpy as np
 
 from pipeline.artifacts import StageCache, save_array, sha256_file, sha256_json
 from pipeline.config import Config
-from pipeline.errors import DataError
 from pipeline.data import (
     GENERATED_VAL_SEED,
     LabelledSet,
     PreprocessSpec,
-    load_crops,
     ensure_generated,
+    load_crops,
     read_ilsvrc_val,
     read_image_folder,
     stratified_subsets,
     write_subset_list,
 )
+from pipeline.errors import DataError
 
 
 @dataclass
@@ -97,7 +97,8 @@ def check_classes(config: Config, dataset: LabelledSet, model_classes: List[str]
         if found != expected:
             raise DataError(
                 f"{dataset.root}: class {index} is {found!r} but the checkpoint {checkpoint} calls class {index} "
-                f"{expected!r} ({len(model_classes)} classes each): the folders must be the checkpoint's classes, in its order"
+                f"{expected!r} ({len(model_classes)} classes each): the folders must be the checkpoint's "
+                "classes, in its order"
             )
 
 
@@ -108,8 +109,13 @@ def _usable(loaded: Any, root: Path, role: str) -> None:
         raise DataError(f"{root}: none of the {len(loaded.skipped)} {role} images could be used (all skipped{where})")
 
 
-def prepare_data_cached(config: Config, cache: StageCache, progress: bool = True,
-                        model_classes: Optional[List[str]] = None, by_position: bool = False) -> DataSplit:
+def prepare_data_cached(
+    config: Config,
+    cache: StageCache,
+    progress: bool = True,
+    model_classes: Optional[List[str]] = None,
+    by_position: bool = False,
+) -> DataSplit:
     """Choose and record the subsets; decode their crops unless the cache has them.
 
     `model_classes` (the model's) are checked against the image set's before anything is

@@ -44,8 +44,10 @@ def cpu_runtimes(target: TargetConfig) -> List[str]:
         return ["onnxruntime"]
     if openvino_version() is None:
         if target.runtime == "openvino":
-            raise StageError("runtime = \"openvino\" but OpenVINO is not installed: pip install -e \".[host]\" installs it "
-                             "(or set [targets.cpu] runtime = \"onnxruntime\")")
+            raise StageError(
+                'runtime = "openvino" but OpenVINO is not installed: pip install -e ".[host]" installs it '
+                '(or set [targets.cpu] runtime = "onnxruntime")'
+            )
         return ["onnxruntime"]
     return ["onnxruntime", "openvino"]
 
@@ -56,7 +58,9 @@ def openvino_graphs(target: TargetConfig, models: Dict[str, Path]) -> Dict[str, 
     return dict(models) if "openvino" in cpu_runtimes(target) else {}
 
 
-def run_cpu_engines(config: Config, cache: StageCache, models: Dict[str, Path], model_keys: Dict[str, str]) -> StageResult:
+def run_cpu_engines(
+    config: Config, cache: StageCache, models: Dict[str, Path], model_keys: Dict[str, str]
+) -> StageResult:
     """`models`: precision -> ONNX path; `model_keys`: precision -> content key of that file."""
     import onnxruntime
 
@@ -88,7 +92,9 @@ class PlannedEngines:
     cached: bool = False
 
 
-def make_plans(config: Config, target_name: str, target: TargetConfig, crop: int, dla_core: Optional[int] = None) -> List[Any]:
+def make_plans(
+    config: Config, target_name: str, target: TargetConfig, crop: int, dla_core: Optional[int] = None
+) -> List[Any]:
     from pipeline.backends.tensorrt import EngineSpec, make_build_plan
     from pipeline.backends.tensorrt_plan import plan_versions
 
@@ -117,12 +123,15 @@ def host_mismatch(target_name: str, target: TargetConfig) -> Optional[str]:
     if target.compute_capability not in ("auto", gpu.compute_capability):
         return (
             f"this GPU ({gpu.name}) is compute capability {gpu.compute_capability}, {target_name} is "
-            f"{target.compute_capability}: an engine built here would not run there, so it is not labelled as {target_name}'s"
+            f"{target.compute_capability}: an engine built here would not run there, so it is not labelled as "
+            f"{target_name}'s"
         )
     return None
 
 
-def plan_engines(config: Config, target_name: str, target: TargetConfig, crop: int, dla_core: Optional[int] = None) -> PlannedEngines:
+def plan_engines(
+    config: Config, target_name: str, target: TargetConfig, crop: int, dla_core: Optional[int] = None
+) -> PlannedEngines:
     """The build plans for the bundle; engines are left pending (the finish step builds them)."""
     from pipeline.backends.tensorrt import BUILD_PLAN_FILE, write_build_plans
 
@@ -174,7 +183,14 @@ def plans_by_release(plans: List[Any], trt: Any = None, gpu: Any = None) -> List
 
 def _unpinnable(plan: Any, gpu: Any) -> str:
     if gpu is None:
-        return "the engine name needs the GPU's compute capability: run --dry-run on the machine with the GPU" if plan.compute_capability == "auto" else ""
+        return (
+            "the engine name needs the GPU's compute capability: run --dry-run on the machine with the GPU"
+            if plan.compute_capability == "auto"
+            else ""
+        )
     if plan.compute_capability not in ("auto", gpu.compute_capability):
-        return f"the plan is for compute capability {plan.compute_capability}, this GPU ({gpu.name}) is {gpu.compute_capability}"
+        return (
+            f"the plan is for compute capability {plan.compute_capability}, this GPU ({gpu.name}) is "
+            f"{gpu.compute_capability}"
+        )
     return ""

@@ -17,7 +17,7 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from pipeline.artifacts import StageCache, StageResult, sha256_file
+from pipeline.artifacts import StageCache, StageResult
 from pipeline.backends.onnxruntime import onnx_logits
 from pipeline.config import Config
 from pipeline.data import normalize
@@ -116,13 +116,20 @@ def torch_logits(module: Any, images: np.ndarray) -> np.ndarray:
         return module(torch.from_numpy(images)).numpy()
 
 
-def run_export(config: Config, cache: StageCache, model: LoadedModel, check_crops: np.ndarray, check_hash: str, opset: int) -> StageResult:
+def run_export(
+    config: Config, cache: StageCache, model: LoadedModel, check_crops: np.ndarray, check_hash: str, opset: int
+) -> StageResult:
     """Export (cached by checkpoint, factory, opset and the check images)."""
     import onnx
     import torch
 
-    settings = {"opset": opset, "tolerance": config.export.tolerance, "factory": config.model.factory,
-                "factory_kwargs": dict(config.model.factory_kwargs), "crop": config.preprocessing.crop}
+    settings = {
+        "opset": opset,
+        "tolerance": config.export.tolerance,
+        "factory": config.model.factory,
+        "factory_kwargs": dict(config.model.factory_kwargs),
+        "crop": config.preprocessing.crop,
+    }
     inputs = {"checkpoint": model.checkpoint_sha256, "check_images": check_hash}
     versions = {"torch": torch.__version__, "onnx": onnx.__version__}
 
@@ -144,9 +151,14 @@ def run_export(config: Config, cache: StageCache, model: LoadedModel, check_crop
         # table is kept for choosing layers to keep in higher precision later.
         nodes = onnx_node_table(onnx_path)
         (workdir / "nodes.json").write_text(json.dumps(nodes, indent=1))
-        details = {"max_abs_diff_vs_torch": diff, "nodes": len(nodes), "check_images": len(images),
-                   "opset": default_opset(onnx_path),
-                   "imported": model.onnx is not None, "notes": notes}
+        details = {
+            "max_abs_diff_vs_torch": diff,
+            "nodes": len(nodes),
+            "check_images": len(images),
+            "opset": default_opset(onnx_path),
+            "imported": model.onnx is not None,
+            "notes": notes,
+        }
         return {"onnx": onnx_path.name, "nodes": "nodes.json"}, details
 
     return cache.run("export", inputs, settings, versions, body, STAGE_VERSION)

@@ -56,7 +56,9 @@ def resolve_factory(reference: str) -> Callable[..., Any]:
         factory = getattr(importlib.import_module(module_name), attr)
     except ModuleNotFoundError as exc:
         if exc.name == "timm":  # the optional extra, not a broken factory
-            raise ModelInputError(f"model.factory {reference!r} cannot be imported: {first_line(exc)} (pip install -e '.[timm]')") from None
+            raise ModelInputError(
+                f"model.factory {reference!r} cannot be imported: {first_line(exc)} (pip install -e '.[timm]')"
+            ) from None
         raise ModelError(f"model.factory {reference!r} cannot be imported: {first_line(exc)}") from None
     except Exception as exc:  # importing runs the module's code: whatever it raises is the factory's problem
         raise ModelError(f"model.factory {reference!r} cannot be imported: {first_line(exc)}") from None
@@ -99,17 +101,23 @@ def build_from_kwargs(config: Config, checkpoint: Path) -> Any:
     if reference == VT_FACTORY:
         raise ModelInputError(
             f"{checkpoint}: holds weights only (no vt-edge spec): set [model] factory (module:function that builds "
-            "the network, e.g. \"timm:create_model\" or \"pipeline.models.vit:vit\") and [model] factory_kwargs"
+            'the network, e.g. "timm:create_model" or "pipeline.models.vit:vit") and [model] factory_kwargs'
         )
     if kwargs.get("pretrained"):
-        raise ModelInputError("model.factory_kwargs: pretrained = true would download weights; the weights come from model.checkpoint")
+        raise ModelInputError(
+            "model.factory_kwargs: pretrained = true would download weights; the weights come from model.checkpoint"
+        )
     factory = resolve_factory(reference)
     try:
         module = factory(**kwargs)
     except TypeError as exc:  # missing or unknown keyword arguments
-        raise ModelInputError(f"model.factory {reference!r} with model.factory_kwargs {kwargs}: {first_line(exc)}") from None
+        raise ModelInputError(
+            f"model.factory {reference!r} with model.factory_kwargs {kwargs}: {first_line(exc)}"
+        ) from None
     except Exception as exc:
-        raise ModelError(f"model.factory {reference!r} failed with model.factory_kwargs {kwargs}: {first_line(exc)}") from None
+        raise ModelError(
+            f"model.factory {reference!r} failed with model.factory_kwargs {kwargs}: {first_line(exc)}"
+        ) from None
     return _checked_module(module, reference)
 
 
@@ -125,8 +133,9 @@ def load_weights(module: Any, state_dict: Dict[str, Any], checkpoint: Path, refe
             )
         if key in own and _integers_into_floats(value, own[key]):
             raise ModelError(
-                f"{checkpoint}: weight '{key}' holds {str(value.dtype).replace('torch.', '')} values in the checkpoint but the "
-                f"model that {reference} builds keeps it as {str(own[key].dtype).replace('torch.', '')}: "
+                f"{checkpoint}: weight '{key}' holds {str(value.dtype).replace('torch.', '')} values in the "
+                f"checkpoint but the model that {reference} builds keeps it as "
+                f"{str(own[key].dtype).replace('torch.', '')}: "
                 "save the weights as floating point (load_state_dict would convert them unnoticed)"
             )
     try:
@@ -156,7 +165,9 @@ def unwrap_state_dict(data: Any, checkpoint: Path) -> Dict[str, Any]:
 
     found = data
     if isinstance(data, dict) and not _all_tensors(data):
-        found = next((data[k] for k in STATE_DICT_KEYS if isinstance(data.get(k), dict) and _all_tensors(data[k])), None)
+        found = next(
+            (data[k] for k in STATE_DICT_KEYS if isinstance(data.get(k), dict) and _all_tensors(data[k])), None
+        )
     if not isinstance(found, dict) or not found or not _all_tensors(found):
         keys = list(data)[:5] if isinstance(data, dict) else type(data).__name__
         raise ModelInputError(
@@ -164,7 +175,7 @@ def unwrap_state_dict(data: Any, checkpoint: Path) -> Dict[str, Any]:
             f"{' / '.join(repr(k) for k in STATE_DICT_KEYS)}"
         )
     if all(k.startswith("module.") for k in found):
-        found = {k[len("module."):]: v for k, v in found.items()}
+        found = {k[len("module.") :]: v for k, v in found.items()}
     return {k: v for k, v in found.items() if isinstance(v, torch.Tensor)}
 
 
@@ -183,14 +194,18 @@ def read_labels(path: Path) -> List[str]:
         # Bytes decoded by hand: text mode would turn a lone CR into a line break unnoticed.
         text = path.read_bytes().decode("utf-8-sig")
     except UnicodeDecodeError:
-        raise ModelInputError(f"{path}: not a text file (model.labels / --labels: one class name a line, UTF-8)") from None
+        raise ModelInputError(
+            f"{path}: not a text file (model.labels / --labels: one class name a line, UTF-8)"
+        ) from None
     names = []
     for number, line in enumerate(text.split("\n"), start=1):
         line = line[:-1] if line.endswith("\r") else line  # Windows line ends
         bad = control_character(line.strip(" \t"))
         if bad:
-            raise ModelInputError(f"{path}: line {number}: class name {line.strip()!r} holds the control character {bad}; "
-                                  "class names must be plain text")
+            raise ModelInputError(
+                f"{path}: line {number}: class name {line.strip()!r} holds the control character {bad}; "
+                "class names must be plain text"
+            )
         if line.strip():
             names.append(line.strip())
     if not names:
@@ -205,7 +220,10 @@ def load_model(config: Config) -> LoadedModel:
     """The configured model, from whichever form its file has, with its classes resolved."""
     path = config.path(config.model.checkpoint)
     if not path.is_file():
-        raise ModelError(f"{path}: checkpoint not found (train one with `python -m pipeline train`, or give the model with --model PATH)")
+        raise ModelError(
+            f"{path}: checkpoint not found (train one with `python -m pipeline train`, or give the model with "
+            "--model PATH)"
+        )
     if path.stat().st_size == 0:
         raise ModelFileError(f"{path}: the model file is empty (0 bytes); give the model file itself")
     if path.suffix.lower() == ".onnx":
@@ -221,8 +239,14 @@ def _onnx_file(config: Config, path: Path) -> LoadedModel:
     from pipeline.stages.onnx_import import inspect_onnx, model_sha256
 
     io = inspect_onnx(path, config.preprocessing.crop, config.simplify.max_constant_mb)
-    spec = {"arch": "onnx", "source": path.name, "num_classes": io.classes, "input_name": io.input_name,
-            "layout": io.layout, "batch": io.batch if isinstance(io.batch, int) else "dynamic"}
+    spec = {
+        "arch": "onnx",
+        "source": path.name,
+        "num_classes": io.classes,
+        "input_name": io.input_name,
+        "layout": io.layout,
+        "batch": io.batch if isinstance(io.batch, int) else "dynamic",
+    }
     # Weights in external data files are part of the model: its hash covers them too.
     return LoadedModel(None, spec, [], [], model_sha256(path), "onnx", onnx=path, classes_from="")
 
@@ -231,11 +255,15 @@ def _read_safetensors(path: Path) -> Dict[str, Any]:
     try:
         from safetensors.torch import load_file
     except ImportError:
-        raise ModelInputError(f"{path}: reading .safetensors needs the safetensors package (pip install safetensors)") from None
+        raise ModelInputError(
+            f"{path}: reading .safetensors needs the safetensors package (pip install safetensors)"
+        ) from None
     try:
         return load_file(str(path))
     except Exception as exc:  # header or data that is not safetensors
-        raise ModelFileError(f"{path}: not a readable safetensors file (corrupt or truncated: {first_line(exc)})") from None
+        raise ModelFileError(
+            f"{path}: not a readable safetensors file (corrupt or truncated: {first_line(exc)})"
+        ) from None
 
 
 def _torch_file(config: Config, path: Path) -> LoadedModel:
@@ -248,15 +276,19 @@ def _torch_file(config: Config, path: Path) -> LoadedModel:
     module = build_module(config.model.factory, data["spec"], path)
     load_weights(module, data["state_dict"], path, config.model.factory)
     classes = list(data["classes"])
-    return LoadedModel(module.eval(), dict(data["spec"]), classes, list(data.get("class_names", classes)),
-                       sha256_file(path), "vt-edge")
+    return LoadedModel(
+        module.eval(), dict(data["spec"]), classes, list(data.get("class_names", classes)), sha256_file(path), "vt-edge"
+    )
 
 
 def _weights_only(config: Config, path: Path, state_dict: Dict[str, Any], kind: str) -> LoadedModel:
     module = build_from_kwargs(config, path)
     load_weights(module, state_dict, path, config.model.factory)
-    spec = {"arch": config.model.factory.rpartition(":")[2], "factory": config.model.factory,
-            **dict(config.model.factory_kwargs)}
+    spec = {
+        "arch": config.model.factory.rpartition(":")[2],
+        "factory": config.model.factory,
+        **dict(config.model.factory_kwargs),
+    }
     return LoadedModel(module.eval(), spec, [], [], sha256_file(path), kind, classes_from="")
 
 
@@ -297,7 +329,9 @@ def _with_classes(config: Config, model: LoadedModel, path: Path) -> LoadedModel
         names, source, where = dataset.classes, "dataset", f"{dataset.root} has"
     width = output_width(model, config)
     if len(names) != width:
-        fix = "one class name a line, one per output" if source == "labels" else "give the class names with --labels FILE"
+        fix = (
+            "one class name a line, one per output" if source == "labels" else "give the class names with --labels FILE"
+        )
         raise ModelInputError(f"{where} {len(names)} class names but the model {path.name} has {width} outputs: {fix}")
     keep_names = model.class_names if source == "checkpoint" else list(names)
     spec = {**model.spec, "num_classes": width}

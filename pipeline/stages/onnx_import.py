@@ -19,10 +19,10 @@ from typing import Any, Iterator, List, Optional, Tuple
 import numpy as np
 
 from pipeline.artifacts import sha256_file, sha256_json, write_bytes_atomic
-from pipeline.errors import ModelFileError, ModelInputError
-from pipeline.names import INPUT_NAME, OUTPUT_NAME
 from pipeline.bundle.paths import path_problem
+from pipeline.errors import ModelFileError, ModelInputError
 from pipeline.graphs.constant_size import check_constant_size
+from pipeline.names import INPUT_NAME, OUTPUT_NAME
 
 MIN_OPSET = 13  # per-axis QuantizeLinear (per-channel INT8 weights) needs opset 13
 UPGRADE_OPSET = 17
@@ -110,7 +110,9 @@ def model_files(path: Path) -> List[Path]:
         location = ExternalDataInfo(tensor).location
         data = path.parent / location
         if path_problem(location) is not None or folder not in data.resolve().parents:
-            raise ModelInputError(f"{path}: tensor '{tensor.name}' keeps its data at {location!r}, outside the model's folder; refused")
+            raise ModelInputError(
+                f"{path}: tensor '{tensor.name}' keeps its data at {location!r}, outside the model's folder; refused"
+            )
         if not data.is_file():
             raise ModelInputError(f"{path}: tensor '{tensor.name}' keeps its data in {data}, which is missing")
         if data not in files:
@@ -124,7 +126,12 @@ def model_sha256(path: Path) -> str:
     files = model_files(path)
     if len(files) == 1:
         return sha256_file(path)
-    return sha256_json({"onnx": sha256_file(path), "external_data": {f.relative_to(path.parent).as_posix(): sha256_file(f) for f in files[1:]}})
+    return sha256_json(
+        {
+            "onnx": sha256_file(path),
+            "external_data": {f.relative_to(path.parent).as_posix(): sha256_file(f) for f in files[1:]},
+        }
+    )
 
 
 def read_io(model: Any, path: Path) -> GraphIO:
@@ -140,9 +147,13 @@ def read_io(model: Any, path: Path) -> GraphIO:
     source, result = inputs[0], graph.output[0]
     in_dims, out_dims = _dims(source), _dims(result)
     if len(out_dims) != 2 or not isinstance(out_dims[1], int) or out_dims[1] < 1:
-        raise ModelInputError(f"{path}: not a classifier: output '{result.name}' has shape {out_dims}, not [batch, classes]")
+        raise ModelInputError(
+            f"{path}: not a classifier: output '{result.name}' has shape {out_dims}, not [batch, classes]"
+        )
     if len(in_dims) != 4 or 3 not in (in_dims[1], in_dims[3]):
-        raise ModelInputError(f"{path}: input '{source.name}' has shape {in_dims}; vt-edge takes images as NCHW or NHWC with 3 channels")
+        raise ModelInputError(
+            f"{path}: input '{source.name}' has shape {in_dims}; vt-edge takes images as NCHW or NHWC with 3 channels"
+        )
     layout = "NCHW" if in_dims[1] == 3 else "NHWC"
     size = (in_dims[2], in_dims[3]) if layout == "NCHW" else (in_dims[1], in_dims[2])
     return GraphIO(source.name, result.name, layout, size, in_dims[0], out_dims[1])
@@ -180,7 +191,9 @@ def normalise_onnx(source: Path, destination: Path, images: np.ndarray) -> Tuple
         _make_batch_dynamic(model, fixed)
         notes.append(f"fixed batch {fixed} made dynamic")
     if (io.input_name, io.output_name) != (INPUT_NAME, OUTPUT_NAME):
-        notes.append(f"input '{io.input_name}' and output '{io.output_name}' renamed to '{INPUT_NAME}' and '{OUTPUT_NAME}'")
+        notes.append(
+            f"input '{io.input_name}' and output '{io.output_name}' renamed to '{INPUT_NAME}' and '{OUTPUT_NAME}'"
+        )
     write_bytes_atomic(destination, model.SerializeToString())
     onnx.checker.check_model(str(destination), full_check=True)
     return notes, _check_same_answers(source, destination, io, images, fixed)
@@ -203,7 +216,10 @@ def _upgrade_opset(model: Any, path: Path) -> List[str]:
     try:
         upgraded = version_converter.convert_version(model, UPGRADE_OPSET)
     except Exception as exc:
-        raise ModelInputError(f"{path}: opset {opset} is below {MIN_OPSET} and cannot be converted ({type(exc).__name__}); re-export with opset 17") from None
+        raise ModelInputError(
+            f"{path}: opset {opset} is below {MIN_OPSET} and cannot be converted ({type(exc).__name__}); "
+            "re-export with opset 17"
+        ) from None
     model.CopyFrom(upgraded)
     return [f"opset {opset} converted to {UPGRADE_OPSET}"]
 
@@ -219,7 +235,9 @@ def _transpose_input(model: Any, io: GraphIO) -> None:
     dims = _dims(old)
     nhwc_name = f"{io.input_name}_nhwc"
     rename_tensor(graph, io.input_name, nhwc_name)
-    graph.node.insert(0, helper.make_node("Transpose", [io.input_name], [nhwc_name], name="images_to_nhwc", perm=[0, 2, 3, 1]))
+    graph.node.insert(
+        0, helper.make_node("Transpose", [io.input_name], [nhwc_name], name="images_to_nhwc", perm=[0, 2, 3, 1])
+    )
     nchw = [dims[0], dims[3], dims[1], dims[2]]
     old.type.tensor_type.shape.Clear()
     for d in nchw:
@@ -265,7 +283,9 @@ def _reshape_shapes(graph: Any) -> List[Any]:
     targets = {n.input[1] for n in graph.node if n.op_type == "Reshape" and len(n.input) > 1}
     other_uses = {name for n in graph.node if n.op_type != "Reshape" for name in n.input}
     found = [(init, init.name) for init in graph.initializer]
-    found += [(a.t, n.output[0]) for n in graph.node if n.op_type == "Constant" for a in n.attribute if a.name == "value"]
+    found += [
+        (a.t, n.output[0]) for n in graph.node if n.op_type == "Constant" for a in n.attribute if a.name == "value"
+    ]
     return [tensor for tensor, name in found if name in targets and name not in other_uses]
 
 
@@ -305,8 +325,9 @@ def _check_same_answers(source: Path, normalised: Path, io: GraphIO, images: np.
         if fixed is None:
             raise
         raise ModelInputError(
-            f"{source}: the batch size {fixed} is fixed inside the graph ({type(exc).__name__} at batch {len(images)}); "
-            "re-export it with a dynamic batch axis (torch.onnx.export(..., dynamic_axes={'<input>': {0: 'batch'}, '<output>': {0: 'batch'}}))"
+            f"{source}: the batch size {fixed} is fixed inside the graph ({type(exc).__name__} at batch "
+            f"{len(images)}); re-export it with a dynamic batch axis (torch.onnx.export(..., dynamic_axes="
+            "{'<input>': {0: 'batch'}, '<output>': {0: 'batch'}}))"
         ) from None
     if reference is None:
         return 0.0

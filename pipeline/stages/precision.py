@@ -30,16 +30,26 @@ import numpy as np
 from pipeline.artifacts import StageCache, StageResult, sha256_file
 from pipeline.backends.onnxruntime import onnx_logits
 from pipeline.config import Config, TargetConfig
+from pipeline.graphs import quantize
+from pipeline.graphs.fp16 import convert_fp16, qdq_to_fp16
 from pipeline.host import host_info
 from pipeline.metrics import Budget, agreement_lower_bound, budget_met, top1_accuracy, top1_drop
 from pipeline.names import FP16, FP32, INT8, INT8_FLAVOURS, INT8_TRT, INT8_TRT_FP16, TENSORRT_GRAPHS
-from pipeline.progress import ProgressFn, or_silent
-from pipeline.graphs import quantize
+from pipeline.progress import ProgressFn, or_silent, quiet
+from pipeline.search.fallback import (
+    FallbackPolicy,
+    Int8Outcome,
+    Score,
+    SearchProbe,
+    SearchWatch,
+    keep_costliest_in_fp32,
+    quantizable_groups,
+)
 from pipeline.stages.calibrate import load_tensors_data
-from pipeline.search.fallback import FallbackPolicy, Int8Outcome, Score, SearchProbe, SearchWatch, keep_costliest_in_fp32, quantizable_groups
-from pipeline.graphs.fp16 import convert_fp16, qdq_to_fp16
 
-STAGE_VERSION = "10"  # 7: search before fine-tune, ranked on a subset, bisected; 8: int8 quantizes matrix products only; 9: int8 ranked per ms; 10: a cache entry per flavour
+# 7: search before fine-tune, ranked on a subset, bisected; 8: int8 quantizes matrix products only; 9: int8 ranked
+# per ms; 10: a cache entry per flavour
+STAGE_VERSION = "10"
 
 
 @dataclass
@@ -66,7 +76,11 @@ class CalibrationScorer:
         drop = top1_drop(top1_accuracy(self.fp32_logits, self.labels), top1_accuracy(logits, self.labels))
         changed = int(np.sum(logits.argmax(1) != self.fp32_logits.argmax(1)))
         noise = 100.0 * float(np.sqrt(changed)) / max(len(self.labels), 1)
-        return Score(agreement_lower_bound(logits, self.fp32_logits), drop - noise, float(np.mean((logits - self.fp32_logits) ** 2)))
+        return Score(
+            agreement_lower_bound(logits, self.fp32_logits),
+            drop - noise,
+            float(np.mean((logits - self.fp32_logits) ** 2)),
+        )
 
     def for_graph(self, name: str) -> "CalibrationScorer":
         return replace(self, qdq_fusion=name not in TENSORRT_GRAPHS)
@@ -76,7 +90,9 @@ class CalibrationScorer:
         if count <= 0 or count >= len(self.labels):
             return self
         chosen = np.sort(np.random.default_rng(seed).choice(len(self.labels), count, replace=False))
-        return replace(self, images=self.images[chosen], labels=self.labels[chosen], fp32_logits=self.fp32_logits[chosen])
+        return replace(
+            self, images=self.images[chosen], labels=self.labels[chosen], fp32_logits=self.fp32_logits[chosen]
+        )
 
 
 @dataclass
@@ -106,24 +122,31 @@ class Int8Job:
 def base_methods(job: Int8Job, flavour: str) -> List[str]:
     """What every graph of the flavour is made with, before any escalation."""
     scheme = quantize.RECIPES[flavour].scheme
-    return [f"calibration: {job.calibration}" if job.calibration else "calibration", scheme,
-            "MatMuls between two activations in float"]
+    return [
+        f"calibration: {job.calibration}" if job.calibration else "calibration",
+        scheme,
+        "MatMuls between two activations in float",
+    ]
 
 
 def _writer(job: Int8Job, flavour: str, fp32: Any = None) -> Callable[[Path, List[str]], None]:
     def write(path: Path, keep_fp32: List[str]) -> None:
         # Looked up on the module at call time, so a test can interrupt the writer.
-        quantize.quantize_graph(fp32 if fp32 is not None else job.fp32(), path, job.tensors_data, flavour, exclude=keep_fp32)
+        quantize.quantize_graph(
+            fp32 if fp32 is not None else job.fp32(), path, job.tensors_data, flavour, exclude=keep_fp32
+        )
 
     return write
 
 
-def _finetuned(job: Int8Job, flavour: str, destination: Path, keep_fp32: List[str], scored: Score) -> Tuple[Optional[Score], str]:
+def _finetuned(
+    job: Int8Job, flavour: str, destination: Path, keep_fp32: List[str], scored: Score
+) -> Tuple[Optional[Score], str]:
     """Fine-tune the weights of the Q/DQ graph at `destination` (QAT; `keep_fp32` are the nodes
     it leaves unquantized) and put the re-quantized graph there when it lowers the logit error
     on the calibration images. (Its score, or None when not kept; the line for the methods list.)"""
-    from pipeline.search import qat
     from pipeline.graphs.twin import TwinUnsupportedOp
+    from pipeline.search import qat
 
     images = job.finetune_images if job.finetune_images is not None else job.scorer.images
     settings = replace(job.finetune, deadline=job.search.deadline)
@@ -137,9 +160,11 @@ def _finetuned(job: Int8Job, flavour: str, destination: Path, keep_fp32: List[st
     probe = destination.with_name(destination.stem + ".finetuned.onnx")
     _writer(job, flavour, tuned)(probe, keep_fp32)
     after = Score.of(job.scorer.for_graph(flavour).score(probe))
-    line = (f"quantization-aware fine-tune: {result.steps_run} of {settings.steps} steps ({result.stopped}, {result.device}) "
-            f"on {len(images)} photos, logit error {scored.error:.4g} -> {after.error:.4g}, agreement bound "
-            f"{scored.agreement:.4f} -> {after.agreement:.4f} (calibration images)")
+    line = (
+        f"quantization-aware fine-tune: {result.steps_run} of {settings.steps} steps ({result.stopped}, "
+        f"{result.device}) on {len(images)} photos, logit error {scored.error:.4g} -> {after.error:.4g}, "
+        f"agreement bound {scored.agreement:.4f} -> {after.agreement:.4f} (calibration images)"
+    )
     if after.error >= scored.error:
         probe.unlink()
         return None, line + "; not kept"
@@ -151,8 +176,9 @@ def _finetune_wanted(job: Int8Job) -> bool:
     return job.finetune is not None and job.finetune.steps > 0
 
 
-def int8_with_fallback(job: Int8Job, flavour: str, destination: Path, budget: Optional[Budget],
-                       log: Callable[[str], Any] = print) -> Int8Outcome:
+def int8_with_fallback(
+    job: Int8Job, flavour: str, destination: Path, budget: Optional[Budget], log: Callable[[str], Any] = quiet
+) -> Int8Outcome:
     """The flavour's Q/DQ graph at `destination`: post-training quantization; while its budget is
     missed on the calibration images, the fallback search (as few FP32 modules as meet it); when
     even the most FP32 modules allowed miss it, a fine-tune of the graph they leave. The search
@@ -168,16 +194,25 @@ def int8_with_fallback(job: Int8Job, flavour: str, destination: Path, budget: Op
     outcome.methods = methods
     if outcome.fp32_layers:
         nodes = sum(len(names) for names in groups.values())
-        log(f"  {flavour}: missed its budget; kept {len(outcome.fp32_layers)} module(s) in FP32 of {len(groups)} ({nodes} quantizable nodes)")
-        per_ms = f" per millisecond they cost ({RUNTIME_NAMES[runtime]}'s per-node profile on this CPU)" if runtime else ""
-        methods.append(f"FP32 fallback: {len(outcome.fp32_layers)} module(s), ranked by the logit error they remove{per_ms} on "
-                       f"{len(ranker.labels)} photos, confirmed on {len(scorer.labels)} ({_probe_line(outcome)})")
+        log(
+            f"  {flavour}: missed its budget; kept {len(outcome.fp32_layers)} module(s) in FP32 of "
+            f"{len(groups)} ({nodes} quantizable nodes)"
+        )
+        per_ms = (
+            f" per millisecond they cost ({RUNTIME_NAMES[runtime]}'s per-node profile on this CPU)" if runtime else ""
+        )
+        methods.append(
+            f"FP32 fallback: {len(outcome.fp32_layers)} module(s), ranked by the logit error they remove{per_ms} on "
+            f"{len(ranker.labels)} photos, confirmed on {len(scorer.labels)} ({_probe_line(outcome)})"
+        )
     methods.extend(outcome.notes)
     if budget_met(budget, outcome.agreement, outcome.top1_drop) or not _finetune_wanted(job):
         return outcome
     kept = [n for module in outcome.fp32_layers for n in groups[module]]
     log(f"  {flavour}: still over budget; fine-tuning (up to {job.finetune.steps} steps)")
-    after, line = _finetuned(job, flavour, destination, kept, Score(outcome.agreement, outcome.top1_drop, outcome.logit_error))
+    after, line = _finetuned(
+        job, flavour, destination, kept, Score(outcome.agreement, outcome.top1_drop, outcome.logit_error)
+    )
     methods.append(line)
     if after is not None:
         outcome.take(after)
@@ -205,7 +240,9 @@ def _pricer(job: Int8Job, runtime: str) -> Callable[[Path, Dict[str, List[str]]]
     def price(quantized: Path, groups: Dict[str, List[str]]) -> Dict[str, float]:
         from pipeline.search.node_cost import Profiling, module_costs
 
-        costs = module_costs(job.fp32_path, quantized, groups, job.scorer.images[:1], Profiling(runtime, PROFILE_RUNS, job.threads))
+        costs = module_costs(
+            job.fp32_path, quantized, groups, job.scorer.images[:1], Profiling(runtime, PROFILE_RUNS, job.threads)
+        )
         return {module: cost.kept_fp32_ms for module, cost in costs.items()}
 
     return price
@@ -247,17 +284,33 @@ class FlavourKey:
     versions: Dict[str, str]
 
 
-def _make_int8(config: Config, job: Callable[[], Int8Job], flavours: List[str], workdir: Path, log: Callable[[str], Any],
-               key: FlavourKey) -> Dict[str, Any]:
+def _make_int8(
+    config: Config,
+    job: Callable[[], Int8Job],
+    flavours: List[str],
+    workdir: Path,
+    log: Callable[[str], Any],
+    key: FlavourKey,
+) -> Dict[str, Any]:
     """Each flavour as a cache entry of its own (`precision-<flavour>`), copied into the stage's
     folder: a build killed while making one flavour redoes only the flavours it had not finished,
     and `job` (the FP32 answers on every calibration photo) is made only for a flavour to make."""
     outputs: Dict[str, Any] = {}
     for flavour in flavours:
         others = ("budgets", "precisions")
-        settings = {**{k: v for k, v in key.settings.items() if k not in others}, "flavour": flavour, "budget": key.settings["budgets"].get(flavour)}
-        made = key.cache.run(f"precision-{flavour}", key.inputs, settings, key.versions,
-                         lambda work, f=flavour: _one_flavour(config, job(), f, work, log), STAGE_VERSION)
+        settings = {
+            **{k: v for k, v in key.settings.items() if k not in others},
+            "flavour": flavour,
+            "budget": key.settings["budgets"].get(flavour),
+        }
+        made = key.cache.run(
+            f"precision-{flavour}",
+            key.inputs,
+            settings,
+            key.versions,
+            lambda work, f=flavour: _one_flavour(config, job(), f, work, log),
+            STAGE_VERSION,
+        )
         if made.cached:
             log(f"  {flavour}: taken from the cache (finished by an earlier build)")
         for name, file in made.record.outputs.items():
@@ -266,7 +319,9 @@ def _make_int8(config: Config, job: Callable[[], Int8Job], flavours: List[str], 
     return outputs
 
 
-def _one_flavour(config: Config, job: Int8Job, flavour: str, workdir: Path, log: Callable[[str], Any]) -> Tuple[Dict[str, str], Dict[str, Any]]:
+def _one_flavour(
+    config: Config, job: Int8Job, flavour: str, workdir: Path, log: Callable[[str], Any]
+) -> Tuple[Dict[str, str], Dict[str, Any]]:
     destination = workdir / f"model.{flavour}.onnx"
     outcome = int8_with_fallback(job, flavour, destination, config.budget(flavour), log)
     outputs = {}
@@ -283,7 +338,8 @@ def _fp16_outside(job: Int8Job, int8_trt: Path, outcome: Int8Outcome) -> str:
     scored = Score.of(job.scorer.for_graph(INT8_TRT_FP16).score(destination))
     outcome.methods.append(
         f"{INT8_TRT_FP16}: the same graph with FP16 outside the Q/DQ pairs (opset 19, FP16 scales) for strongly typed "
-        f"TensorRT; calibration agreement bound {scored.agreement:.4f}, logit error {scored.error:.4g}")
+        f"TensorRT; calibration agreement bound {scored.agreement:.4f}, logit error {scored.error:.4g}"
+    )
     return destination.name
 
 
@@ -291,7 +347,9 @@ def finetune_settings(config: Config) -> Any:
     from pipeline.search.qat import FinetuneSettings
 
     batch = config.precision.finetune_batch or min(32, max(8, round(32 * (64 / config.preprocessing.crop) ** 2)))
-    return FinetuneSettings(steps=config.precision.finetune_steps, batch=batch, patience=config.precision.finetune_patience)
+    return FinetuneSettings(
+        steps=config.precision.finetune_steps, batch=batch, patience=config.precision.finetune_patience
+    )
 
 
 def _search_watch(config: Config, progress: Optional[ProgressFn]) -> SearchWatch:
@@ -317,8 +375,36 @@ class PrecisionInputs:
     calib_labels: np.ndarray
 
 
-def run_precision(config: Config, cache: StageCache, inputs: PrecisionInputs, target: TargetConfig,
-                  log: Callable[[str], Any] = print, progress: Optional[ProgressFn] = None) -> StageResult:
+def _int8_job(
+    config: Config, inputs: PrecisionInputs, pricing: Dict[str, str], progress: Optional[ProgressFn]
+) -> Int8Job:
+    """What the INT8 flavours are made from; made only when a flavour is not in the cache (its
+    FP32 answers on every calibration photo cost a pass of the FP32 graph)."""
+    fp32_path = inputs.simplified.output("onnx")
+    scorer = CalibrationScorer(inputs.calib_images, inputs.calib_labels, onnx_logits(fp32_path, inputs.calib_images))
+    return Int8Job(
+        fp32_path,
+        load_tensors_data(inputs.calibration.output("tensors")),
+        scorer,
+        json.loads(inputs.exported.output("nodes").read_text()),
+        config.precision.max_fp32_layers,
+        finetune_settings(config),
+        calibration=calibration_line(config),
+        rank_images=config.precision.rank_images,
+        search=_search_watch(config, progress),
+        threads=config.validate_.threads,
+        pricing=pricing,
+    )
+
+
+def run_precision(
+    config: Config,
+    cache: StageCache,
+    inputs: PrecisionInputs,
+    target: TargetConfig,
+    log: Callable[[str], Any] = quiet,
+    progress: Optional[ProgressFn] = None,
+) -> StageResult:
     import onnx
     import onnxruntime
 
@@ -327,8 +413,11 @@ def run_precision(config: Config, cache: StageCache, inputs: PrecisionInputs, ta
     settings = {"precisions": wanted, **config.precision.model_dump(), "budgets": budgets}
     pricing = pricing_runtimes(target)
     if pricing:  # the search prices modules by this CPU's profile on these runtimes
-        settings["cpu"] = {"int8_kernel": host_info()["cpu_isa"]["int8_kernel"], "threads": config.validate_.threads,
-                           "pricing": _pricing_versions(pricing)}
+        settings["cpu"] = {
+            "int8_kernel": host_info()["cpu_isa"]["int8_kernel"],
+            "threads": config.validate_.threads,
+            "pricing": _pricing_versions(pricing),
+        }
     keys = {"onnx": sha256_file(inputs.simplified.output("onnx"))}
     if inputs.calibration is not None:
         keys["calibration"] = inputs.calibration.record.key
@@ -337,21 +426,16 @@ def run_precision(config: Config, cache: StageCache, inputs: PrecisionInputs, ta
     def body(workdir: Path) -> Tuple[Dict[str, str], Dict[str, Any]]:
         fp32_path = inputs.simplified.output("onnx")
         outputs: Dict[str, str] = {}
-        details: Dict[str, Any] = {"calibration": config.precision.calibration, "calibration_images": int(len(inputs.calib_images))}
+        details: Dict[str, Any] = {
+            "calibration": config.precision.calibration,
+            "calibration_images": int(len(inputs.calib_images)),
+        }
         if FP16 in wanted:
             convert_fp16(fp32_path, workdir / "model.fp16.onnx")
             outputs[FP16] = "model.fp16.onnx"
         flavours = [p for p in wanted if p in INT8_FLAVOURS]
         if flavours and inputs.calibration is not None:
-            @functools.lru_cache(maxsize=None)  # made when a flavour is not in the cache, once
-            def job() -> Int8Job:
-                scorer = CalibrationScorer(inputs.calib_images, inputs.calib_labels, onnx_logits(fp32_path, inputs.calib_images))
-                return Int8Job(fp32_path, load_tensors_data(inputs.calibration.output("tensors")), scorer,
-                               json.loads(inputs.exported.output("nodes").read_text()), config.precision.max_fp32_layers,
-                               finetune_settings(config), calibration=calibration_line(config),
-                               rank_images=config.precision.rank_images, search=_search_watch(config, progress),
-                               threads=config.validate_.threads, pricing=pricing)
-
+            job = functools.lru_cache(maxsize=None)(lambda: _int8_job(config, inputs, pricing, progress))
             flavour_key = FlavourKey(cache, keys, settings, versions)
             for flavour, (name, outcome) in _make_int8(config, job, flavours, workdir, log, flavour_key).items():
                 outputs[flavour] = name

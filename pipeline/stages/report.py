@@ -19,8 +19,8 @@ from typing import Any, Dict, List, Optional
 
 import numpy as np
 
-from pipeline.bundle.paths import refuse_symlinks
 from pipeline.artifacts import read_json, sha256_file, write_bytes_atomic, write_json_atomic, write_text_atomic
+from pipeline.bundle.paths import refuse_symlinks
 from pipeline.errors import BundleError
 from pipeline.host import host_info, utc_now
 from pipeline.names import FP16, FP32, INT8, INT8_FLAVOURS, with_variants
@@ -28,15 +28,30 @@ from pipeline.report.gate import GateFailure, check_gate, choose_precision, fast
 from pipeline.report.model import FORMAT_VERSION, check_report
 from pipeline.report.plots import make_figures
 from pipeline.report.text import markdown_text, visible
+from pipeline.report.views import make_verdict, what_changed
 from pipeline.stages.runtime_choice import as_json as runtime_json
 from pipeline.stages.runtime_choice import reference_result, runtime_choices, shipped_results
-from pipeline.report.views import make_verdict, what_changed
 
 # Files `report` re-makes from report.json (which itself must verify).
-RENDERED = ("report/report.md", "report/report.html", "report/accuracy.png", "report/latency.png", "report/sensitivity.png")
+RENDERED = (
+    "report/report.md",
+    "report/report.html",
+    "report/accuracy.png",
+    "report/latency.png",
+    "report/sensitivity.png",
+)
 TEMPLATES = Path(__file__).resolve().parents[1] / "report" / "templates"
 
-__all__ = ["GateFailure", "check_gate", "choose_precision", "fastest_precision", "summary_rows", "render_report", "rerender", "assemble_report"]
+__all__ = [
+    "GateFailure",
+    "check_gate",
+    "choose_precision",
+    "fastest_precision",
+    "summary_rows",
+    "render_report",
+    "rerender",
+    "assemble_report",
+]
 
 
 def _fmt(value: Any, spec: str) -> str:
@@ -59,8 +74,13 @@ def template_environment(markdown: bool) -> Any:
 
     # Markdown has no autoescape: every variable of its templates passes through markdown_text.
     env = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(str(TEMPLATES)), autoescape=not markdown, undefined=jinja2.StrictUndefined,
-        trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True, finalize=markdown_text if markdown else None,
+        loader=jinja2.FileSystemLoader(str(TEMPLATES)),
+        autoescape=not markdown,
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+        finalize=markdown_text if markdown else None,
     )
     env.filters.update(fmt=_fmt, inline=_inline_html)
     return env
@@ -100,7 +120,9 @@ def render_report(report: Dict[str, Any], folder: Path, crops_file: Optional[Pat
         written.append(path)
     write_json_atomic(folder / "report.json", report)
     write_text_atomic(folder / "report.md", template_environment(True).get_template("report.md.j2").render(**context))
-    write_text_atomic(folder / "report.html", template_environment(False).get_template("report.html.j2").render(**context))
+    write_text_atomic(
+        folder / "report.html", template_environment(False).get_template("report.html.j2").render(**context)
+    )
     return [folder / "report.json", folder / "report.md", folder / "report.html", *written]
 
 
@@ -142,7 +164,9 @@ def rerender(bundle: Path) -> List[Path]:
         raise BundleError(f"{source}: no report.json in this bundle (is {bundle} a bundle folder?)")
     report = read_report(source)
     if "class_names" not in report and (bundle / "manifest.json").is_file():
-        report["class_names"] = list(read_json(bundle / "manifest.json").get("labels", []))  # reports made before they carried them
+        report["class_names"] = list(
+            read_json(bundle / "manifest.json").get("labels", [])
+        )  # reports made before they carried them
     return render_report(report, bundle / "report", bundle / "reference" / "eval_crops.npy")
 
 
@@ -173,14 +197,21 @@ def assemble_report(ctx: Any, sources: ReportSources) -> Dict[str, Any]:
     results = shipped_results(sources.results, choices)  # one row per precision: the runner that ships
     notes = _fp16_note(results) + _int8_cpu_note(results, host_info().get("cpu_isa", {}))
     if ctx.cpu_proxy:
-        notes.append(f"- CPU proxy: the {ctx.target_name} precision graphs were run with ONNX Runtime on this host's CPU; accuracy carries over to the device, latency does not. The device finish measures the engines.")
+        notes.append(
+            f"- CPU proxy: the {ctx.target_name} precision graphs were run with ONNX Runtime on this host's "
+            "CPU; accuracy carries over to the device, latency does not. The device finish measures the "
+            "engines."
+        )
     details = sources.stage_details
     notes += _model_notes(model, details)
     notes += _runtime_note(choices, host_info()) if choices else []
     reference = reference_result(sources.results)
     return {
         "format_version": FORMAT_VERSION,
-        "bundle": ctx.bundle_name, "target": ctx.target_name, "backend": target.backend, "cpu_proxy": ctx.cpu_proxy,
+        "bundle": ctx.bundle_name,
+        "target": ctx.target_name,
+        "backend": target.backend,
+        "cpu_proxy": ctx.cpu_proxy,
         "created_utc": utc_now(),
         "model": {**model.spec, "checkpoint_sha256": model.checkpoint_sha256},
         "evaluation_images": int(len(data.evaluation.labels)),
@@ -205,25 +236,52 @@ def assemble_report(ctx: Any, sources: ReportSources) -> Dict[str, Any]:
     }
 
 
+def report_of_build(ctx: Any, graphs: Any, validation: Any) -> Dict[str, Any]:
+    """The host build's report, its gate's verdict computed once, here (`gate.failures`)."""
+    import json
+
+    details = {name: result.record.details for name, result in graphs.stages.items()}
+    results = json.loads(validation.output("results").read_text())
+    skipped = validation.record.details.get("skipped")
+    report = assemble_report(
+        ctx, ReportSources(results, graphs.model, graphs.data, details, ctx.log.as_json(), skipped)
+    )
+    report["gate"] = {"enabled": ctx.options.gate, "failures": [f.message for f in check_gate(report)]}
+    return report
+
+
 def _model_notes(model: Any, details: Dict[str, Dict[str, Any]]) -> List[str]:
     """What was done to the model the user brought: an imported ONNX file's changes, LayerNorms
     decomposed for TensorRT 8.5, where the class names came from."""
     notes = []
     changes = details["export"].get("notes", [])
     if details["export"].get("imported"):
-        notes.append(f"- Model imported from ONNX ({model.spec.get('source', 'file')})" + (f": {'; '.join(changes)}." if changes else ", unchanged."))
+        notes.append(
+            f"- Model imported from ONNX ({model.spec.get('source', 'file')})"
+            + (f": {'; '.join(changes)}." if changes else ", unchanged.")
+        )
     decomposed = details["simplify"].get("layernorm_decomposed", 0)
     if decomposed:
-        notes.append(f"- {decomposed} LayerNormalization nodes decomposed into primitive ops: the target lists TensorRT 8.5, whose ONNX parser lacks LayerNormalization; FP16 graphs keep the variance (Pow, ReduceMean, Add, Sqrt) in FP32.")
+        notes.append(
+            f"- {decomposed} LayerNormalization nodes decomposed into primitive ops: the target lists TensorRT "
+            "8.5, whose ONNX parser lacks LayerNormalization; FP16 graphs keep the variance (Pow, ReduceMean, "
+            "Add, Sqrt) in FP32."
+        )
     if getattr(model, "classes_from", "checkpoint") == "dataset":
-        notes.append("- Class names: the image set's class folders (give a labels file with `--labels` or `[model] labels` to name the outputs).")
+        notes.append(
+            "- Class names: the image set's class folders (give a labels file with `--labels` or `[model] "
+            "labels` to name the outputs)."
+        )
     return notes
 
 
 def per_image_record(labels: Any, reference: Dict[str, List[Any]]) -> Dict[str, Any]:
     """The evaluation labels and the reference's answers, per image: with each result's
     `predictions`, what the report's per-class table, confusion and gallery are made from."""
-    return {"labels": [int(label) for label in labels], "reference": {"top1": list(reference["top1"]), "confidence": list(reference["confidence"])}}
+    return {
+        "labels": [int(label) for label in labels],
+        "reference": {"top1": list(reference["top1"]), "confidence": list(reference["confidence"])},
+    }
 
 
 def _fp16_note(results: List[Dict[str, Any]]) -> List[str]:
@@ -266,9 +324,11 @@ def _runtime_note(runtimes: Dict[str, Any], host: Dict[str, Any]) -> List[str]:
     isa = host.get("cpu_isa") or {}
     here = _cpu_kind(isa)
     others = ", ".join(kind for kind in CPU_KINDS if kind != here)
-    return [f"- What to expect: measured on {host.get('cpu', 'this CPU')} ({here}), batch 1: {'; '.join(rows)}. "
-            f"Not measured: {others}, where the INT8 kernels of both runtimes differ (a dot-product instruction "
-            "gives INT8 about four times FP32's arithmetic rate, AVX2 about twice), so the winner may differ there."]
+    return [
+        f"- What to expect: measured on {host.get('cpu', 'this CPU')} ({here}), batch 1: {'; '.join(rows)}. "
+        f"Not measured: {others}, where the INT8 kernels of both runtimes differ (a dot-product instruction "
+        "gives INT8 about four times FP32's arithmetic rate, AVX2 about twice), so the winner may differ there."
+    ]
 
 
 def _int8_cpu_note(results: List[Dict[str, Any]], isa: Dict[str, Any]) -> List[str]:
@@ -284,8 +344,8 @@ def _int8_cpu_note(results: List[Dict[str, Any]], isa: Dict[str, Any]) -> List[s
     return [
         f"- int8 on this CPU: {measured}. It has no 8-bit dot-product instruction (features: "
         f"{', '.join(isa.get('features', [])) or 'none detected'}; no AVX-512 VNNI, AVX-VNNI or AMX): ONNX Runtime "
-        f"multiplies with {isa.get('int8_kernel', 'its generic kernels')}, about twice FP32's arithmetic rate where VNNI "
-        f"gives four times, and a small model's per-op overhead does not shrink with INT8. {verdict}; the latency "
-        "gate's choice below is made on these measurements. A CPU with VNNI (or Arm dotprod/i8mm) runs the same graph "
-        "faster, with the same answers (7-bit weights)."
+        f"multiplies with {isa.get('int8_kernel', 'its generic kernels')}, about twice FP32's arithmetic rate "
+        f"where VNNI gives four times, and a small model's per-op overhead does not shrink with INT8. {verdict}; "
+        "the latency gate's choice below is made on these measurements. A CPU with VNNI (or Arm dotprod/i8mm) "
+        "runs the same graph faster, with the same answers (7-bit weights)."
     ]

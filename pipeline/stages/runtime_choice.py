@@ -63,13 +63,24 @@ def reference_result(results: List[Dict[str, Any]]) -> Dict[str, Any]:
 def _measured(result: Dict[str, Any], reference_top1: float, budget: Optional[Budget]) -> Measured:
     accuracy, runtime, batch1 = result["accuracy"], runtime_of(result), latency_at(result, 1)
     drop = top1_drop(reference_top1, accuracy["top1"])
-    return Measured(runtime, str(result.get("runner", {}).get(runtime, "")), batch1["p50_ms"] if batch1 else None,
-                    interquartile_range(samples_at(result, 1)), accuracy["agreement"], drop,
-                    budget_met(budget, accuracy["agreement"], drop))
+    return Measured(
+        runtime,
+        str(result.get("runner", {}).get(runtime, "")),
+        batch1["p50_ms"] if batch1 else None,
+        interquartile_range(samples_at(result, 1)),
+        accuracy["agreement"],
+        drop,
+        budget_met(budget, accuracy["agreement"], drop),
+    )
 
 
-def choose_runtimes(results: List[Dict[str, Any]], skipped: List[Dict[str, str]], setting: str,
-                    budget_of: Callable[[str], Optional[Budget]], reference_top1: float) -> Dict[str, RuntimeChoice]:
+def choose_runtimes(
+    results: List[Dict[str, Any]],
+    skipped: List[Dict[str, str]],
+    setting: str,
+    budget_of: Callable[[str], Optional[Budget]],
+    reference_top1: float,
+) -> Dict[str, RuntimeChoice]:
     """Per precision measured on a CPU runtime, the runtime that ships it and why."""
     by_precision: Dict[str, List[Dict[str, Any]]] = {}
     for result in results:
@@ -83,7 +94,9 @@ def choose_runtimes(results: List[Dict[str, Any]], skipped: List[Dict[str, str]]
     return choices
 
 
-def runtime_choices(config: Any, target: Any, results: List[Dict[str, Any]], skipped: List[Dict[str, str]]) -> Dict[str, RuntimeChoice]:
+def runtime_choices(
+    config: Any, target: Any, results: List[Dict[str, Any]], skipped: List[Dict[str, str]]
+) -> Dict[str, RuntimeChoice]:
     """A build's choice: {} for TensorRT targets and for a cpu target measured on ONNX Runtime
     alone (nothing to choose), else per precision the runtime that ships it."""
     from pipeline.stages.engine import cpu_runtimes
@@ -98,30 +111,47 @@ def _choose(precision: str, rows: List[Measured], skipped: Dict[str, str], setti
     by_runtime = {m.runtime: m for m in rows}
     if len(by_runtime) == 1:
         only = rows[0]
-        reason = "the only runtime measured" if not skipped else f"{_other(only.runtime)} cannot run it ({skipped[_other(only.runtime)]})"
+        reason = (
+            "the only runtime measured"
+            if not skipped
+            else f"{_other(only.runtime)} cannot run it ({skipped[_other(only.runtime)]})"
+        )
         return RuntimeChoice(precision, only.runtime, reason, rows, skipped)
     meeting = [m for m in rows if m.meets_budget]
     if len(meeting) == 1:
         ship, other = meeting[0], by_runtime[_other(meeting[0].runtime)]
-        reason = (f"{other.runtime} misses the accuracy budget there ({100 * other.agreement:.2f} % agreement, "
-                  f"{other.top1_drop:+.2f} pts); {ship.runtime} meets it ({100 * ship.agreement:.2f} %, {ship.top1_drop:+.2f} pts)")
+        reason = (
+            f"{other.runtime} misses the accuracy budget there ({100 * other.agreement:.2f} % agreement, "
+            f"{other.top1_drop:+.2f} pts); {ship.runtime} meets it ({100 * ship.agreement:.2f} %, "
+            f"{ship.top1_drop:+.2f} pts)"
+        )
         return RuntimeChoice(precision, ship.runtime, reason, rows, skipped)
     if setting in (ONNXRUNTIME, OPENVINO):
-        return RuntimeChoice(precision, setting, f"runtime = \"{setting}\"", rows, skipped)
+        return RuntimeChoice(precision, setting, f'runtime = "{setting}"', rows, skipped)
     return _faster(precision, by_runtime[ONNXRUNTIME], by_runtime[OPENVINO], rows, skipped)
 
 
-def _faster(precision: str, ort: Measured, ov: Measured, rows: List[Measured], skipped: Dict[str, str]) -> RuntimeChoice:
+def _faster(
+    precision: str, ort: Measured, ov: Measured, rows: List[Measured], skipped: Dict[str, str]
+) -> RuntimeChoice:
     if ort.p50_ms is None or ov.p50_ms is None:
         return RuntimeChoice(precision, ONNXRUNTIME, "no batch-1 timing to compare", rows, skipped)
     spread = max(ort.spread_ms, ov.spread_ms)
     if ov.p50_ms < ort.p50_ms - spread:
-        reason = f"faster: {ov.p50_ms:.3f} ms against onnxruntime's {ort.p50_ms:.3f} ms at batch 1 ({ort.p50_ms / ov.p50_ms:.2f}x)"
+        reason = (
+            f"faster: {ov.p50_ms:.3f} ms against onnxruntime's {ort.p50_ms:.3f} ms at batch 1 "
+            f"({ort.p50_ms / ov.p50_ms:.2f}x)"
+        )
         return RuntimeChoice(precision, OPENVINO, reason, rows, skipped)
     if ort.p50_ms < ov.p50_ms - spread:
-        reason = f"faster: {ort.p50_ms:.3f} ms against openvino's {ov.p50_ms:.3f} ms at batch 1 ({ov.p50_ms / ort.p50_ms:.2f}x)"
+        reason = (
+            f"faster: {ort.p50_ms:.3f} ms against openvino's {ov.p50_ms:.3f} ms at batch 1 "
+            f"({ov.p50_ms / ort.p50_ms:.2f}x)"
+        )
     else:
-        reason = f"openvino {ov.p50_ms:.3f} ms is within the {spread:.3f} ms spread of onnxruntime's {ort.p50_ms:.3f} ms"
+        reason = (
+            f"openvino {ov.p50_ms:.3f} ms is within the {spread:.3f} ms spread of onnxruntime's {ort.p50_ms:.3f} ms"
+        )
     return RuntimeChoice(precision, ONNXRUNTIME, reason, rows, skipped)
 
 
@@ -131,6 +161,7 @@ def _other(runtime: str) -> str:
 
 def shipped_results(results: List[Dict[str, Any]], choices: Dict[str, RuntimeChoice]) -> List[Dict[str, Any]]:
     """The results of the runners that ship (every other runner's result is left out): one per precision."""
+
     def ships(result: Dict[str, Any]) -> bool:
         choice = choices.get(result["precision"])
         return choice is None or runtime_of(result) == choice.runtime

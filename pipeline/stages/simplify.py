@@ -61,12 +61,22 @@ def _decompose(path: Path) -> int:
     return count
 
 
-def run_simplify(config: Config, cache: StageCache, exported: StageResult, check_crops: np.ndarray, check_hash: str,
-                 decompose_layernorm: bool = False) -> StageResult:
+def run_simplify(
+    config: Config,
+    cache: StageCache,
+    exported: StageResult,
+    check_crops: np.ndarray,
+    check_hash: str,
+    decompose_layernorm: bool = False,
+) -> StageResult:
     import onnx
     import onnxsim
 
-    settings = {"enabled": config.simplify.enabled, "tolerance": config.simplify.tolerance, "decompose_layernorm": decompose_layernorm}
+    settings = {
+        "enabled": config.simplify.enabled,
+        "tolerance": config.simplify.tolerance,
+        "decompose_layernorm": decompose_layernorm,
+    }
     inputs = {"onnx": sha256_file(exported.output("onnx")), "check_images": check_hash}
     versions = {"onnxsim": str(onnxsim.__version__), "onnx": onnx.__version__}
 
@@ -83,7 +93,8 @@ def run_simplify(config: Config, cache: StageCache, exported: StageResult, check
         diff = float(np.max(np.abs(before - after)))
         if diff > config.simplify.tolerance:
             raise SimplifyError(
-                f"simplified graph differs from the export by {diff:.2e} (> simplify.tolerance {config.simplify.tolerance:g})"
+                f"simplified graph differs from the export by {diff:.2e} (> simplify.tolerance "
+                f"{config.simplify.tolerance:g})"
             )
         ops_before, ops_after = op_histogram(source), op_histogram(destination)
         details = {

@@ -26,15 +26,17 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 import numpy as np
 
 from pipeline.artifacts import StageCache, StageResult, save_array, sha256_file
-from pipeline.backends.openvino import RUNTIME, open_runner, openvino_version
 from pipeline.backends.base import Runner, RunnerUnavailable
+from pipeline.backends.openvino import RUNTIME, open_runner, openvino_version
 from pipeline.backends.timing import time_interleaved
 from pipeline.config import Config
 from pipeline.host import host_info
 from pipeline.metrics import AccuracyMetrics, LatencyMetrics, accuracy_metrics, image_predictions, latency_metrics
 from pipeline.names import FP32, FP32_TORCH
 
-STAGE_VERSION = "5"  # 2: per-image predictions in results.json; 3: TensorRT graphs run with exact Q/DQ on the CPU proxy; 4: interleaved timing; 5: runtime per result, OpenVINO
+# 2: per-image predictions in results.json; 3: TensorRT graphs run with exact Q/DQ on the CPU proxy; 4: interleaved
+# timing; 5: runtime per result, OpenVINO
+STAGE_VERSION = "5"
 
 
 @dataclass
@@ -118,8 +120,13 @@ def _batch_of(images: np.ndarray, batch: int) -> np.ndarray:
     return np.ascontiguousarray(np.concatenate([images] * reps, axis=0)[:batch])
 
 
-def validate_all(runtimes: Dict[str, Factories], evaluation: EvaluationSet, timing: Timing,
-                 progress: bool = True, skipped: Optional[List[Skipped]] = None) -> List[PrecisionResult]:
+def validate_all(
+    runtimes: Dict[str, Factories],
+    evaluation: EvaluationSet,
+    timing: Timing,
+    progress: bool = True,
+    skipped: Optional[List[Skipped]] = None,
+) -> List[PrecisionResult]:
     """Measure every runner, one runtime at a time (runtime name -> its runners).
 
     The runners of one runtime are open together: each one's accuracy pass, then their timed
@@ -138,12 +145,20 @@ def validate_all(runtimes: Dict[str, Factories], evaluation: EvaluationSet, timi
             bar.update(task, description=description, advance=1)
 
         for runtime, factories in runtimes.items():
-            results += _measure_runtime(runtime, factories, evaluation, timing, step, skipped if skipped is not None else [])
+            results += _measure_runtime(
+                runtime, factories, evaluation, timing, step, skipped if skipped is not None else []
+            )
     return results
 
 
-def _measure_runtime(runtime: str, factories: Factories, evaluation: EvaluationSet, timing: Timing,
-                     step: Callable[[str], None], skipped: List[Skipped]) -> List[PrecisionResult]:
+def _measure_runtime(
+    runtime: str,
+    factories: Factories,
+    evaluation: EvaluationSet,
+    timing: Timing,
+    step: Callable[[str], None],
+    skipped: List[Skipped],
+) -> List[PrecisionResult]:
     """The runners of one runtime: open together, accuracy one by one, then timed interleaved."""
     with ExitStack() as stack:
         opened, results = [], []
@@ -181,13 +196,15 @@ class ValidationInputs:
     openvino_models: Dict[str, Path] = field(default_factory=dict)
 
 
-def run_validation(config: Config, cache: StageCache, inputs: ValidationInputs, cpu_proxy: bool,
-                   progress: bool = True) -> StageResult:
+def run_validation(
+    config: Config, cache: StageCache, inputs: ValidationInputs, cpu_proxy: bool, progress: bool = True
+) -> StageResult:
     """Measure FP32 (torch and ONNX Runtime) and each precision graph on the evaluation subset,
     and on OpenVINO too when `inputs.openvino_models` names graphs."""
     import onnxruntime
 
-    from pipeline.backends.onnxruntime import OrtRunner, TorchRunner
+    from pipeline.backends.eager import TorchRunner
+    from pipeline.backends.onnxruntime import OrtRunner
     from pipeline.data import normalize
     from pipeline.stages.engine import openvino_settings, session_settings
 
@@ -202,13 +219,17 @@ def run_validation(config: Config, cache: StageCache, inputs: ValidationInputs, 
 
     def body(workdir: Path) -> Tuple[Dict[str, str], Dict[str, Any]]:
         images = np.ascontiguousarray(normalize(inputs.eval_crops, config.preprocessing.spec()))
-        with OrtRunner(FP32, inputs.models[FP32], session_settings(config, FP32)) as fp32:  # the reference, then measured like the rest
+        with OrtRunner(
+            FP32, inputs.models[FP32], session_settings(config, FP32)
+        ) as fp32:  # the reference, then measured like the rest
             evaluation = EvaluationSet(images, inputs.eval_labels, infer_all(fp32, images))
             runtimes: Dict[str, Factories] = {}
             if vc.torch_baseline and inputs.model.module is not None:  # an ONNX file given has no torch module
                 runtimes["torch"] = {FP32_TORCH: lambda: TorchRunner(inputs.model.module, vc.threads)}
             runtimes["onnxruntime"] = {
-                precision: (lambda: fp32) if precision == FP32 else (lambda p=precision, f=path: OrtRunner(p, f, session_settings(config, p)))
+                precision: (lambda: fp32)
+                if precision == FP32
+                else (lambda p=precision, f=path: OrtRunner(p, f, session_settings(config, p)))
                 for precision, path in inputs.models.items()
             }
             if inputs.openvino_models:

@@ -34,10 +34,17 @@ def host_project(tmp_path_factory) -> Path:
         assert (Path(given) / BUNDLE / "manifest.json").is_file(), f"VTEDGE_HOST_PROJECT={given} has no {BUNDLE}"
         return Path(given)
     if importlib.util.find_spec("torch") is None:
-        pytest.skip("needs the host's tiny jetson project: VTEDGE_HOST_PROJECT=DIR after `python tests/tiny_project.py DIR jetson` on the host")
+        pytest.skip(
+            "needs the host's tiny jetson project: VTEDGE_HOST_PROJECT=DIR after `python tests/tiny_project.py "
+            "DIR jetson` on the host"
+        )
     folder = tmp_path_factory.mktemp("host") / "project"
-    made = subprocess.run([sys.executable, str(ROOT / "tests" / "tiny_project.py"), str(folder), "jetson"],
-                          capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    made = subprocess.run(
+        [sys.executable, str(ROOT / "tests" / "tiny_project.py"), str(folder), "jetson"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
     assert made.returncode == 0, made.stderr
     return folder
 
@@ -58,8 +65,13 @@ def device_env(device_project, tmp_path):
     bundle = device_project / BUNDLE
     manifest = json.loads((bundle / "manifest.json").read_text())
     lookup = tmp_path / "lookup.npz"
-    np.savez(lookup, crops=np.load(bundle / "reference/eval_crops.npy"), logits=np.load(bundle / "reference/fp32_logits.npy"),
-             mean=np.array(manifest["preprocessing"]["mean"], np.float32), std=np.array(manifest["preprocessing"]["std"], np.float32))
+    np.savez(
+        lookup,
+        crops=np.load(bundle / "reference/eval_crops.npy"),
+        logits=np.load(bundle / "reference/fp32_logits.npy"),
+        mean=np.array(manifest["preprocessing"]["mean"], np.float32),
+        std=np.array(manifest["preprocessing"]["std"], np.float32),
+    )
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     (bin_dir / "trtexec").write_text(f'#!/bin/sh\nexec "{sys.executable}" "{STANDINS / "trtexec.py"}" "$@"\n')
@@ -67,12 +79,20 @@ def device_env(device_project, tmp_path):
 
     def env(version: str, standins: bool = True) -> dict:
         paths = [str(STANDINS), str(ROOT)] if standins else [str(ROOT)]
-        return {**os.environ, "PYTHONPATH": os.pathsep.join(paths), "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
-                "COLUMNS": "250", "VTEDGE_FAKE_TRT_VERSION": version, "VTEDGE_FAKE_LOOKUP": str(lookup),
-                "VTEDGE_FAKE_LEAKS": str(tmp_path / "leaks.json")}
+        return {
+            **os.environ,
+            "PYTHONPATH": os.pathsep.join(paths),
+            "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
+            "COLUMNS": "250",
+            "VTEDGE_FAKE_TRT_VERSION": version,
+            "VTEDGE_FAKE_LOOKUP": str(lookup),
+            "VTEDGE_FAKE_LEAKS": str(tmp_path / "leaks.json"),
+        }
 
     return env
 
 
 def run_device(folder: Path, env: dict, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "pipeline", *args], cwd=folder, capture_output=True, text=True, env=env)
+    return subprocess.run(
+        [sys.executable, "-m", "pipeline", *args], cwd=folder, capture_output=True, text=True, env=env
+    )

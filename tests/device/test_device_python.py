@@ -9,10 +9,23 @@ import sys
 from device_support import ROOT
 
 DEVICE_MODULES = (
-    "pipeline.cli", "pipeline.finish", "pipeline.config", "pipeline.data", "pipeline.metrics", "pipeline.artifacts",
-    "pipeline.backends.base", "pipeline.backends.timing", "pipeline.backends.tensorrt", "pipeline.backends.tensorrt_env",
-    "pipeline.backends.tensorrt_plan", "pipeline.backends.tensorrt_build", "pipeline.backends.tensorrt_runner",
-    "pipeline.backends.onnxruntime", "pipeline.stages.bundle", "pipeline.stages.report", "pipeline.stages.validate",
+    "pipeline.cli",
+    "pipeline.finish",
+    "pipeline.config",
+    "pipeline.data",
+    "pipeline.metrics",
+    "pipeline.artifacts",
+    "pipeline.backends.base",
+    "pipeline.backends.timing",
+    "pipeline.backends.tensorrt",
+    "pipeline.backends.tensorrt_env",
+    "pipeline.backends.tensorrt_plan",
+    "pipeline.backends.tensorrt_build",
+    "pipeline.backends.tensorrt_runner",
+    "pipeline.backends.onnxruntime",
+    "pipeline.stages.bundle",
+    "pipeline.stages.report",
+    "pipeline.stages.validate",
     "pipeline.stages.engine",
 )
 HOST_PACKAGES = ("torch", "onnx", "onnxruntime", "onnxsim", "onnxconverter_common", "tensorrt")
@@ -31,8 +44,13 @@ def test_device_modules_import_without_host_packages():
 
 def test_cli_help_and_targets_run_on_this_python():
     for args in (["--help"], ["targets"], ["build", "--help"]):
-        result = subprocess.run([sys.executable, "-m", "pipeline", *args], cwd=ROOT, capture_output=True, text=True,
-                                env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin", "COLUMNS": "200"})
+        result = subprocess.run(
+            [sys.executable, "-m", "pipeline", *args],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin", "COLUMNS": "200"},
+        )
         assert result.returncode == 0, result.stderr
 
 
@@ -40,6 +58,11 @@ def test_host_build_on_an_old_python_says_what_to_do_instead(tmp_path):
     if sys.version_info >= (3, 10):
         return  # the host side runs here
     (tmp_path / "pipeline.toml").write_text((ROOT / "pipeline.toml").read_text())
-    result = subprocess.run([sys.executable, "-m", "pipeline", "build", "--target", "cpu", "--no-progress"], cwd=tmp_path,
-                            capture_output=True, text=True, env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"})
+    result = subprocess.run(
+        [sys.executable, "-m", "pipeline", "build", "--target", "cpu", "--no-progress"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"},
+    )
     assert result.returncode == 1 and "needs Python 3.10+" in result.stderr and "--bundle" in result.stderr

@@ -14,8 +14,8 @@ import sys
 import types
 
 import pytest
-
 from device_support import BUNDLE, ROOT, device_env, device_project, host_project, run_device  # noqa: F401 (fixtures)
+
 from pipeline.backends.tensorrt import GpuInfo, TensorRTInfo, resolve_plan
 from pipeline.finish import plans_for_device
 from pipeline.stages.bundle import verify_bundle
@@ -33,7 +33,9 @@ def _group(stdout: str, release: str) -> str:
 
 
 def _trtexec_lines(text: str) -> dict:
-    lines = [line.split("trtexec       ", 1)[1] for line in text.splitlines() if line.startswith("  trtexec       mkdir")]
+    lines = [
+        line.split("trtexec       ", 1)[1] for line in text.splitlines() if line.startswith("  trtexec       mkdir")
+    ]
     # Keyed by the precision in the engine's name (int8-trt's graph differs per typing mode).
     return {re.search(r"--saveEngine=\S*/engines/[^/.]+\.([\w-]+)\.b\d", line).group(1): line for line in lines}
 
@@ -43,8 +45,12 @@ def _option(line: str, name: str) -> str:
 
 
 @pytest.mark.parametrize(("version", "release"), JETPACKS)
-def test_printed_trtexec_line_runs_and_names_the_engine_the_finish_looks_up(device_project, device_env, version, release):
-    off_device = run_device(device_project, device_env(version, standins=False), "build", "--target", "jetson", "--dry-run")
+def test_printed_trtexec_line_runs_and_names_the_engine_the_finish_looks_up(
+    device_project, device_env, version, release
+):
+    off_device = run_device(
+        device_project, device_env(version, standins=False), "build", "--target", "jetson", "--dry-run"
+    )
     assert off_device.returncode == 0, off_device.stderr
     lines = _trtexec_lines(_group(off_device.stdout, release))
     assert sorted(lines) == ["fp16", "fp32", "int8-trt"]
@@ -58,13 +64,17 @@ def test_printed_trtexec_line_runs_and_names_the_engine_the_finish_looks_up(devi
         assert _option(line, "timingCacheFile") == f"{BUNDLE}/{expected[precision].timing_cache}"
         assert _option(line, "memPoolSize") == f"workspace:{expected[precision].workspace_mib}"
     assert not (device_project / BUNDLE / "engines").exists()  # a fresh bundle has no engines/ folder
-    ran = subprocess.run(lines["fp16"], shell=True, cwd=device_project, capture_output=True, text=True, env=device_env(version))
+    ran = subprocess.run(
+        lines["fp16"], shell=True, cwd=device_project, capture_output=True, text=True, env=device_env(version)
+    )
     assert ran.returncode == 0, ran.stderr
     assert (device_project / BUNDLE / expected["fp16"].engine).is_file()
     # On the device (TensorRT and the GPU found) --dry-run prints the same lines for its release only.
     on_device = run_device(device_project, device_env(version), "build", "--target", "jetson", "--dry-run")
     assert on_device.returncode == 0, on_device.stderr
-    assert on_device.stdout.count("== with TensorRT") == 1 and _trtexec_lines(_group(on_device.stdout, release)) == lines
+    assert (
+        on_device.stdout.count("== with TensorRT") == 1 and _trtexec_lines(_group(on_device.stdout, release)) == lines
+    )
 
 
 @pytest.mark.parametrize(("version", "release"), JETPACKS)
@@ -79,7 +89,9 @@ def test_finish_on_the_device_builds_validates_and_records(device_project, devic
     finished = run_device(device_project, env, "build", "--target", "jetson", "--bundle", BUNDLE, "--no-progress")
     assert finished.returncode == 0, finished.stderr
     assert f"finishing {BUNDLE} with TensorRT {version} on Orin (sm 8.7)" in finished.stderr
-    assert re.search(r"fp16: engines/\S+\.trt" + re.escape(release) + r"\.sm87\.engine was built on this device", finished.stderr)
+    assert re.search(
+        r"fp16: engines/\S+\.trt" + re.escape(release) + r"\.sm87\.engine was built on this device", finished.stderr
+    )
     bundle = device_project / BUNDLE
     manifest = verify_bundle(bundle)  # strict: engines and timing caches are listed
     assert manifest["pending"] == [] and manifest["versions"]["tensorrt"] == version
@@ -92,7 +104,10 @@ def test_finish_on_the_device_builds_validates_and_records(device_project, devic
     assert built["fp16"]["built_by"] == "trtexec" and built["int8-trt"]["built_by"] == "builder"
     assert built["fp16"]["workspace_mib"] == built["int8-trt"]["workspace_mib"] == 1024
     if release.startswith("8."):  # weakly typed: Q/DQ needs INT8, FP16 for the rest
-        assert built["int8-trt"]["network_flags"] == ["EXPLICIT_BATCH"] and built["int8-trt"]["builder_flags"] == ["INT8", "FP16"]
+        assert built["int8-trt"]["network_flags"] == ["EXPLICIT_BATCH"] and built["int8-trt"]["builder_flags"] == [
+            "INT8",
+            "FP16",
+        ]
         assert built["fp16"]["builder_flags"] == ["FP16"]
     else:  # strongly typed: precision from the graph
         assert built["int8-trt"]["network_flags"] == ["STRONGLY_TYPED"] and built["int8-trt"]["builder_flags"] == []
@@ -102,7 +117,10 @@ def test_finish_on_the_device_builds_validates_and_records(device_project, devic
     assert report["cpu_proxy"] is False and report["gate"]["failures"] == []
     measured = {r["precision"]: r for r in report["results"]}
     for precision in engines:  # each engine ran every bundled crop, in order, through the device buffers
-        assert measured[precision]["accuracy"]["agreement"] == 1.0 and measured[precision]["runner"]["backend"] == "tensorrt"
+        assert (
+            measured[precision]["accuracy"]["agreement"] == 1.0
+            and measured[precision]["runner"]["backend"] == "tensorrt"
+        )
     assert "with TensorRT " + version in (bundle / "report/report.md").read_text()
     leaks = json.loads((tmp_path / "leaks.json").read_text())
     assert leaks == {"allocations": 0, "contexts": 0}  # every runner was closed
@@ -113,7 +131,9 @@ def test_finish_on_the_device_builds_validates_and_records(device_project, devic
 
 
 def test_finish_refuses_a_tensorrt_the_target_does_not_ship(device_project, device_env):
-    result = run_device(device_project, device_env("9.2.0.5"), "build", "--target", "jetson", "--bundle", BUNDLE, "--no-progress")
+    result = run_device(
+        device_project, device_env("9.2.0.5"), "build", "--target", "jetson", "--bundle", BUNDLE, "--no-progress"
+    )
     assert result.returncode == 1
     assert "this host has TensorRT 9.2.0.5; jetson-agx-orin ships 8.5, 8.6, 10.3, 11.4" in result.stderr
     assert "Traceback" not in result.stderr and not (device_project / BUNDLE / "engines").exists()
@@ -133,7 +153,9 @@ def test_printed_finish_command_works_from_another_folder(host_project, tmp_path
         "print(rebuild_command(ctx, True))\n"
     )
     for typed in (str(host_project / "pipeline.toml"), os.path.relpath(host_project / "pipeline.toml", elsewhere)):
-        printed = subprocess.run([sys.executable, "-c", code, typed], cwd=elsewhere, capture_output=True, text=True, env=env)
+        printed = subprocess.run(
+            [sys.executable, "-c", code, typed], cwd=elsewhere, capture_output=True, text=True, env=env
+        )
         assert printed.returncode == 0, printed.stderr
         command = shlex.split(printed.stdout.strip())
         config, bundle = command[command.index("--config") + 1], command[command.index("--bundle") + 1]

@@ -44,7 +44,15 @@ from pipeline.backends.tensorrt import (
     write_build_plans,
 )
 from pipeline.backends.tensorrt_env import info_from_module
-from pipeline.backends.tensorrt_plan import dla_support, pin_plan, plan_versions, precision_builder_flags, releases_of, select_plans, trtexec_line
+from pipeline.backends.tensorrt_plan import (
+    dla_support,
+    pin_plan,
+    plan_versions,
+    precision_builder_flags,
+    releases_of,
+    select_plans,
+    trtexec_line,
+)
 from pipeline.config import BatchProfile, load_config
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -56,7 +64,9 @@ ONNX_OF = {p: f"models/model.{p}.onnx" for p in ("fp32", "fp16", "int8-trt")}
 
 def plan_for(target: str, precision: str, version: str, dla_core: int | None = None, **kw) -> BuildPlan:
     name, config = CONFIG.target(target)
-    return make_build_plan(name, config, EngineSpec("vt_demo", precision, ONNX_OF[precision], CHW), version, dla_core, **kw)
+    return make_build_plan(
+        name, config, EngineSpec("vt_demo", precision, ONNX_OF[precision], CHW), version, dla_core, **kw
+    )
 
 
 def _forget_tensorrt() -> None:
@@ -260,7 +270,12 @@ def test_version_not_shipped_names_the_shipped_versions():
 
 def test_plan_refuses_wrong_precision_backend_and_paths():
     with pytest.raises(ValueError, match="int8-trt"):
-        make_build_plan("jetson-agx-orin", TRT_TARGETS["jetson-agx-orin"], EngineSpec("m", "int8", "models/model.int8.onnx", CHW), "10.3")
+        make_build_plan(
+            "jetson-agx-orin",
+            TRT_TARGETS["jetson-agx-orin"],
+            EngineSpec("m", "int8", "models/model.int8.onnx", CHW),
+            "10.3",
+        )
     with pytest.raises(ValueError, match="uses onnxruntime"):
         make_build_plan("cpu", CONFIG.targets["cpu"], EngineSpec("m", "fp16", "models/model.fp16.onnx", CHW), "10.3")
     for bad in ("/abs/model.onnx", "../model.onnx"):
@@ -271,8 +286,13 @@ def test_plan_refuses_wrong_precision_backend_and_paths():
 
 
 def test_engine_names_differ_in_every_ingredient():
-    base = dict(model="vt_demo", precision="int8-trt", profile={"min": 1, "opt": 8, "max": 32},
-                tensorrt_version="10.3.0", compute_capability="8.7")
+    base = dict(
+        model="vt_demo",
+        precision="int8-trt",
+        profile={"min": 1, "opt": 8, "max": 32},
+        tensorrt_version="10.3.0",
+        compute_capability="8.7",
+    )
     assert engine_file_name(**base) == "vt_demo.int8-trt.b1-8-32.trt10.3.0.sm87.engine"
     variants = [
         {"model": "vt_big"},
@@ -297,14 +317,43 @@ SHAPES = ["--minShapes=images:1x3x112x112", "--optShapes=images:8x3x112x112", "-
 @pytest.mark.parametrize(
     ("version", "tail"),
     [
-        ("8.5", ["--memPoolSize=workspace:4096", "--timingCacheFile=B/engines/timing.trt8.5.sm87.cache",
-                 "--int8", "--fp16", "--buildOnly"]),
-        ("8.6", ["--memPoolSize=workspace:4096", "--timingCacheFile=B/engines/timing.trt8.6.sm87.cache",
-                 "--int8", "--fp16", "--skipInference"]),
-        ("10.3", ["--memPoolSize=workspace:4096", "--timingCacheFile=B/engines/timing.trt10.3.sm87.cache",
-                  "--stronglyTyped", "--skipInference"]),
-        ("11.4", ["--memPoolSize=workspace:4096", "--timingCacheFile=B/engines/timing.trt11.4.sm87.cache",
-                  "--skipInference"]),
+        (
+            "8.5",
+            [
+                "--memPoolSize=workspace:4096",
+                "--timingCacheFile=B/engines/timing.trt8.5.sm87.cache",
+                "--int8",
+                "--fp16",
+                "--buildOnly",
+            ],
+        ),
+        (
+            "8.6",
+            [
+                "--memPoolSize=workspace:4096",
+                "--timingCacheFile=B/engines/timing.trt8.6.sm87.cache",
+                "--int8",
+                "--fp16",
+                "--skipInference",
+            ],
+        ),
+        (
+            "10.3",
+            [
+                "--memPoolSize=workspace:4096",
+                "--timingCacheFile=B/engines/timing.trt10.3.sm87.cache",
+                "--stronglyTyped",
+                "--skipInference",
+            ],
+        ),
+        (
+            "11.4",
+            [
+                "--memPoolSize=workspace:4096",
+                "--timingCacheFile=B/engines/timing.trt11.4.sm87.cache",
+                "--skipInference",
+            ],
+        ),
     ],
 )
 def test_trtexec_int8_per_version(version, tail):
@@ -312,7 +361,11 @@ def test_trtexec_int8_per_version(version, tail):
     engine = f"B/engines/vt_demo.int8-trt.b1-8-32.trt{version}.sm87.engine"
     graph = "model.int8-trt.onnx" if version.startswith("8.") else "model.int8-trt-fp16.onnx"
     assert trtexec_command(plan, "B") == [
-        "trtexec", f"--onnx=B/models/{graph}", f"--saveEngine={engine}", *SHAPES, *tail,
+        "trtexec",
+        f"--onnx=B/models/{graph}",
+        f"--saveEngine={engine}",
+        *SHAPES,
+        *tail,
     ]
 
 
@@ -326,21 +379,35 @@ def test_trtexec_fp16_and_fp32_on_8x_and_dla():
     assert "--stronglyTyped" not in dla
     assert dla[1] == "--onnx=models/model.int8-trt.onnx"  # bundle_dir "." keeps paths relative; 10.x DLA: weakly typed
     dla11 = trtexec_command(plan_for("jetson-agx-orin", "int8-trt", "11.4.1", dla_core=0))
-    assert dla11[-4:] == ["--timingCacheFile=engines/timing.trt11.4.1.sm87.cache", "--useDLACore=0",
-                          "--allowGPUFallback", "--skipInference"]
+    assert dla11[-4:] == [
+        "--timingCacheFile=engines/timing.trt11.4.1.sm87.cache",
+        "--useDLACore=0",
+        "--allowGPUFallback",
+        "--skipInference",
+    ]
 
 
 def test_format_plan_lists_the_essentials():
     text = format_plan(pin_plan(plan_for("jetson-agx-orin", "int8-trt", "10.3", dla_core=0), "10.3.0"))
-    for expected in ("jetson-agx-orin", "10.3.0", "weakly typed", "INT8, FP16, GPU_FALLBACK", "DLA core 0 (GPU fallback)",
-                     "min 1 / opt 8 / max 32", "4096 MiB", "mkdir -p engines && trtexec --onnx="):
+    for expected in (
+        "jetson-agx-orin",
+        "10.3.0",
+        "weakly typed",
+        "INT8, FP16, GPU_FALLBACK",
+        "DLA core 0 (GPU fallback)",
+        "min 1 / opt 8 / max 32",
+        "4096 MiB",
+        "mkdir -p engines && trtexec --onnx=",
+    ):
         assert expected in text
 
 
 @pytest.mark.parametrize("version", ["8.4", "8.5", "8.6", "10.0", "10.1", "10.3", "11.4"])
 def test_trtexec_workspace_is_plain_mib_on_every_version(version):
     # 8.x reads MiB with std::stod; 10.0 would scale a "4096M" twice (4096 TiB); 10.1+ adds "M".
-    command = trtexec_command(plan_for("desktop" if version[:2] in ("10", "11") else "jetson-orin-nano", "fp16", version))
+    command = trtexec_command(
+        plan_for("desktop" if version[:2] in ("10", "11") else "jetson-orin-nano", "fp16", version)
+    )
     assert [c for c in command if c.startswith("--memPoolSize")] == [
         f"--memPoolSize=workspace:{4096 if version[:2] in ('10', '11') else 1024}"
     ]
@@ -353,16 +420,30 @@ def test_trtexec_line_makes_its_folders_and_names_the_engine_as_the_finish():
     assert pin_plan(plan, "10.3.0") == resolved
     line = trtexec_line(resolved, "my bundles/b")
     # strongly typed 10.x builds the graph that is FP16 outside its Q/DQ
-    assert line.startswith("mkdir -p 'my bundles/b/engines' && trtexec '--onnx=my bundles/b/models/model.int8-trt-fp16.onnx' ")
-    assert f"'--saveEngine=my bundles/b/{resolved.engine}'" in line and resolved.engine.endswith(".trt10.3.0.sm87.engine")
+    assert line.startswith(
+        "mkdir -p 'my bundles/b/engines' && trtexec '--onnx=my bundles/b/models/model.int8-trt-fp16.onnx' "
+    )
+    assert f"'--saveEngine=my bundles/b/{resolved.engine}'" in line and resolved.engine.endswith(
+        ".trt10.3.0.sm87.engine"
+    )
     unpinned = format_plan(plan_for("desktop", "fp16", "10.x"))  # the name needs the release and GPU found
     assert "trtexec --onnx" not in unpinned and "run --dry-run where TensorRT and the GPU are" in unpinned
 
 
 @pytest.mark.parametrize(
     ("version", "supported"),
-    [("8.5", True), ("10.3", True), ("10.3.0", True), ("11.0", False), ("11.4.0", False), ("11.4.1", True),
-     ("11.4.2", True), ("11.5", True), ("11.4", None), ("11.x", None)],
+    [
+        ("8.5", True),
+        ("10.3", True),
+        ("10.3.0", True),
+        ("11.0", False),
+        ("11.4.0", False),
+        ("11.4.1", True),
+        ("11.4.2", True),
+        ("11.5", True),
+        ("11.4", None),
+        ("11.x", None),
+    ],
 )
 def test_dla_support_per_version(version, supported):
     assert dla_support(version) is supported
@@ -383,8 +464,11 @@ def test_preferred_dla_falls_back_to_the_gpu_on_11_4_0():
     preferring = target.model_copy(update={"use_dla": True})
     assert plan_versions(preferring) == ["8.5", "8.6", "10.3", "11.4", "11.4.0"]
     assert plan_versions(preferring, dla_core=0) == plan_versions(target) == ["8.5", "8.6", "10.3", "11.4"]
-    plans = [make_build_plan(name, preferring, EngineSpec("vt_demo", p, ONNX_OF[p], CHW), v)
-             for v in plan_versions(preferring) for p in ("fp32", "int8-trt")]
+    plans = [
+        make_build_plan(name, preferring, EngineSpec("vt_demo", p, ONNX_OF[p], CHW), v)
+        for v in plan_versions(preferring)
+        for p in ("fp32", "int8-trt")
+    ]
     on_11_4_0 = {p.precision: p for p in select_plans(plans, "11.4.0.5")}
     assert on_11_4_0["int8-trt"].tensorrt_version == "11.4.0" and on_11_4_0["int8-trt"].dla_core is None
     assert on_11_4_0["int8-trt"].strongly_typed and on_11_4_0["int8-trt"].builder_flags == ()
@@ -596,10 +680,14 @@ def test_builder_enums_of_11x_plans_exist_and_precision_flags_are_gone():
 
 
 _RECEIVERS = {
-    "trt": "tensorrt", "trt_module": "tensorrt",
-    "engine": "ICudaEngine", "_engine": "ICudaEngine",
-    "context": "IExecutionContext", "_context": "IExecutionContext",
-    "runtime": "Runtime", "_runtime": "Runtime",
+    "trt": "tensorrt",
+    "trt_module": "tensorrt",
+    "engine": "ICudaEngine",
+    "_engine": "ICudaEngine",
+    "context": "IExecutionContext",
+    "_context": "IExecutionContext",
+    "runtime": "Runtime",
+    "_runtime": "Runtime",
 }
 
 
@@ -640,8 +728,5 @@ def test_cuda_python_names_used_exist():
     if cudart is None:
         pytest.skip("cuda-python not installed")
     tree = ast.parse(inspect.getsource(tensorrt_runner._CudaPythonMemory))
-    used = {
-        n.attr for n in ast.walk(tree)
-        if isinstance(n, ast.Attribute) and _receiver(n.value) in ("_rt", "cudart")
-    }
+    used = {n.attr for n in ast.walk(tree) if isinstance(n, ast.Attribute) and _receiver(n.value) in ("_rt", "cudart")}
     assert used and not [name for name in used if not hasattr(cudart, name)]

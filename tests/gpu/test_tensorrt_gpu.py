@@ -100,7 +100,9 @@ def make_bundle(root: Path, precision: str, dla_core: int | None = None, dla_cor
     onnx_rel = f"models/model.{precision}.onnx"
     (root / "models").mkdir(parents=True, exist_ok=True)
     onnx.save(tiny_model(precision == "fp16"), root / onnx_rel)
-    plan = make_build_plan("gpu-test", target(dla_cores), EngineSpec("tiny", precision, onnx_rel, CHW), TRT.version, dla_core)
+    plan = make_build_plan(
+        "gpu-test", target(dla_cores), EngineSpec("tiny", precision, onnx_rel, CHW), TRT.version, dla_core
+    )
     return resolve_plan(plan, TRT, GPU)
 
 

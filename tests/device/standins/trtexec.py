@@ -11,7 +11,16 @@ MAJOR, MINOR = (int(p) for p in tensorrt.__version__.split(".")[:2])
 FLAGS = {"--int8", "--fp16", "--allowGPUFallback", "--stronglyTyped"}
 FLAGS |= {"--buildOnly"} if MAJOR < 10 else set()  # deprecated by 8.6, gone in 10
 FLAGS |= {"--skipInference"} if (MAJOR, MINOR) >= (8, 6) else set()
-VALUED = {"--onnx", "--saveEngine", "--minShapes", "--optShapes", "--maxShapes", "--memPoolSize", "--timingCacheFile", "--useDLACore"}
+VALUED = {
+    "--onnx",
+    "--saveEngine",
+    "--minShapes",
+    "--optShapes",
+    "--maxShapes",
+    "--memPoolSize",
+    "--timingCacheFile",
+    "--useDLACore",
+}
 
 
 def fail(message):
@@ -52,9 +61,17 @@ def main(argv):
     dla = int(options["--useDLACore"]) if "--useDLACore" in options else None
     precision = [f.lstrip("-").upper() for f in ("--int8", "--fp16") if f in flags]
     network = ["STRONGLY_TYPED"] if "--stronglyTyped" in flags else []
-    data = tensorrt.serialize({"built_by": "trtexec", "network_flags": network, "builder_flags": precision,
-                               "workspace_mib": workspace_mib(options["--memPoolSize"]),
-                               "batch": [shapes[0][0], shapes[1][0]], "chw": shapes[0][1:], "dla_core": dla})
+    data = tensorrt.serialize(
+        {
+            "built_by": "trtexec",
+            "network_flags": network,
+            "builder_flags": precision,
+            "workspace_mib": workspace_mib(options["--memPoolSize"]),
+            "batch": [shapes[0][0], shapes[1][0]],
+            "chw": shapes[0][1:],
+            "dla_core": dla,
+        }
+    )
     with open(engine, "wb") as handle:
         handle.write(data)
     if "--timingCacheFile" in options:

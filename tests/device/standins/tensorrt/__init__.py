@@ -74,7 +74,11 @@ class _Tensor:
 
 class _Network:
     def __init__(self, flags):
-        self.flags = [name for name, bit in vars(NetworkDefinitionCreationFlag).items() if not name.startswith("_") and flags >> bit & 1]
+        self.flags = [
+            name
+            for name, bit in vars(NetworkDefinitionCreationFlag).items()
+            if not name.startswith("_") and flags >> bit & 1
+        ]
         self.inputs = []
 
     @property
@@ -159,9 +163,17 @@ class Builder:
     def build_serialized_network(self, network, config):
         (low, _, high) = config.profiles[0].shapes["images"]
         dla = config.DLA_core if config.default_device_type == DeviceType.DLA else None
-        return serialize({"built_by": "builder", "network_flags": network.flags, "builder_flags": config.flags,
-                          "workspace_mib": config.pools.get(MemoryPoolType.WORKSPACE, 0) / 2**20,
-                          "batch": [low[0], high[0]], "chw": list(low[1:]), "dla_core": dla})
+        return serialize(
+            {
+                "built_by": "builder",
+                "network_flags": network.flags,
+                "builder_flags": config.flags,
+                "workspace_mib": config.pools.get(MemoryPoolType.WORKSPACE, 0) / 2**20,
+                "batch": [low[0], high[0]],
+                "chw": list(low[1:]),
+                "dla_core": dla,
+            }
+        )
 
 
 # --- run ----------------------------------------------------------------------------------
