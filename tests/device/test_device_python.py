@@ -10,6 +10,7 @@ from device_support import ROOT
 
 DEVICE_MODULES = (
     "pipeline.cli",
+    "pipeline.api",
     "pipeline.finish",
     "pipeline.config",
     "pipeline.data",
@@ -23,6 +24,14 @@ DEVICE_MODULES = (
     "pipeline.backends.tensorrt_build",
     "pipeline.backends.tensorrt_runner",
     "pipeline.backends.onnxruntime",
+    "pipeline.bundle.manifest",
+    "pipeline.bundle.paths",
+    "pipeline.report.compare",
+    "pipeline.report.gate",
+    "pipeline.report.model",
+    "pipeline.report.plots",
+    "pipeline.report.text",
+    "pipeline.report.views",
     "pipeline.stages.bundle",
     "pipeline.stages.report",
     "pipeline.stages.validate",
