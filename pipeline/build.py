@@ -44,50 +44,37 @@ def build(config: Config, options: BuildOptions, log: Optional[StageLog] = None)
 
 
 def _build_locked(ctx: BuildContext) -> BuildOutcome:
+    from pipeline.stages.bundle import BundleInputs, run_bundle
+
     graphs = make_graphs(ctx)
     engine = engine_step(ctx, graphs)
     validation = validate_step(ctx, graphs, engine)
-    from pipeline.stages.bundle import assemble_bundle, build_key, bundle_up_to_date, unchanged_bundle
-
-    key = build_key(ctx, graphs, engine, validation)
-    if bundle_up_to_date(ctx.bundle_dir, key):
-        outcome = unchanged_bundle(ctx, engine)
-    else:
-        outcome = assemble_bundle(ctx, graphs, engine, validation, key)
-    return _finish_or_leave(ctx, outcome)
+    return _finish_or_leave(ctx, run_bundle(ctx, BundleInputs(graphs, engine, validation)))
 
 
 def make_graphs(ctx: BuildContext) -> Graphs:
     """data -> export -> simplify -> calibrate -> precision, each cached by content."""
     from pipeline.data import normalize
-    from pipeline.graphs.layernorm import needs_decomposed_layernorm
-    from pipeline.stages.calibrate import run_calibrate
-    from pipeline.stages.dataset import prepare_data_cached
-    from pipeline.stages.export import run_export
+    from pipeline.stages.calibrate import CalibrateInputs, run_calibrate
+    from pipeline.stages.dataset import DataInputs, run_data
+    from pipeline.stages.export import ExportInputs, run_export
     from pipeline.stages.model_input import load_model
     from pipeline.stages.precision import PrecisionInputs, run_precision
-    from pipeline.stages.simplify import run_simplify
+    from pipeline.stages.simplify import SimplifyInputs, run_simplify
 
-    config, cache, log, progress = ctx.config, ctx.cache, ctx.log, ctx.options.progress
+    config, log = ctx.config, ctx.log
     model = load_model(config)  # a bad checkpoint fails before any data work
-    data = log.run(
-        "data", lambda: prepare_data_cached(config, cache, progress, model.classes, model.classes_from == "labels")
-    )
-    opset = ctx.target.opset or config.export.opset
+    data = log.run("data", lambda: run_data(ctx, DataInputs(model)))
     check = data.evaluation.crops[: config.export.check_images]
-    exported = log.run("export", lambda: run_export(config, cache, model, check, data.content_hash, opset))
-    decompose = ctx.target.backend == "tensorrt" and needs_decomposed_layernorm(ctx.target.tensorrt_versions)
-    simplified = log.run("simplify", lambda: run_simplify(config, cache, exported, check, data.content_hash, decompose))
+    exported = log.run("export", lambda: run_export(ctx, ExportInputs(model, check, data.content_hash)))
+    simplified = log.run("simplify", lambda: run_simplify(ctx, SimplifyInputs(exported, check, data.content_hash)))
     calib_images = np.ascontiguousarray(normalize(data.calib.crops, config.preprocessing.spec()))
     calibration = None
     if any(p in INT8_FLAVOURS for p in ctx.target.precisions):
-        calibration = log.run(
-            "calibrate", lambda: run_calibrate(config, cache, simplified, calib_images, data.content_hash, log.progress)
-        )
+        calibrate = CalibrateInputs(simplified, calib_images, data.content_hash)
+        calibration = log.run("calibrate", lambda: run_calibrate(ctx, calibrate))
     inputs = PrecisionInputs(simplified, exported, calibration, calib_images, data.calib.labels)
-    precision = log.run(
-        "precision", lambda: run_precision(config, cache, inputs, ctx.target, log.message, log.progress)
-    )
+    precision = log.run("precision", lambda: run_precision(ctx, inputs))
     graphs = [p for p in ctx.target.precisions if p != FP32] + graph_variants(ctx.target.precisions)
     models = {FP32: simplified.output("onnx"), **{p: precision.output(p) for p in graphs}}
     # Downstream keys are the graphs' content, so a re-made graph that differs re-runs what follows.
@@ -96,41 +83,25 @@ def make_graphs(ctx: BuildContext) -> Graphs:
 
 
 def engine_step(ctx: BuildContext, graphs: Graphs) -> EngineStep:
-    from pipeline.stages.engine import plan_engines, run_cpu_engines
+    from pipeline.stages.engine import EngineInputs, run_engine
 
-    if ctx.target.backend == "onnxruntime":
-        return EngineStep(
-            stage=ctx.log.run("engine", lambda: run_cpu_engines(ctx.config, ctx.cache, graphs.models, graphs.keys))
-        )
-    planned = ctx.log.run(
-        "engine",
-        lambda: plan_engines(
-            ctx.config, ctx.target_name, ctx.target, ctx.config.preprocessing.crop, ctx.options.dla_core
-        ),
-    )
-    return EngineStep(pending=planned.pending, files=planned.files, left_reason=planned.reason)
+    return ctx.log.run("engine", lambda: run_engine(ctx, EngineInputs(graphs.models, graphs.keys)))
 
 
 def validate_step(ctx: BuildContext, graphs: Graphs, engine: EngineStep) -> StageResult:
     from pipeline.stages.engine import openvino_graphs
-    from pipeline.stages.validate import ValidationInputs, run_validation
+    from pipeline.stages.validate import ValidationInputs, run_validate
 
     data, models, keys = graphs.data, graphs.models, graphs.keys
     if engine.stage:  # the cpu target ships ONNX Runtime's optimized graphs: those are what is validated
         models = {p: engine.stage.output(p) for p in graphs.models}
         keys = {p: sha256_file(path) for p, path in models.items()}
+    evaluation = data.evaluation
+    openvino = openvino_graphs(ctx.target, graphs.models)
     inputs = ValidationInputs(
-        models,
-        keys,
-        data.evaluation.crops,
-        data.evaluation.labels,
-        data.content_hash,
-        graphs.model,
-        openvino_graphs(ctx.target, graphs.models),
+        models, keys, evaluation.crops, evaluation.labels, data.content_hash, graphs.model, openvino
     )
-    return ctx.log.run(
-        "validate", lambda: run_validation(ctx.config, ctx.cache, inputs, ctx.cpu_proxy, ctx.options.progress)
-    )
+    return ctx.log.run("validate", lambda: run_validate(ctx, inputs))
 
 
 def _finish_or_leave(ctx: BuildContext, outcome: BuildOutcome) -> BuildOutcome:

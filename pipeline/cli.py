@@ -259,51 +259,11 @@ def _os_error(exc: OSError) -> str:
     return f"{where}{exc.strerror or _first_line(exc)}"
 
 
-def _describe_stage(name: str, result) -> str:
-    """One-line summary of a finished stage's artifact."""
-    details = getattr(getattr(result, "record", None), "details", {})
-    describe = {
-        "data": lambda: (
-            f"{len(result.calib.labels)} calibration / {len(result.evaluation.labels)} evaluation images, "
-            f"{len(result.skipped)} skipped"
-        ),
-        "export": lambda: (
-            f"imported ONNX, opset {details['opset']}{''.join('; ' + n for n in details.get('notes', []))}"
-            if details.get("imported")
-            else f"opset {details['opset']}, max |torch - onnx| {details['max_abs_diff_vs_torch']:.2e}"
-        ),
-        "simplify": lambda: (
-            f"nodes {details['nodes_before']} -> {details['nodes_after']}, max |diff| "
-            f"{details['max_abs_diff_vs_export']:.2e}"
-            + (
-                f"; {details['layernorm_decomposed']} LayerNorm decomposed (TensorRT 8.5 has no LayerNormalization)"
-                if details.get("layernorm_decomposed")
-                else ""
-            )
-        ),
-        "calibrate": lambda: f"{details['method']} on {details['images']} images, {details['tensors']} tensors",
-        "precision": lambda: ", ".join(
-            [f"calibration {details.get('calibration')}"]
-            + [
-                f"{f}: {len(details[f]['fp32_layers'])} layer(s) kept FP32"
-                for f in ("int8", "int8-trt")
-                if f in details
-            ]
-        ),
-        "engine": lambda: (
-            ("engines left for the device: " + ", ".join(result.pending))
-            if getattr(result, "pending", None)
-            else f"ONNX Runtime optimized graphs for {', '.join(result.record.outputs)}"
-        ),
-        "validate": lambda: f"{details.get('images', '?')} images",
-        "report": lambda: f"{result}",
-    }.get(name)
-    return describe() if describe else ""
-
-
 def _print_stage(entry) -> None:
     state = "[dim]cached[/dim]" if entry.cached else f"{entry.wall_s:6.1f} s"
-    detail = _describe_stage(entry.stage, entry.result)
+    from pipeline.stages import summary
+
+    detail = summary(entry.stage, entry.result)
     if entry.stage == "report" and entry.cached:
         detail = f"{entry.result} is up to date"
     err.print(f"  {entry.stage:<10} {state:>8}  {escape(detail)}", soft_wrap=True)

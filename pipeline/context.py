@@ -151,6 +151,7 @@ class EngineStep:
     pending: List[str] = field(default_factory=list)
     files: Dict[str, Path] = field(default_factory=dict)
     left_reason: str = ""
+    cached: bool = False  # whether the stage's work came from the cache
 
 
 def check_host_side() -> None:

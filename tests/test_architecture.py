@@ -142,3 +142,21 @@ def test_functions_stay_small():
                 offenders.append(f"{module_name(path)}.{node.name}: {lines} lines, {params} parameters")
     assert not offenders, "; ".join(sorted(offenders))
     assert sum(1 for _ in (PACKAGE / "build.py").open()) < 150
+
+
+def test_every_stage_has_one_signature_shape():
+    """Each stage module: `run_<stage>(ctx, inputs)` and `summary(artifact)`; stages/ holds nothing else
+    but the model intake and the CPU runtime choice the stages share."""
+    import importlib
+    import inspect
+
+    from pipeline.stages import STAGE_MODULES
+
+    for stage, name in STAGE_MODULES.items():
+        module = importlib.import_module(f"pipeline.stages.{name}")
+        run = getattr(module, f"run_{'bundle' if stage == 'report' else stage}")
+        assert list(inspect.signature(run).parameters) == ["ctx", "inputs"], f"{module.__name__}.{run.__name__}"
+        assert list(inspect.signature(module.summary).parameters) != [], f"{module.__name__}.summary"
+    helpers = {"model_input", "onnx_import", "runtime_choice", "report"}
+    modules = {p.stem for p in (PACKAGE / "stages").glob("*.py") if p.stem != "__init__"}
+    assert modules == set(STAGE_MODULES.values()) | helpers, sorted(modules - set(STAGE_MODULES.values()) - helpers)

@@ -403,3 +403,26 @@ def assemble_bundle(ctx: Any, graphs: Any, engine: Any, validation: Any, build_k
     with ctx.cache.scratch("report") as work:
         ctx.log.run("report", lambda: write_report_and_bundle(ctx.bundle_dir, contents, report, work))
     return ctx.outcome(report, engine.pending, contents.manifest["rebuild_command"], engine.left_reason)
+
+
+@dataclass(frozen=True)
+class BundleInputs:
+    """What the bundle is made from: the host stages' graphs, the engine step and the validation."""
+
+    graphs: Any  # pipeline.context.Graphs
+    engine: Any  # pipeline.context.EngineStep
+    validation: Any  # the validate stage's StageResult
+
+
+def run_bundle(ctx: Any, inputs: BundleInputs) -> Any:
+    """The report and the bundle (a pipeline.context.BuildOutcome): written when anything it
+    holds changed, else kept as it is (its rebuild command refreshed)."""
+    key = build_key(ctx, inputs.graphs, inputs.engine, inputs.validation)
+    if bundle_up_to_date(ctx.bundle_dir, key):
+        return unchanged_bundle(ctx, inputs.engine)
+    return assemble_bundle(ctx, inputs.graphs, inputs.engine, inputs.validation, key)
+
+
+def summary(bundle_dir: Path) -> str:
+    """The report stage's line in the build log: the bundle written."""
+    return str(bundle_dir)

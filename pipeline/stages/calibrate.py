@@ -12,12 +12,13 @@ import contextlib
 import io
 import json
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, Optional
 
 import numpy as np
 
-from pipeline.artifacts import StageCache, StageResult, sha256_file
+from pipeline.artifacts import StageResult, sha256_file
 from pipeline.config import Config
 from pipeline.names import INPUT_NAME
 from pipeline.progress import ProgressFn, Step, or_silent
@@ -160,16 +161,21 @@ def load_tensors_data(path: Path):
     return TensorsData(method, data)
 
 
-def run_calibrate(
-    config: Config,
-    cache: StageCache,
-    simplified: StageResult,
-    calib_images: np.ndarray,
-    calib_hash: str,
-    progress: Optional[ProgressFn] = None,
-) -> StageResult:
+@dataclass(frozen=True)
+class CalibrateInputs:
+    """What the calibrate stage reads: the FP32 graph and the normalised calibration images (with their hash)."""
+
+    simplified: StageResult
+    calib_images: np.ndarray
+    calib_hash: str
+
+
+def run_calibrate(ctx: Any, inputs: CalibrateInputs) -> StageResult:
     """The calibration stage, cached by the FP32 graph, the calibration images and the method."""
     import onnxruntime
+
+    config, cache, simplified, calib_images = ctx.config, ctx.cache, inputs.simplified, inputs.calib_images
+    calib_hash, progress = inputs.calib_hash, ctx.log.progress
 
     # Only what shapes the ranges: the escalation settings (fine-tune, fallback) do not.
     settings = {
@@ -189,3 +195,9 @@ def run_calibrate(
         return {"tensors": TENSORS_FILE, "summary": SUMMARY_FILE}, details
 
     return cache.run("calibrate", inputs, settings, {"onnxruntime": onnxruntime.__version__}, body, STAGE_VERSION)
+
+
+def summary(result: StageResult) -> str:
+    """The stage's line in the build log."""
+    details = result.record.details
+    return f"{details['method']} on {details['images']} images, {details['tensors']} tensors"

@@ -109,6 +109,28 @@ def _usable(loaded: Any, root: Path, role: str) -> None:
         raise DataError(f"{root}: none of the {len(loaded.skipped)} {role} images could be used (all skipped{where})")
 
 
+@dataclass(frozen=True)
+class DataInputs:
+    """What the data stage reads beyond the config: the model, whose classes the image set must match."""
+
+    model: Any  # pipeline.stages.model_input.LoadedModel
+
+
+def run_data(ctx: Any, inputs: DataInputs) -> DataSplit:
+    """The data stage: the calibration and evaluation subsets, decoded once and cached."""
+    model = inputs.model
+    by_position = model.classes_from == "labels"
+    return prepare_data_cached(ctx.config, ctx.cache, ctx.options.progress, model.classes, by_position)
+
+
+def summary(split: DataSplit) -> str:
+    """The stage's line in the build log."""
+    return (
+        f"{len(split.calib.labels)} calibration / {len(split.evaluation.labels)} evaluation images, "
+        f"{len(split.skipped)} skipped"
+    )
+
+
 def prepare_data_cached(
     config: Config,
     cache: StageCache,

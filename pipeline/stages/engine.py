@@ -58,6 +58,35 @@ def openvino_graphs(target: TargetConfig, models: Dict[str, Path]) -> Dict[str, 
     return dict(models) if "openvino" in cpu_runtimes(target) else {}
 
 
+@dataclass(frozen=True)
+class EngineInputs:
+    """What the engine stage reads: each precision's graph and the content hash of that graph."""
+
+    models: Dict[str, Path]
+    keys: Dict[str, str]
+
+
+def run_engine(ctx: Any, inputs: EngineInputs) -> Any:
+    """The engine stage (a pipeline.context.EngineStep): ONNX Runtime's optimized graphs for the
+    cpu target; for a TensorRT target its build plans, the engines left for the device unless
+    this host is the target."""
+    from pipeline.context import EngineStep
+
+    if ctx.target.backend == "onnxruntime":
+        stage = run_cpu_engines(ctx.config, ctx.cache, inputs.models, inputs.keys)
+        return EngineStep(stage=stage, cached=stage.cached)
+    crop = ctx.config.preprocessing.crop
+    planned = plan_engines(ctx.config, ctx.target_name, ctx.target, crop, ctx.options.dla_core)
+    return EngineStep(pending=planned.pending, files=planned.files, left_reason=planned.reason, cached=planned.cached)
+
+
+def summary(step: Any) -> str:
+    """The stage's line in the build log."""
+    if step.pending:
+        return "engines left for the device: " + ", ".join(step.pending)
+    return f"ONNX Runtime optimized graphs for {', '.join(step.stage.record.outputs)}"
+
+
 def run_cpu_engines(
     config: Config, cache: StageCache, models: Dict[str, Path], model_keys: Dict[str, str]
 ) -> StageResult:

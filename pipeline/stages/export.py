@@ -12,14 +12,14 @@ from __future__ import annotations
 import contextlib
 import json
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
 import numpy as np
 
-from pipeline.artifacts import StageCache, StageResult
+from pipeline.artifacts import StageResult
 from pipeline.backends.onnxruntime import onnx_logits
-from pipeline.config import Config
 from pipeline.data import normalize
 from pipeline.errors import StageError
 from pipeline.graphs.query import onnx_node_table
@@ -116,12 +116,23 @@ def torch_logits(module: Any, images: np.ndarray) -> np.ndarray:
         return module(torch.from_numpy(images)).numpy()
 
 
-def run_export(
-    config: Config, cache: StageCache, model: LoadedModel, check_crops: np.ndarray, check_hash: str, opset: int
-) -> StageResult:
-    """Export (cached by checkpoint, factory, opset and the check images)."""
+@dataclass(frozen=True)
+class ExportInputs:
+    """What the export stage reads: the model, and the crops it checks the graph on (with their hash)."""
+
+    model: LoadedModel
+    check_crops: np.ndarray
+    check_hash: str
+
+
+def run_export(ctx: Any, inputs: ExportInputs) -> StageResult:
+    """Export (cached by checkpoint, factory, opset and the check images); the target's opset
+    when it names one."""
     import onnx
     import torch
+
+    config, cache, model, check_crops = ctx.config, ctx.cache, inputs.model, inputs.check_crops
+    opset, check_hash = ctx.target.opset or config.export.opset, inputs.check_hash
 
     settings = {
         "opset": opset,
@@ -162,3 +173,11 @@ def run_export(
         return {"onnx": onnx_path.name, "nodes": "nodes.json"}, details
 
     return cache.run("export", inputs, settings, versions, body, STAGE_VERSION)
+
+
+def summary(result: StageResult) -> str:
+    """The stage's line in the build log."""
+    details = result.record.details
+    if details.get("imported"):
+        return f"imported ONNX, opset {details['opset']}{''.join('; ' + n for n in details.get('notes', []))}"
+    return f"opset {details['opset']}, max |torch - onnx| {details['max_abs_diff_vs_torch']:.2e}"

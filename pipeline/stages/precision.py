@@ -397,16 +397,12 @@ def _int8_job(
     )
 
 
-def run_precision(
-    config: Config,
-    cache: StageCache,
-    inputs: PrecisionInputs,
-    target: TargetConfig,
-    log: Callable[[str], Any] = quiet,
-    progress: Optional[ProgressFn] = None,
-) -> StageResult:
+def run_precision(ctx: Any, inputs: PrecisionInputs) -> StageResult:
+    """The FP16 graph and each INT8 flavour the target wants (each flavour cached on its own)."""
     import onnx
     import onnxruntime
+
+    config, cache, target, log, progress = ctx.config, ctx.cache, ctx.target, ctx.log.message, ctx.log.progress
 
     wanted = sorted(p for p in set(target.precisions) if p != FP32)
     budgets = {p: b.model_dump() for p, b in config.budgets.items() if p in wanted}
@@ -444,3 +440,10 @@ def run_precision(
         return outputs, details
 
     return cache.run("precision", keys, settings, versions, body, STAGE_VERSION)
+
+
+def summary(result: StageResult) -> str:
+    """The stage's line in the build log."""
+    details = result.record.details
+    kept = [f"{f}: {len(details[f]['fp32_layers'])} layer(s) kept FP32" for f in INT8_FLAVOURS if f in details]
+    return ", ".join([f"calibration {details.get('calibration')}"] + kept)

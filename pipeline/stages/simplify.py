@@ -12,14 +12,14 @@ against the exported one on real evaluation images with `simplify.tolerance` ins
 from __future__ import annotations
 
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from pipeline.artifacts import StageCache, StageResult, sha256_file
+from pipeline.artifacts import StageResult, sha256_file
 from pipeline.backends.onnxruntime import onnx_logits
-from pipeline.config import Config
 from pipeline.data import normalize
 from pipeline.errors import StageError
 from pipeline.graphs.query import op_histogram
@@ -61,16 +61,26 @@ def _decompose(path: Path) -> int:
     return count
 
 
-def run_simplify(
-    config: Config,
-    cache: StageCache,
-    exported: StageResult,
-    check_crops: np.ndarray,
-    check_hash: str,
-    decompose_layernorm: bool = False,
-) -> StageResult:
+@dataclass(frozen=True)
+class SimplifyInputs:
+    """What the simplify stage reads: the exported graph and the crops it is checked on (with their hash)."""
+
+    exported: StageResult
+    check_crops: np.ndarray
+    check_hash: str
+
+
+def run_simplify(ctx: Any, inputs: SimplifyInputs) -> StageResult:
+    """onnx-simplifier, checked against the export; LayerNorm written out for a TensorRT target
+    with a release whose parser lacks it."""
     import onnx
     import onnxsim
+
+    from pipeline.graphs.layernorm import needs_decomposed_layernorm
+
+    config, cache, exported, check_crops = ctx.config, ctx.cache, inputs.exported, inputs.check_crops
+    decompose_layernorm = ctx.target.backend == "tensorrt" and needs_decomposed_layernorm(ctx.target.tensorrt_versions)
+    check_hash = inputs.check_hash
 
     settings = {
         "enabled": config.simplify.enabled,
@@ -108,3 +118,13 @@ def run_simplify(
         return {"onnx": destination.name}, details
 
     return cache.run("simplify", inputs, settings, versions, body, STAGE_VERSION)
+
+
+def summary(result: StageResult) -> str:
+    """The stage's line in the build log."""
+    details = result.record.details
+    diff = details["max_abs_diff_vs_export"]
+    line = f"nodes {details['nodes_before']} -> {details['nodes_after']}, max |diff| {diff:.2e}"
+    if details.get("layernorm_decomposed"):
+        line += f"; {details['layernorm_decomposed']} LayerNorm decomposed (TensorRT 8.5 has no LayerNormalization)"
+    return line

@@ -25,11 +25,10 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 
-from pipeline.artifacts import StageCache, StageResult, save_array, sha256_file
+from pipeline.artifacts import StageResult, save_array, sha256_file
 from pipeline.backends.base import Runner, RunnerUnavailable
 from pipeline.backends.openvino import RUNTIME, open_runner, openvino_version
 from pipeline.backends.timing import time_interleaved
-from pipeline.config import Config
 from pipeline.host import host_info
 from pipeline.metrics import AccuracyMetrics, LatencyMetrics, accuracy_metrics, image_predictions, latency_metrics
 from pipeline.names import FP32, FP32_TORCH
@@ -196,9 +195,7 @@ class ValidationInputs:
     openvino_models: Dict[str, Path] = field(default_factory=dict)
 
 
-def run_validation(
-    config: Config, cache: StageCache, inputs: ValidationInputs, cpu_proxy: bool, progress: bool = True
-) -> StageResult:
+def run_validate(ctx: Any, inputs: ValidationInputs) -> StageResult:
     """Measure FP32 (torch and ONNX Runtime) and each precision graph on the evaluation subset,
     and on OpenVINO too when `inputs.openvino_models` names graphs."""
     import onnxruntime
@@ -208,6 +205,7 @@ def run_validation(
     from pipeline.data import normalize
     from pipeline.stages.engine import openvino_settings, session_settings
 
+    config, cache, cpu_proxy, progress = ctx.config, ctx.cache, ctx.cpu_proxy, ctx.options.progress
     vc = config.validate_
     settings = {**vc.model_dump(), "cpu_proxy": cpu_proxy, "host": host_info()["cpu"]}
     keys = {**inputs.model_keys, "evaluation_images": inputs.data_hash, "checkpoint": inputs.model.checkpoint_sha256}
@@ -245,3 +243,8 @@ def run_validation(
         return {"results": "results.json", "reference": "fp32_logits.npy"}, details
 
     return cache.run("validate", keys, settings, versions, body, STAGE_VERSION)
+
+
+def summary(result: StageResult) -> str:
+    """The stage's line in the build log."""
+    return f"{result.record.details.get('images', '?')} images"
