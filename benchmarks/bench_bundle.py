@@ -18,13 +18,11 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from pipeline import api  # noqa: E402
 from pipeline.backends.eager import TorchRunner  # noqa: E402
 from pipeline.backends.onnxruntime import OrtRunner, SessionSettings  # noqa: E402
-from pipeline.config import load_config  # noqa: E402
 from pipeline.data import PreprocessSpec, normalize  # noqa: E402
-from pipeline.stages.bundle import verify_bundle  # noqa: E402
-from pipeline.stages.model_input import load_model  # noqa: E402
-from pipeline.stages.validate import latency_metrics  # noqa: E402
+from pipeline.metrics import latency_metrics  # noqa: E402
 
 INT8_SPEEDUP_TARGET = 3.0
 
@@ -39,11 +37,11 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=0)
     args = parser.parse_args()
 
-    manifest = verify_bundle(args.bundle)
+    manifest = api.verify(args.bundle).model_dump()
     pp = manifest["preprocessing"]
     crops = np.load(args.bundle / "reference/eval_crops.npy")
     images = np.ascontiguousarray(normalize(crops, PreprocessSpec.from_dict(pp)))
-    runners = {"fp32-torch": TorchRunner(load_model(load_config(args.config)).module, args.threads)}
+    runners = {"fp32-torch": TorchRunner(api.model(args.config).module, args.threads)}
     for precision, entry in manifest["precisions"].items():
         runners[precision] = OrtRunner(
             precision, args.bundle / entry["onnx"], SessionSettings(intra_op_threads=args.threads)

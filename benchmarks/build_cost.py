@@ -33,66 +33,12 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, Optional
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-PATH_KEYS = {
-    "model": ("checkpoint", "labels"),
-    "data": ("root", "ilsvrc_solution", "ilsvrc_synsets"),
-    "train": ("zip", "train_root"),
-}
-
-
-def toml_text(table: Dict[str, Any], prefix: str = "") -> str:
-    """A TOML document of plain values (strings, numbers, booleans, lists) and nested tables."""
-    plain = {k: v for k, v in table.items() if not isinstance(v, dict)}
-    nested = {k: v for k, v in table.items() if isinstance(v, dict)}
-    lines = [f"[{prefix}]"] if prefix and plain else []
-    lines += [f"{json.dumps(k)} = {json.dumps(v)}" for k, v in plain.items()]
-    text = "\n".join(lines) + "\n"
-    for key, value in nested.items():
-        text += "\n" + toml_text(value, f"{prefix}.{json.dumps(key)}" if prefix else json.dumps(key))
-    return text
-
-
-def case_config(base: Path, folder: Path, overrides: Dict[str, Dict[str, Any]]) -> Path:
-    """`base` with its paths made absolute, its outputs in `folder`, and `overrides` applied."""
-    try:
-        import tomllib
-    except ImportError:  # Python < 3.11
-        import tomli as tomllib
-
-    data = tomllib.loads(base.read_text())
-    for section, keys in PATH_KEYS.items():
-        for key in keys:
-            if key in data.get(section, {}):
-                data[section][key] = str((base.parent / data[section][key]).resolve())
-    data.update(
-        {"cache_dir": str(folder / "cache"), "engines_dir": str(folder / "engines"), "lists_dir": str(folder / "lists")}
-    )
-    for section, values in overrides.items():
-        data.setdefault(section, {}).update(values)
-    path = folder / "pipeline.toml"
-    path.write_text(toml_text(data))
-    return path
-
-
-def paper_checkpoint(folder: Path, classes: List[str]) -> Path:
-    """A paper-size VT-ResNet-18 (random weights, seed 0) as a vt-edge checkpoint."""
-    import torch
-
-    from pipeline.data import PreprocessSpec
-    from pipeline.models import ModelSpec, build_model
-    from pipeline.models.checkpoint import CheckpointInfo, save_checkpoint
-
-    torch.manual_seed(0)
-    spec = ModelSpec(arch="vt_resnet18", num_classes=len(classes))
-    path = folder / "vt_resnet18_paper.pt"
-    info = CheckpointInfo(spec.to_dict(), classes, classes, PreprocessSpec(resize=256, crop=224).to_dict())
-    save_checkpoint(path, build_model(spec).eval(), info)
-    return path
+from projects import case_config, paper_checkpoint  # noqa: E402
 
 
 def cases(folder: Path) -> Dict[str, Path]:
@@ -230,13 +176,11 @@ def _photos(bundle: Path, config: Path):
     """(calibration photos, evaluation photos, FP32 logits of the evaluation photos), normalised."""
     import numpy as np
 
-    from pipeline.artifacts import StageCache
-    from pipeline.config import load_config
+    from pipeline import api
     from pipeline.data import normalize
-    from pipeline.stages.dataset import prepare_data_cached
 
-    cfg = load_config(config)
-    data = prepare_data_cached(cfg, StageCache(cfg.path(cfg.cache_dir)), False)
+    cfg = api.load(config)
+    data = api.graphs("cpu", config).data  # the build's host stages, from its cache
     spec = cfg.preprocessing.spec()
     reference = np.load(bundle / "reference" / "fp32_logits.npy")
     return (

@@ -4,8 +4,9 @@
 
 The demo VT is so small (0.5 M parameters) that the runtimes' per-op overhead dominates and
 INT8 gains little over FP32 there. This benchmark shows the same graphs where compute dominates:
-a paper-size VT-ResNet-18 with random weights (speed does not depend on the values), exported,
-simplified and quantized exactly as the pipeline does (every module quantized), then timed at
+a paper-size VT-ResNet-18 with random weights (speed does not depend on the values) whose graphs
+the pipeline makes (pipeline.api.graphs, every module quantized, calibrated on held-out photos
+resized 256 / cropped 224), then timed at
 batch 1 on both CPU runtimes of the cpu target, ONNX Runtime and OpenVINO (each runner alone, one
 after the other), against torch eager. It prints a Markdown table headed by the CPU and its
 instruction set.
@@ -24,17 +25,12 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from pipeline import api  # noqa: E402
 from pipeline.backends.base import RunnerUnavailable  # noqa: E402
 from pipeline.backends.eager import TorchRunner  # noqa: E402
 from pipeline.backends.onnxruntime import OrtRunner, SessionSettings  # noqa: E402
 from pipeline.backends.openvino import OpenVinoSettings, open_runner  # noqa: E402
-from pipeline.config import load_config  # noqa: E402
-from pipeline.data import PreprocessSpec, generate_demo_set, load_crops, normalize  # noqa: E402
-from pipeline.graphs.fp16 import convert_fp16  # noqa: E402
-from pipeline.graphs.quantize import quantize_graph  # noqa: E402
-from pipeline.stages.calibrate import calibrate  # noqa: E402
-from pipeline.stages.export import export_onnx  # noqa: E402
-from pipeline.stages.simplify import simplify_onnx  # noqa: E402
+from projects import FULL_INT8, paper_project  # noqa: E402
 
 
 def main() -> int:
@@ -45,29 +41,14 @@ def main() -> int:
     parser.add_argument("--calibration-images", type=int, default=32)
     args = parser.parse_args()
 
-    import torch
+    from pipeline.data import normalize
 
-    from pipeline.models import ModelSpec, build_model
-
-    torch.manual_seed(0)
-    model = build_model(ModelSpec(arch="vt_resnet18")).eval()
-    config = load_config(ROOT / "pipeline.toml")
-    config = config.model_copy(update={"precision": config.precision.model_copy(update={"calibration": "minmax"})})
-    spec = PreprocessSpec(resize=224, crop=224)
     with tempfile.TemporaryDirectory(prefix="vt-edge-bench.") as tmp:
-        folder = Path(tmp)
         per_class = max(1, args.calibration_images // 10)
-        images = load_crops(generate_demo_set(folder / "images", per_class=per_class, seed=7).samples, spec).crops
-        batch = np.ascontiguousarray(normalize(images, spec))
-        export_onnx(model, batch[:1], 17, folder / "export.onnx")
-        simplify_onnx(folder / "export.onnx", folder / "fp32.onnx")
-        ranges = calibrate(folder / "fp32.onnx", batch, config, progress=False)
-        graphs = {"fp32": folder / "fp32.onnx"}
-        for flavour in ("int8", "int8-trt"):
-            graphs[flavour] = folder / f"{flavour}.onnx"
-            quantize_graph(folder / "fp32.onnx", graphs[flavour], ranges, flavour)
-        graphs["fp16"] = folder / "fp16.onnx"
-        convert_fp16(folder / "fp32.onnx", graphs["fp16"])
+        config = paper_project(Path(tmp) / "paper", per_class, FULL_INT8)
+        made = api.graphs("cpu", config)
+        model, graphs = made.model.module, dict(made.models)
+        batch = np.ascontiguousarray(normalize(made.data.evaluation.crops[:1], api.load(config).preprocessing.spec()))
         makers = {("fp32-torch", "torch"): lambda: TorchRunner(model, args.threads)}
         for name, path in graphs.items():
             # TensorRT's graph is timed as ONNX Runtime fuses it (s8s8 kernels), not as exact Q/DQ: its speed here

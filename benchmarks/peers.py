@@ -222,17 +222,13 @@ def accuracy(
 
 
 def from_pipeline(config_path: Path) -> Tuple[object, Path, Dict[str, Path], np.ndarray, np.ndarray, np.ndarray]:
-    """The pipeline's own graphs and photos (cached stages): model, FP32 graph, project graphs,
-    calibration images, evaluation images and labels."""
-    from pipeline.build import make_graphs
-    from pipeline.config import load_config
-    from pipeline.context import BuildContext, BuildOptions
+    """The pipeline's own graphs and photos (pipeline.api.graphs: the host stages, cached): model,
+    FP32 graph, project graphs, calibration images, evaluation images and labels."""
+    from pipeline import api
     from pipeline.data import normalize
 
-    config = load_config(config_path)
-    ctx = BuildContext.open(config, BuildOptions(target="cpu", config_path=config_path, progress=False))
-    graphs = make_graphs(ctx)
-    spec = config.preprocessing.spec()
+    graphs = api.graphs("cpu", config_path)
+    spec = api.load(config_path).preprocessing.spec()
     calib = np.ascontiguousarray(normalize(graphs.data.calib.crops, spec))
     evaluation = np.ascontiguousarray(normalize(graphs.data.evaluation.crops, spec))
     ours = {p: path for p, path in graphs.models.items() if p != "fp32"}
@@ -242,37 +238,12 @@ def from_pipeline(config_path: Path) -> Tuple[object, Path, Dict[str, Path], np.
 def paper_size(
     folder: Path, calibration_images: int
 ) -> Tuple[object, Path, Dict[str, Path], np.ndarray, np.ndarray, np.ndarray]:
-    """A paper-size VT-ResNet-18 (random weights) and generated photos at 224, graphs made the
-    pipeline's way (percentile calibration, both flavours, the FP16-outside TensorRT graph)."""
-    import torch
+    """A paper-size VT-ResNet-18 (random weights) on the held-out photos resized 256 / cropped
+    224, its graphs made by the pipeline (pipeline.api.graphs) with every module quantized."""
+    from projects import FULL_INT8, paper_project
 
-    from pipeline.config import load_config
-    from pipeline.data import PreprocessSpec, generate_demo_set, load_crops, normalize
-    from pipeline.graphs.fp16 import qdq_to_fp16
-    from pipeline.graphs.quantize import quantize_graph
-    from pipeline.models import ModelSpec, build_model
-    from pipeline.stages.calibrate import calibrate
-    from pipeline.stages.export import export_onnx
-    from pipeline.stages.simplify import simplify_onnx
-
-    torch.manual_seed(0)
-    model = build_model(ModelSpec(arch="vt_resnet18")).eval()
-    spec = PreprocessSpec(resize=224, crop=224)
-    crops = load_crops(
-        generate_demo_set(folder / "images", per_class=max(2, calibration_images // 5), seed=7).samples, spec
-    )
-    images = np.ascontiguousarray(normalize(crops.crops, spec))
-    calib, evaluation, labels = images[::2][:calibration_images], images[1::2], crops.labels[1::2]
-    export_onnx(model, images[:1], 17, folder / "export.onnx")
-    simplify_onnx(folder / "export.onnx", folder / "fp32.onnx")
-    ranges = calibrate(folder / "fp32.onnx", calib, load_config(ROOT / "pipeline.toml"), progress=False)
-    ours = {}
-    for flavour in ("int8", "int8-trt"):
-        ours[flavour] = folder / f"{flavour}.onnx"
-        quantize_graph(folder / "fp32.onnx", ours[flavour], ranges, flavour)
-    ours["int8-trt-fp16"] = folder / "int8-trt-fp16.onnx"
-    qdq_to_fp16(ours["int8-trt"], ours["int8-trt-fp16"])
-    return model, folder / "fp32.onnx", ours, calib, evaluation, labels
+    per_class = max(1, calibration_images // 10)
+    return from_pipeline(paper_project(folder / "paper", per_class, FULL_INT8))
 
 
 def main() -> int:

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any, List, Optional, Tuple, Union
 
 from pipeline.config import Config, load_config
-from pipeline.context import BuildOptions, BuildOutcome, StageLog
+from pipeline.context import BuildContext, BuildOptions, BuildOutcome, StageLog
 from pipeline.errors import BundleError, ConfigError
 
 PathLike = Union[str, Path]
@@ -46,6 +46,16 @@ def load(
     if labels is not None:
         update["labels"] = Path(labels).resolve()
     return cfg.model_copy(update={"model": cfg.model.model_copy(update=update)}) if update else cfg
+
+
+def model(
+    config: PathLike = "pipeline.toml", model: Optional[PathLike] = None, labels: Optional[PathLike] = None
+) -> Any:
+    """The model a build of `config` starts from (pipeline.stages.model_input.LoadedModel: the
+    torch module or ONNX graph, its classes and checkpoint hash); checkpoints load weights-only."""
+    from pipeline.stages.model_input import load_model
+
+    return load_model(load(config, model, labels))
 
 
 def model_args(model: Optional[PathLike], labels: Optional[PathLike]) -> Tuple[str, ...]:
@@ -78,6 +88,26 @@ def build(
     )
     check_options(cfg, chosen, finishing=False)
     return run_build(cfg, chosen, log)
+
+
+def graphs(
+    target: str = "cpu",
+    config: PathLike = "pipeline.toml",
+    *,
+    model: Optional[PathLike] = None,
+    labels: Optional[PathLike] = None,
+    log: Optional[StageLog] = None,
+) -> Any:
+    """The host stages up to the precision graphs (data, export, simplify, calibrate, precision;
+    each from the cache when it has them), without engines, validation or a bundle: a
+    pipeline.context.Graphs with each precision's ONNX graph (`models`), the data subsets
+    (`data`) and the loaded model (`model`). For measuring the graphs with other tools."""
+    from pipeline.build import make_graphs
+    from pipeline.context import check_host_side
+
+    check_host_side()
+    options = BuildOptions(target=target, config_path=Path(config), progress=False)
+    return make_graphs(BuildContext.open(load(config, model, labels), options, log))
 
 
 def finish(

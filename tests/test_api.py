@@ -35,6 +35,14 @@ def test_build_verify_report_and_compare_from_python(tiny_project: Path, monkeyp
     assert (tiny_project / "compare.md").read_text().strip()
 
 
+def test_graphs_gives_the_precision_graphs_without_a_bundle(tiny_project: Path, monkeypatch):
+    monkeypatch.chdir(tiny_project)
+    graphs = api.graphs("cpu", tiny_project / "pipeline.toml")
+    assert {"fp32", "int8"} <= set(graphs.models) and all(path.is_file() for path in graphs.models.values())
+    assert len(graphs.data.calib.labels) and graphs.model.module is not None
+    assert not (tiny_project / "engines").exists()  # nothing beyond the host stages
+
+
 def test_the_api_raises_the_projects_errors(tiny_project: Path, tmp_path: Path, monkeypatch):
     monkeypatch.chdir(tiny_project)
     with pytest.raises(ConfigError, match="nowhere"):

@@ -160,3 +160,14 @@ def test_every_stage_has_one_signature_shape():
     helpers = {"model_input", "onnx_import", "runtime_choice", "report"}
     modules = {p.stem for p in (PACKAGE / "stages").glob("*.py") if p.stem != "__init__"}
     assert modules == set(STAGE_MODULES.values()) | helpers, sorted(modules - set(STAGE_MODULES.values()) - helpers)
+
+
+def test_benchmarks_use_the_public_entry_not_stage_internals():
+    """benchmarks/ reach the pipeline through pipeline.api (and the libraries: backends, data,
+    models, graphs), never a stage module or the build's wiring."""
+    offenders = []
+    for path in (PACKAGE.parent / "benchmarks").glob("*.py"):
+        for imported in imports_of(path):
+            if imported.startswith(("pipeline.stages", "pipeline.build", "pipeline.context")):
+                offenders.append(f"{path.name}: {imported}")
+    assert not offenders, "; ".join(sorted(offenders))
