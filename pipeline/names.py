@@ -36,6 +36,12 @@ FP32_TORCH = "fp32-torch"
 REFERENCE = FP32
 
 
+def precision_of(graph: str) -> str:
+    """The precision a graph is configured as: a variant's (`int8-trt-fp16` -> `int8-trt`), else its own."""
+    parents = {variant: precision for precision, variant in STRONGLY_TYPED_GRAPHS.items()}
+    return parents.get(graph, graph)
+
+
 def onnx_file(precision: str) -> str:
     """Bundle-relative path of a precision's (or graph variant's) ONNX graph."""
     return f"models/model.{precision}.onnx"

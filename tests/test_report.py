@@ -311,3 +311,21 @@ def test_the_fp16_outside_tensorrt_graph_is_judged_by_the_int8_trt_budget(tiny_c
     variant = next(r for r in report["results"] if r["precision"] == "int8-trt-fp16")
     variant["accuracy"]["agreement"] = 0.5
     assert "int8-trt-fp16" in {f.precision for f in check_gate(report)}
+
+
+def test_a_failing_graph_variant_is_advised_through_its_precisions_keys(tiny_cpu_bundle):
+    """int8-trt-fp16 is judged by int8-trt's budget and ships with it: the advice names only keys
+    pipeline.toml has ([budgets.int8-trt], "int8-trt" in the target's precisions)."""
+    from pipeline.report.views import make_verdict
+
+    report = json.loads((tiny_cpu_bundle / BUNDLE / "report/report.json").read_text())
+    assert any(r["precision"] == "int8-trt-fp16" for r in report["results"])
+    for graph in ("int8-trt", "int8-trt-fp16"):  # the report carries the variant's budget (its precision's)
+        report["budgets"][graph] = {"max_top1_drop": 100.0, "min_agreement": 0.99}
+    for result in report["results"]:
+        if result["precision"] in ("int8-trt", "int8-trt-fp16"):
+            result["accuracy"]["agreement"] = 0.5  # both graphs miss the budget
+    actions = " ".join(make_verdict(report).actions)
+    assert "`[budgets.int8-trt] min_agreement`" in actions and "(int8-trt-fp16)" in actions
+    assert "budgets.int8-trt-fp16" not in actions and '"int8-trt-fp16"' not in actions
+    assert 'remove "int8-trt" from `[targets.cpu] precisions`' in actions

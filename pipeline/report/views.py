@@ -12,7 +12,7 @@ from typing import AbstractSet, Any, Dict, List, Optional, Tuple
 import numpy as np
 
 from pipeline.metrics import Budget, top1_drop
-from pipeline.names import FP16, FP32_TORCH, INT8_FLAVOURS, REFERENCE
+from pipeline.names import FP16, FP32_TORCH, INT8_FLAVOURS, REFERENCE, precision_of
 from pipeline.report.gate import (
     accuracy_failures,
     check_gate,
@@ -167,18 +167,26 @@ def _actions(report: Dict[str, Any], failed: List[str], latency_failed: bool) ->
 
 
 def _budget_actions(report: Dict[str, Any], failed: List[str]) -> List[str]:
+    """The config keys that accept the loss or drop the graphs: a graph variant (int8-trt-fp16) is
+    judged by its precision's budget and goes with it, so the keys name the precision."""
+    precisions = list(dict.fromkeys(precision_of(graph) for graph in failed))
     budgets = []
-    for precision in failed:
-        budget, accuracy = report["budgets"][precision], result_of(report, precision)["accuracy"]
-        budgets.append(
-            f"`[budgets.{precision}] min_agreement` (now {budget['min_agreement']:g}, measured "
-            f"{accuracy['agreement']:.4f}) "
-            f"and `max_top1_drop` (now {budget['max_top1_drop']:g} point{'' if budget['max_top1_drop'] == 1 else 's'})"
+    for precision in precisions:
+        budget = report["budgets"][precision]
+        measured = ", ".join(
+            f"{result_of(report, graph)['accuracy']['agreement']:.4f}" + (f" ({graph})" if graph != precision else "")
+            for graph in failed
+            if precision_of(graph) == precision
         )
-    quoted = ", ".join(f'"{p}"' for p in failed)
+        points = "point" if budget["max_top1_drop"] == 1 else "points"
+        budgets.append(
+            f"`[budgets.{precision}] min_agreement` (now {budget['min_agreement']:g}, measured {measured}) "
+            f"and `max_top1_drop` (now {budget['max_top1_drop']:g} {points})"
+        )
+    quoted = ", ".join(f'"{p}"' for p in precisions)
     return [
         "Accept the loss only if the application can: " + "; ".join(budgets) + ".",
-        f"Or ship without {'it' if len(failed) == 1 else 'them'}: remove {quoted} from "
+        f"Or ship without {'it' if len(precisions) == 1 else 'them'}: remove {quoted} from "
         f"`[targets.{report['target']}] precisions`.",
     ]
 
