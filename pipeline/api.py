@@ -210,3 +210,41 @@ def compare(
     if output is not None:
         write_text_atomic(Path(output), render_comparison(comparison))
     return comparison
+
+
+def train(
+    config: PathLike = "pipeline.toml",
+    *,
+    output: Optional[PathLike] = None,
+    zip: Optional[PathLike] = None,
+    progress: bool = False,
+) -> Any:
+    """Train the configured VT deterministically on the CPU (pipeline.train.TrainResult): on its
+    training set, or the photos in `zip` for `[train] source = "cifar10-zip"`; the checkpoint goes
+    to `output` (default: the config's `[model] checkpoint`)."""
+    from pipeline.train import train_model
+
+    cfg = load(config)
+    if zip is not None:
+        cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={"zip": Path(zip).resolve()})})
+    return train_model(cfg, Path(output) if output is not None else cfg.path(cfg.model.checkpoint), progress=progress)
+
+
+def paper_models(input_size: int = 224) -> List[Any]:
+    """Params and FLOPs of VT-ResNet-18/34 against ResNet-18/34 at the paper's width, 1000 classes."""
+    from pipeline.models.profile import compare_paper_models
+
+    return list(compare_paper_models(input_size=input_size))
+
+
+def generate_data(root: PathLike, per_class: int = 30, seed: int = 0, size: int = 224) -> Any:
+    """Write the generated labelled demo image set (ImageFolder layout) and return it."""
+    from pipeline.data import generate_demo_set
+    from pipeline.errors import DataError
+
+    try:
+        return generate_demo_set(Path(root), per_class=per_class, seed=seed, size=size)
+    except OSError as exc:  # the message would name the hidden staging folder, not the target
+        raise DataError(f"{root}: cannot write the image set ({exc.strerror or exc})") from None
+    except ValueError as exc:
+        raise DataError(str(exc)) from None

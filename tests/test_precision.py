@@ -290,3 +290,28 @@ def test_fallback_wiring_on_the_tiny_vt(calibration_inputs, tmp_path, monkeypatc
         weight = node.input[1] if len(node.input) > 1 else None
         assert weight not in produced_by_dq
     assert dq_inputs  # the rest of the graph is quantized
+
+
+def test_the_onnxruntime_quantizer_takes_the_recipes_keywords(calibration_inputs):
+    """The pinned ONNX Runtime floor is the one quantize.py names, the installed one meets it, and its
+    QDQQuantizer takes every keyword the recipe passes (its signature changed between releases)."""
+    import inspect
+    import re
+
+    import onnxruntime
+    from onnxruntime.quantization.qdq_quantizer import QDQQuantizer
+
+    from pipeline.graphs.quantize import MIN_ONNXRUNTIME, RECIPES, load_fp32, quantizer_arguments
+
+    pyproject = (Path(__file__).resolve().parents[1] / "pyproject.toml").read_text()
+    assert re.search(r'"onnxruntime>=([\d.]+)"', pyproject).group(1) == MIN_ONNXRUNTIME
+
+    def version(text: str) -> tuple:
+        return tuple(int(part) for part in text.split(".")[:2])
+
+    assert version(onnxruntime.__version__) >= version(MIN_ONNXRUNTIME)
+    config, fp32, images, _ = calibration_inputs
+    accepted = set(inspect.signature(QDQQuantizer.__init__).parameters)
+    for recipe in RECIPES.values():
+        arguments = quantizer_arguments(load_fp32(fp32), recipe, calibrate(fp32, images, config, progress=False))
+        assert set(arguments) <= accepted, sorted(set(arguments) - accepted)

@@ -174,6 +174,30 @@ def load_fp32(fp32_path: Path) -> Fp32Graph:
     return Fp32Graph(Path(fp32_path), load_model_with_shape_infer(Path(fp32_path)), activation_matmuls(fp32_path))
 
 
+# The oldest ONNX Runtime whose QDQQuantizer takes these keywords (pyproject.toml pins it; a test
+# checks the installed one's signature): its arguments were reordered and renamed before 1.18.
+MIN_ONNXRUNTIME = "1.18"
+
+
+def quantizer_arguments(graph: Fp32Graph, recipe: Int8Recipe, tensors_data: Any, exclude: Iterable[str] = ()) -> dict:
+    """ONNX Runtime's QDQQuantizer arguments for `recipe`, by keyword."""
+    from onnxruntime.quantization import QuantType
+
+    in_float = graph.activation_matmuls if recipe.activation_matmuls_in_float else []
+    return {
+        "model": copy.deepcopy(graph.model),
+        "per_channel": recipe.per_channel_weights,
+        "reduce_range": recipe.reduce_range,
+        "weight_qType": QuantType.QInt8,
+        "activation_qType": {"u8": QuantType.QUInt8, "s8": QuantType.QInt8}[recipe.activations],
+        "tensors_range": tensors_data,
+        "nodes_to_quantize": [],
+        "nodes_to_exclude": [*exclude, *in_float],
+        "op_types_to_quantize": list(recipe.ops),
+        "extra_options": recipe.quantizer_options(),
+    }
+
+
 def quantize_graph(
     fp32: Union[Path, Fp32Graph], destination: Path, tensors_data: Any, flavour: str, exclude: Iterable[str] = ()
 ) -> None:
@@ -185,24 +209,11 @@ def quantize_graph(
     the real-photo VT (500 calibration photos): the int8-trt graph's logit error halves
     (0.0042 -> 0.0020) with them in float; on the shipped ViT they were its most sensitive ops.
     """
-    from onnxruntime.quantization import QuantType
     from onnxruntime.quantization.qdq_quantizer import QDQQuantizer
 
     graph = fp32 if isinstance(fp32, Fp32Graph) else load_fp32(fp32)
     recipe = RECIPES[flavour]
-    in_float = graph.activation_matmuls if recipe.activation_matmuls_in_float else []
-    quantizer = QDQQuantizer(
-        model=copy.deepcopy(graph.model),
-        per_channel=recipe.per_channel_weights,
-        reduce_range=recipe.reduce_range,
-        weight_qType=QuantType.QInt8,
-        activation_qType={"u8": QuantType.QUInt8, "s8": QuantType.QInt8}[recipe.activations],
-        tensors_range=tensors_data,
-        nodes_to_quantize=[],
-        nodes_to_exclude=[*exclude, *in_float],
-        op_types_to_quantize=list(recipe.ops),
-        extra_options=recipe.quantizer_options(),
-    )
+    quantizer = QDQQuantizer(**quantizer_arguments(graph, recipe, tensors_data, exclude))
     quantizer.quantize_model()
     if recipe.residual_skips:
         _quantize_residual_adds(quantizer.model.model, tensors_data)
