@@ -55,9 +55,9 @@ def _make_logger(trt: Any, log: Log) -> Any:
 
 def _onnx_nodes(onnx_path: Path) -> list[Any]:
     try:
-        import onnx
+        from pipeline.graphs.query import read_graph
 
-        return list(onnx.load(str(onnx_path), load_external_data=False).graph.node)
+        return list(read_graph(onnx_path).node)
     except Exception:  # noqa: BLE001 - only used to name nodes in an error message
         return []
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import Any, List, Tuple
 
 from pipeline.errors import StageError
+from pipeline.graphs.query import read_graph
 
 FIRST_RELEASE_WITH_LAYERNORM = (8, 6)
 
@@ -142,6 +143,5 @@ def fp32_nodes(graph: Any) -> List[Any]:
 
 
 def layernorm_count(path: Any) -> int:
-    import onnx
 
-    return sum(n.op_type == "LayerNormalization" for n in onnx.load(str(path), load_external_data=False).graph.node)
+    return sum(n.op_type == "LayerNormalization" for n in read_graph(path).node)

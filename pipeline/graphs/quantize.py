@@ -25,7 +25,7 @@ from typing import Any, Union
 
 import numpy as np
 
-from pipeline.graphs.query import topological_sort
+from pipeline.graphs.query import read_graph, tensor_readers, topological_sort
 from pipeline.names import INT8, INT8_TRT
 
 # Both flavours quantize the matrix products with a weight (Conv, Gemm, Linear MatMuls) and
@@ -64,14 +64,9 @@ LAYOUT_OPS = {
 def op_precisions(model_path: Path) -> dict[str, dict[str, int]]:
     """Compute ops of a Q/DQ graph by the precision they read: `int8` when an input arrives through a
     DequantizeLinear of an activation or weight, `float` otherwise (what stays FP32/FP16)."""
-    import onnx
-
-    graph = onnx.load(str(model_path), load_external_data=False).graph
+    graph = read_graph(model_path)
     dequantized = {out for node in graph.node if node.op_type == "DequantizeLinear" for out in node.output}
-    readers: dict[str, list[str]] = {}
-    for node in graph.node:
-        for name in node.input:
-            readers.setdefault(name, []).append(node.op_type)
+    readers = {tensor: [node.op_type for node in nodes] for tensor, nodes in tensor_readers(graph).items()}
     counts: dict[str, dict[str, int]] = {"int8": {}, "float": {}}
     for node in graph.node:
         if node.op_type in LAYOUT_OPS:
@@ -88,9 +83,7 @@ def op_precisions(model_path: Path) -> dict[str, dict[str, int]]:
 
 def activation_matmuls(model_path: Path) -> list[str]:
     """MatMul nodes between two activations (attention's Q x K^T and attention x V)."""
-    import onnx
-
-    graph = onnx.load(str(model_path), load_external_data=False).graph
+    graph = read_graph(model_path)
     constants = {i.name for i in graph.initializer} | {
         o for n in graph.node if n.op_type == "Constant" for o in n.output
     }

@@ -1,4 +1,8 @@
-"""Reading and reordering ONNX graphs: node tables, op histograms, topological order."""
+"""Reading and reordering ONNX graphs: the graph's structure (its nodes and names, never its
+weights' external data), node tables, op histograms, who reads a tensor, topological order.
+
+Every reader of a graph's structure goes through `read_graph`; a reader that needs the weights
+(the FP16 writer, the twin, the simplifier) loads the model whole."""
 
 from __future__ import annotations
 
@@ -8,11 +12,25 @@ from typing import Any
 from pipeline.errors import StageError
 
 
-def onnx_node_table(path: Path) -> list[dict[str, Any]]:
-    """Name, op type, inputs and outputs of every node, in graph order."""
+def read_graph(path: Path) -> Any:
+    """The graph (an onnx GraphProto) at `path`, its structure: external weight data stays on disk."""
     import onnx
 
-    graph = onnx.load(str(path), load_external_data=False).graph
+    return onnx.load(str(path), load_external_data=False).graph
+
+
+def tensor_readers(graph: Any) -> dict[str, list[Any]]:
+    """Tensor name -> the nodes that read it, in graph order."""
+    readers: dict[str, list[Any]] = {}
+    for node in graph.node:
+        for name in node.input:
+            readers.setdefault(name, []).append(node)
+    return readers
+
+
+def onnx_node_table(path: Path) -> list[dict[str, Any]]:
+    """Name, op type, inputs and outputs of every node, in graph order."""
+    graph = read_graph(path)
     return [{"name": n.name, "op": n.op_type, "inputs": list(n.input), "outputs": list(n.output)} for n in graph.node]
 
 

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple, Union
 
+from pipeline.graphs.query import read_graph
 from pipeline.metrics import Budget, budget_met
 from pipeline.progress import ProgressFn, Step, silent
 
@@ -103,13 +104,12 @@ def quantizable_groups(fp32_path: Path, export_nodes: List[Dict[str, Any]], ops:
     Simplification may rename nodes, so the module path is looked up in the export's node
     table: first by node name, then by the node's output tensor names.
     """
-    import onnx
 
     by_name = {n["name"]: n["name"] for n in export_nodes}
     by_output = {out: n["name"] for n in export_nodes for out in n["outputs"]}
     wanted = set(ops)
     groups: Dict[str, List[str]] = {}
-    for node in onnx.load(str(fp32_path)).graph.node:
+    for node in read_graph(fp32_path).node:
         if node.op_type not in wanted:
             continue
         origin = by_name.get(node.name) or next((by_output[o] for o in node.output if o in by_output), node.name)

@@ -32,6 +32,8 @@ from typing import Any, Dict, List, Optional, Set
 
 import numpy as np
 
+from pipeline.graphs.query import read_graph, tensor_readers
+
 
 @dataclass(frozen=True)
 class ModuleCost:
@@ -69,7 +71,6 @@ def profile_node_ms(onnx_path: Path, image: np.ndarray, runs: int = 20, threads:
 def openvino_node_ms(onnx_path: Path, image: np.ndarray, runs: int = 20, threads: int = 0) -> Dict[str, float]:
     """Median milliseconds per ONNX node of one batch-1 call, from OpenVINO's per-layer counters
     (`PERF_COUNT`), each layer found among the graph's nodes by name (see the module's note)."""
-    import onnx
     import openvino
 
     from pipeline.backends.openvino import OpenVinoSettings
@@ -83,7 +84,7 @@ def openvino_node_ms(onnx_path: Path, image: np.ndarray, runs: int = 20, threads
         request.infer(feed)
         for layer in request.profiling_info:
             layers.setdefault(layer.node_name, []).append(layer.real_time.total_seconds() * 1000.0)
-    graph = onnx.load(str(onnx_path), load_external_data=False).graph
+    graph = read_graph(onnx_path)
     names = {node.name for node in graph.node}
     writers = {tensor: node.name for node in graph.node for tensor in node.output}
     per_node: Dict[str, float] = {}
@@ -153,15 +154,11 @@ def module_costs(
     fp32_path: Path, int8_path: Path, groups: Dict[str, List[str]], image: np.ndarray, how: Profiling = Profiling()
 ) -> Dict[str, ModuleCost]:
     """What keeping each module in FP32 costs on `how.runtime`, from one profiled run of each graph."""
-    import onnx
 
     def profile(path: Path) -> Dict[str, float]:
         return NODE_PROFILERS[how.runtime](path, image, how.runs, how.threads)
 
-    readers: Dict[str, List[str]] = {}
-    for node in onnx.load(str(fp32_path), load_external_data=False).graph.node:
-        for name in node.input:
-            readers.setdefault(name, []).append(node.name)
+    readers = {tensor: [node.name for node in nodes] for tensor, nodes in tensor_readers(read_graph(fp32_path)).items()}
     fp32 = module_ms(profile(fp32_path), groups, readers)
     int8 = module_ms(profile(int8_path), groups, readers)
     return {m: ModuleCost(m, fp32[m], int8[m]) for m in groups}
