@@ -110,7 +110,7 @@ def _remove_partial_writes(bundle: Path) -> None:
 def _finish(config: Config, options: BuildOptions, bundle: Path, log: Log) -> BuildOutcome:
     from pipeline.backends.tensorrt import resolve_plan
     from pipeline.stages.bundle import update_manifest
-    from pipeline.stages.report import check_gate, render_report
+    from pipeline.stages.report import judge, render_report
 
     target_name, target, manifest = _checked_bundle(config, options, bundle)
     trt, gpu = _device(bundle, target_name, target)
@@ -121,14 +121,13 @@ def _finish(config: Config, options: BuildOptions, bundle: Path, log: Log) -> Bu
     plans = [resolve_plan(plan, trt, gpu) for plan in plans_for_device(bundle, trt)]
     engines = _build_engines(bundle, manifest, plans, trt, gpu, log)
     report = validate_on_device(config, bundle, manifest, engines, trt, options.progress)
-    failures = [f.message for f in check_gate(report)]
-    report["gate"] = {"enabled": options.gate, "failures": failures}
-    written = render_report(report, bundle / "report", bundle / "reference/eval_crops.npy")
+    verdict = judge(report, options.gate)
+    written = render_report(report, bundle / "report", bundle / "reference/eval_crops.npy", verdict)
     versions = {**manifest.get("versions", {}), "tensorrt": trt.version}
     changed = [e["path"] for e in engines] + [p.relative_to(bundle).as_posix() for p in written]
     changed += sorted({p.timing_cache for p in plans if (bundle / p.timing_cache).is_file()})
     update_manifest(bundle, changed, {"engines": engines, "pending": [], "versions": versions})
-    return BuildOutcome(bundle, report, failures, [], [], manifest["rebuild_command"])
+    return BuildOutcome(bundle, report, list(verdict.failures), [], [], manifest["rebuild_command"])
 
 
 def plans_for_device(bundle: Path, trt: Any) -> List[Any]:

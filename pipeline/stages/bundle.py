@@ -319,12 +319,14 @@ def cpu_sessions(config: Any, precisions: Dict[str, Any], runtimes: Dict[str, An
     return sessions
 
 
-def write_report_and_bundle(bundle: Path, contents: BundleContents, report: Dict[str, Any], work: Path) -> Path:
+def write_report_and_bundle(
+    bundle: Path, contents: BundleContents, report: Dict[str, Any], work: Path, verdict: Any = None
+) -> Path:
     """Render the report into `work` (a scratch folder of the build) and write the whole
     bundle, report included, in one swap."""
     from pipeline.stages.report import render_report
 
-    for path in render_report(report, work, contents.files.get("reference/eval_crops.npy")):
+    for path in render_report(report, work, contents.files.get("reference/eval_crops.npy"), verdict):
         contents.files[f"report/{path.name}"] = path
     return write_bundle(bundle, contents)
 
@@ -393,7 +395,7 @@ def assemble_bundle(ctx: Any, graphs: Any, engine: Any, validation: Any, build_k
     from pipeline.stages.report import report_of_build
     from pipeline.stages.runtime_choice import optimized_graphs
 
-    report = report_of_build(ctx, graphs, validation)
+    report, verdict = report_of_build(ctx, graphs, validation)
     optimized = optimized_graphs(engine.stage, graphs.models, report["runtimes"] or {}) if engine.stage else None
     sources = BundleSources(
         graphs.models, optimized, engine.files, reference_files(graphs.data, validation), engine.pending
@@ -401,7 +403,7 @@ def assemble_bundle(ctx: Any, graphs: Any, engine: Any, validation: Any, build_k
     files, precisions = bundle_files(sources)
     contents = BundleContents(files, make_manifest(ctx, graphs.model, precisions, report, sources, build_key))
     with ctx.cache.scratch("report") as work:
-        ctx.log.run("report", lambda: write_report_and_bundle(ctx.bundle_dir, contents, report, work))
+        ctx.log.run("report", lambda: write_report_and_bundle(ctx.bundle_dir, contents, report, work, verdict))
     return ctx.outcome(report, engine.pending, contents.manifest["rebuild_command"], engine.left_reason)
 
 

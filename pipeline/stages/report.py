@@ -15,7 +15,7 @@ import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 
@@ -96,11 +96,21 @@ def _load_crops(crops_file: Optional[Path]) -> Optional[np.ndarray]:
         return None  # a gallery without thumbnails beats no report
 
 
-def render_context(report: Dict[str, Any], crops: Optional[np.ndarray] = None) -> Dict[str, Any]:
-    """What both templates are given."""
+def judge(report: Dict[str, Any], enabled: bool) -> Any:
+    """The gate's verdict on an assembled report (the host build's, the device finish's), made
+    once: its failures are recorded in `report["gate"]` and the renderings are handed the verdict
+    itself. A re-render of a saved report.json makes it again from the same numbers."""
+    report["gate"] = {"enabled": enabled, "failures": []}
+    verdict = make_verdict(as_recorded(report))
+    report["gate"]["failures"] = list(verdict.failures)
+    return verdict
+
+
+def render_context(report: Dict[str, Any], crops: Optional[np.ndarray] = None, verdict: Any = None) -> Dict[str, Any]:
+    """What both templates are given (`verdict`: the assembly's, else made from `report`)."""
     return {
         "r": report,
-        "verdict": make_verdict(report),
+        "verdict": verdict if verdict is not None else make_verdict(report),
         "summary": summary_rows(report),
         "changed": what_changed(report, crops),
         "figures": make_figures(report),
@@ -108,11 +118,13 @@ def render_context(report: Dict[str, Any], crops: Optional[np.ndarray] = None) -
     }
 
 
-def render_report(report: Dict[str, Any], folder: Path, crops_file: Optional[Path] = None) -> List[Path]:
+def render_report(
+    report: Dict[str, Any], folder: Path, crops_file: Optional[Path] = None, verdict: Any = None
+) -> List[Path]:
     """Write report.json, report.md, report.html and the plot PNGs into `folder`."""
     folder.mkdir(parents=True, exist_ok=True)
     report = as_recorded(report)
-    context = render_context(report, _load_crops(crops_file))
+    context = render_context(report, _load_crops(crops_file), verdict)
     written = []
     for figure in context["figures"]:
         path = folder / figure.file
@@ -236,8 +248,8 @@ def assemble_report(ctx: Any, sources: ReportSources) -> Dict[str, Any]:
     }
 
 
-def report_of_build(ctx: Any, graphs: Any, validation: Any) -> Dict[str, Any]:
-    """The host build's report, its gate's verdict computed once, here (`gate.failures`)."""
+def report_of_build(ctx: Any, graphs: Any, validation: Any) -> Tuple[Dict[str, Any], Any]:
+    """The host build's report and its gate's verdict, made once, here (`judge`)."""
     import json
 
     details = {name: result.record.details for name, result in graphs.stages.items()}
@@ -246,8 +258,7 @@ def report_of_build(ctx: Any, graphs: Any, validation: Any) -> Dict[str, Any]:
     report = assemble_report(
         ctx, ReportSources(results, graphs.model, graphs.data, details, ctx.log.as_json(), skipped)
     )
-    report["gate"] = {"enabled": ctx.options.gate, "failures": [f.message for f in check_gate(report)]}
-    return report
+    return report, judge(report, ctx.options.gate)
 
 
 def _model_notes(model: Any, details: Dict[str, Dict[str, Any]]) -> List[str]:
