@@ -192,7 +192,8 @@ def test_a_priced_search_keeps_the_modules_that_remove_most_error_per_millisecon
     assert priced == [sorted(groups)]  # one profile of the fully quantized graph prices every module
     # /matmul costs nothing (INT8 is slower there): first; then /conv.small (0.02/ms) before /conv.big (0.002/ms)
     assert [item["module"] for item in outcome.sensitivity] == ["/matmul", "/conv.small", "/conv.big", "/useless"]
-    assert [item["cost_ms"] for item in outcome.sensitivity] == [-0.05, 0.1, 2.0, 0.0]
+    # prices as ranked: rounded to steps of 2 % of what keeping every module costs (2.1 ms)
+    assert [item["cost_ms"] for item in outcome.sensitivity] == [-0.042, 0.084, 2.016, 0.0]
     assert outcome.fp32_layers == ["/matmul", "/conv.small"]  # agreement 1 - 10 * 0.004 = 0.96
     unpriced = keep_costliest_in_fp32(
         "int8", tmp_path / "h.onnx", groups, (write, score), FallbackPolicy(Budget(min_agreement=0.96), 4)
@@ -315,3 +316,22 @@ def test_the_onnxruntime_quantizer_takes_the_recipes_keywords(calibration_inputs
     for recipe in RECIPES.values():
         arguments = quantizer_arguments(load_fp32(fp32), recipe, calibrate(fp32, images, config, progress=False))
         assert set(arguments) <= accepted, sorted(set(arguments) - accepted)
+
+
+def test_prices_within_one_step_tie_and_the_error_removed_decides():
+    """Two profiles of one CPU differ by a few percent per node: modules whose prices differ by less
+    than a step keep the order of the error they remove, whichever profile priced them."""
+    from pipeline.search.fallback import _ranked
+
+    def order(kept_ms):
+        sensitivity = [
+            {"module": "/a", "error_gain": 3e-4, "gain": 0.0},
+            {"module": "/b", "error_gain": 2e-4, "gain": 0.0},
+            {"module": "/big", "error_gain": 1e-4, "gain": 0.0},
+        ]
+        return _ranked(sensitivity, kept_ms)
+
+    # Unrounded, /b removes more error per millisecond in the first profile, /a in the second.
+    first = order({"/a": 0.29, "/b": 0.18, "/big": 9.5})
+    second = order({"/a": 0.27, "/b": 0.19, "/big": 9.5})
+    assert first == second == ["/a", "/b", "/big"]

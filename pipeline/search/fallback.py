@@ -39,6 +39,11 @@ GraphWriter = Callable[[Path, List[str]], None]
 # module would cost: profiles of sub-0.01 ms nodes are noise, and a module INT8 does not speed up
 # is ranked by the error it removes alone.
 LATENCY_FLOOR_SHARE = 0.01
+# Prices are rounded to this share of that total before they order the modules: a profile's
+# run-to-run noise is a few percent of a node's time, and two cold builds of the same model on the
+# same CPU should keep the same modules (prices within one step tie, and the error they remove
+# decides).
+PRICE_STEP_SHARE = 0.02
 
 
 @dataclass(frozen=True)
@@ -234,10 +239,13 @@ def _ranked(sensitivity: List[Dict[str, Any]], kept_ms: Optional[Dict[str, float
 
     if kept_ms is None:
         return [item["module"] for item in sensitivity]
+    total = sum(max(ms, 0.0) for ms in kept_ms.values())
+    step = max(PRICE_STEP_SHARE * total, 1e-6)
+    priced = {module: round(ms / step) * step for module, ms in kept_ms.items()}
     for item in sensitivity:
-        item["cost_ms"] = round(kept_ms.get(item["module"], 0.0), 5)
-    floor = LATENCY_FLOOR_SHARE * sum(max(ms, 0.0) for ms in kept_ms.values())
-    order = latency_order({item["module"]: item["error_gain"] for item in sensitivity}, kept_ms, max(floor, 1e-6))
+        item["cost_ms"] = round(priced.get(item["module"], 0.0), 5)
+    floor = max(LATENCY_FLOOR_SHARE * total, 1e-6)
+    order = latency_order({item["module"]: item["error_gain"] for item in sensitivity}, priced, floor)
     position = {module: i for i, module in enumerate(order)}
     sensitivity.sort(key=lambda item: position[item["module"]])
     return order
