@@ -120,6 +120,24 @@ def test_auto_ships_the_runtime_faster_by_more_than_the_spread():
     assert choices["int8"].runtime == "onnxruntime" and "faster" in choices["int8"].reason
 
 
+def test_the_shipped_results_keep_the_order_the_precisions_were_measured_in():
+    """fp32 on OpenVINO and int8 on ONNX Runtime: the tables still list fp32 before int8."""
+    from pipeline.stages.runtime_choice import shipped_results
+
+    results = [
+        _result("fp32", "onnxruntime", 10.0, 0.5),
+        _result("int8", "onnxruntime", 5.0, 0.5),
+        _result("fp32", "openvino", 6.0, 0.5),
+        _result("int8", "openvino", 7.0, 0.5),
+    ]
+    choices = _choose(results)
+    assert (choices["fp32"].runtime, choices["int8"].runtime) == ("openvino", "onnxruntime")
+    assert [(r["precision"], r["runtime"]) for r in shipped_results(results, choices)] == [
+        ("fp32", "openvino"),
+        ("int8", "onnxruntime"),
+    ]
+
+
 def test_auto_keeps_onnx_runtime_when_openvino_is_within_the_spread():
     choices = _choose([_result("int8", "onnxruntime", 10.0, 2.0), _result("int8", "openvino", 9.0, 2.0)])
     assert choices["int8"].runtime == "onnxruntime" and "within" in choices["int8"].reason

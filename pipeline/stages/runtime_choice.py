@@ -166,7 +166,12 @@ def shipped_results(results: List[Dict[str, Any]], choices: Dict[str, RuntimeCho
         choice = choices.get(result["precision"])
         return choice is None or runtime_of(result) == choice.runtime
 
-    return [r for r in results if ships(r)]
+    # In the order the precisions were measured in (each precision's first result), whichever
+    # runtime ships it: the tables list fp32, fp16, int8, ... whatever runs where.
+    position: Dict[str, int] = {}
+    for result in results:
+        position.setdefault(result["precision"], len(position))
+    return sorted((r for r in results if ships(r)), key=lambda r: position[r["precision"]])
 
 
 def optimized_graphs(engine: Any, models: Dict[str, Any], choices: Dict[str, Dict[str, Any]]) -> Dict[str, Any]:
