@@ -22,7 +22,7 @@ import re
 from contextlib import nullcontext
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, List, Optional, Tuple, Union
+from typing import Any, Callable, List, Optional, Tuple, Union
 
 from pipeline.config import Config, load_config
 from pipeline.context import BuildContext, BuildOptions, BuildOutcome, StageLog
@@ -84,7 +84,10 @@ def build(
 
     cfg = load(config, model, labels)
     chosen = replace(
-        options or BuildOptions(), target=target, config_path=Path(config), model_args=model_args(model, labels)
+        options or BuildOptions(progress=False),
+        target=target,
+        config_path=Path(config),
+        model_args=model_args(model, labels),
     )
     check_options(cfg, chosen, finishing=False)
     return run_build(cfg, chosen, log)
@@ -114,14 +117,19 @@ def finish(
     bundle: PathLike,
     config: PathLike = "pipeline.toml",
     *,
+    target: Optional[str] = None,
     options: Optional[BuildOptions] = None,
     log: Optional[StageLog] = None,
 ) -> BuildOutcome:
-    """On the device: build and validate the bundle's TensorRT engines, update its report and manifest."""
+    """On the device: build and validate the bundle's TensorRT engines, update its report and
+    manifest. `target` defaults to the one the bundle was made for (its manifest's)."""
     from pipeline.finish import finish_bundle
+    from pipeline.stages.bundle import read_manifest
 
     cfg = load(config)
-    chosen = replace(options or BuildOptions(), config_path=Path(config))
+    if target is None:
+        target = options.target if options is not None else read_manifest(Path(bundle))["target"]["name"]
+    chosen = replace(options or BuildOptions(progress=False), target=target, config_path=Path(config))
     check_options(cfg, chosen, finishing=True)
     return finish_bundle(cfg, chosen, Path(bundle), (log or StageLog()).message)
 
@@ -218,16 +226,20 @@ def train(
     output: Optional[PathLike] = None,
     zip: Optional[PathLike] = None,
     progress: bool = False,
+    log: Optional[Callable[[str], None]] = None,
 ) -> Any:
     """Train the configured VT deterministically on the CPU (pipeline.train.TrainResult): on its
     training set, or the photos in `zip` for `[train] source = "cifar10-zip"`; the checkpoint goes
-    to `output` (default: the config's `[model] checkpoint`)."""
+    to `output` (default: the config's `[model] checkpoint`). `progress`: rich progress bars on
+    the terminal; else a line per epoch to `log` (default: nowhere)."""
+    from pipeline.progress import quiet
     from pipeline.train import train_model
 
     cfg = load(config)
     if zip is not None:
         cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={"zip": Path(zip).resolve()})})
-    return train_model(cfg, Path(output) if output is not None else cfg.path(cfg.model.checkpoint), progress=progress)
+    destination = Path(output) if output is not None else cfg.path(cfg.model.checkpoint)
+    return train_model(cfg, destination, progress=progress, log=log or quiet)
 
 
 def paper_models(input_size: int = 224) -> List[Any]:

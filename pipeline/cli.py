@@ -241,6 +241,11 @@ class ProgressLines:
         return done
 
 
+def _line(text: str) -> None:
+    """A line of a long run's news on standard output, at once (logs of `--no-progress` runs)."""
+    print(text, flush=True)
+
+
 def _say(text: str) -> None:
     err.print(text, markup=False, soft_wrap=True)
 
@@ -350,7 +355,7 @@ on CPU."""
     from pipeline import api
 
     with _user_errors():
-        result = api.train(config, output=output, zip=zip_path, progress=not no_progress)
+        result = api.train(config, output=output, zip=zip_path, progress=not no_progress, log=_line)
     out.print(
         f"saved {os.path.normpath(result.checkpoint)}: train top-1 {100 * result.train_accuracy:.2f}%, held-out top-1 "
         f"{100 * result.holdout_accuracy:.2f}% on {result.holdout_images} images, {result.epochs} epochs in "

@@ -12,7 +12,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Optional
 
 import numpy as np
 
@@ -226,8 +226,11 @@ def fit(model, data: TrainingData, tc: TrainConfig, spec: PreprocessSpec, rng: n
                 log(f"epoch {epoch + 1}/{tc.epochs} loss {running / seen:.3f} ({wall:.0f} s, CPU {cpu:.0f} s)")
 
 
-def train_model(config: Config, output: Path, progress: bool = True) -> TrainResult:
-    """Train the configured VT on the training set and save a weights-only checkpoint at `output`."""
+def train_model(
+    config: Config, output: Path, progress: bool = True, log: Optional[Callable[[str], None]] = None
+) -> TrainResult:
+    """Train the configured VT on the training set and save a weights-only checkpoint at `output`
+    (`progress`: bars; else a line per epoch to `log`, default standard output)."""
     if "torch" not in sys.modules:
         # OpenMP threads that spin while waiting make training several times slower as soon as
         # another process wants a core (measured: 10x on 2 shared cores); sleeping costs little.
@@ -250,7 +253,8 @@ def train_model(config: Config, output: Path, progress: bool = True) -> TrainRes
     model, spec = _training_model(tc, len(data.classes))
     # channels_last: oneDNN's convolutions train several times faster in NHWC on CPU.
     model = model.to(memory_format=torch.channels_last)
-    fit(model, data, tc, eval_spec, rng, log=None if progress else (lambda m: print(m, flush=True)))
+    lines = log if log is not None else (lambda m: print(m, flush=True))
+    fit(model, data, tc, eval_spec, rng, log=None if progress else lines)
     train_s = time.perf_counter() - started - loaded_s
     model = model.to(memory_format=torch.contiguous_format)
 

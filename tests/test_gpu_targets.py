@@ -301,3 +301,14 @@ def test_a_simulated_device_finish_leaves_a_bundle_that_verifies(jetson_project,
     assert not outcome.gate_failures and manifest["versions"]["tensorrt"] == "10.3.0.30"
     jsonschema = pytest.importorskip("jsonschema")
     jsonschema.validate(manifest, json.loads((ROOT / "docs/manifest.schema.json").read_text()))
+
+
+def test_api_finish_takes_the_target_the_bundle_was_made_for(jetson_project):
+    """api.finish(bundle) needs no target: the manifest names it (here it then stops at the missing TensorRT)."""
+    from pipeline import api
+    from pipeline.errors import VtEdgeError
+
+    folder, _ = jetson_project
+    with pytest.raises(VtEdgeError) as raised:
+        api.finish(folder / BUNDLE, folder / "pipeline.toml")
+    assert "made for target" not in str(raised.value) and "TensorRT" in str(raised.value)

@@ -103,10 +103,24 @@ void read_plan_keys(const json& p, const std::string& prefix, const std::string&
     }
 }
 
-BuildPlan parse_plan(const json& p, const std::string& path, const std::string& source, int version) {
+// `document_version`: the version of the document holding the plan (0: a plan or an array of
+// plans outside a document, whose own format_version, 1 when absent, decides).
+BuildPlan parse_plan(const json& p, const std::string& path, const std::string& source, int document_version) {
     if (!p.is_object()) fail(source, "key '" + path + "' must be an object");
     const std::string prefix = path.empty() ? "" : path + ".";
-    version = plan_version(p, version, prefix, source);
+    const int version = plan_version(p, document_version > 0 ? document_version : 1, prefix, source);
+    if (document_version > 0 && version != document_version) {
+        fail(source, "key '" + prefix + "format_version' is " + std::to_string(version) + ", the document's is " +
+                         std::to_string(document_version));
+    }
+    if (version >= 2) {  // format 2: every key, including the ones this loader only checks
+        for (const char* key : {"format_version", "input_name", "output_name"}) {
+            const json* v = plan_key(p, key, true, prefix, source);
+            if (std::string(key) != "format_version" && !v->is_string()) {
+                fail(source, "key '" + prefix + key + "' must be a string");
+            }
+        }
+    }
     auto str = [&](const std::string& key) {
         const json& v = require(p, key, prefix, source);
         if (!v.is_string()) fail(source, "key '" + prefix + key + "' must be a string");
@@ -187,6 +201,7 @@ std::vector<BuildPlan> parse_build_plans(const std::string& text, const std::str
     if (doc.is_object() && doc.contains("plans")) {
         // The pipeline's document: {"format_version": 2, "target": ..., "plans": [...]}.
         const int version = plan_version(doc, 1, "", source);
+        if (version >= 2) require(doc, "target", "", source);
         const std::string target = optional_string(doc, "target", "", source);
         const json& list = doc["plans"];
         if (!list.is_array()) fail(source, "key 'plans' must be an array");
@@ -196,10 +211,10 @@ std::vector<BuildPlan> parse_build_plans(const std::string& text, const std::str
         }
     } else if (doc.is_array()) {  // format version 1's layouts: an array of plans, or one plan
         for (std::size_t i = 0; i < doc.size(); ++i) {
-            plans.push_back(parse_plan(doc[i], "[" + std::to_string(i) + "]", source, 1));
+            plans.push_back(parse_plan(doc[i], "[" + std::to_string(i) + "]", source, 0));
         }
     } else {
-        plans.push_back(parse_plan(doc, "", source, 1));
+        plans.push_back(parse_plan(doc, "", source, 0));
     }
     if (plans.empty()) fail(source, "holds no build plan");
     return plans;

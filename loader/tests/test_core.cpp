@@ -266,6 +266,11 @@ TEST(build_plan_format_2_names_its_network_flags_and_requires_every_key) {
     lacking.erase(lacking.find(key), key.size());
     CHECK_THROWS(vtedge::parse_build_plans(lacking), vtedge::ManifestError,
                  "build_plan.json: missing key 'plans[0].network_flags'");
+    // A plan of another format than its document's is refused, naming both.
+    std::string mixed = orin_document({"10.3"});
+    mixed.replace(mixed.find(R"("format_version": 2})"), 20, R"("format_version": 1})");
+    CHECK_THROWS(vtedge::parse_build_plans(mixed), vtedge::ManifestError,
+                 "key 'plans[0].format_version' is 1, the document's is 2");
 }
 
 TEST(build_plan_no_match_lists_what_there_is) {

@@ -124,6 +124,8 @@ class BuildPlan:
             )
         names = {f.name for f in fields(cls)}
         required = {f.name for f in fields(cls) if f.default is MISSING and f.default_factory is MISSING}
+        if data.get("format_version", 1) >= 2:  # format 2 requires every key, as the C++ loader does
+            required = names
         missing = sorted(required - data.keys())
         if missing:
             raise PlanError(f"build plan lacks {', '.join(missing)}")
@@ -435,8 +437,11 @@ def read_build_plans(bundle_dir: Path) -> list[BuildPlan]:
     path = Path(bundle_dir) / BUILD_PLAN_FILE
     try:
         document = json.loads(path.read_text(encoding="utf-8"))
-        if document.get("format_version") not in READABLE_PLAN_VERSIONS:
-            raise PlanError(f"format_version {document.get('format_version')!r}: this vt-edge reads {_readable()}")
+        version = document.get("format_version")
+        if version not in READABLE_PLAN_VERSIONS:
+            raise PlanError(f"format_version {version!r}: this vt-edge reads {_readable()}")
+        if any(item.get("format_version", 1) != version for item in document["plans"]):
+            raise PlanError(f"every plan's format_version must be the document's ({version})")
         return [BuildPlan.from_dict(item) for item in document["plans"]]
     except (OSError, json.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as exc:
         raise PlanError(f"{path}: not a usable build plan: {exc}") from None

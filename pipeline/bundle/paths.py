@@ -11,20 +11,28 @@ drive (`C:x`).
 from __future__ import annotations
 
 import os
-from pathlib import Path, PurePosixPath, PureWindowsPath
+from pathlib import Path, PurePosixPath
 from typing import Optional
 
 from pipeline.artifacts import is_inside
 from pipeline.errors import PathEscapeError
 
+# What counts as blank and as a drive, in ASCII only, as the C++ loader reads them (Python's own
+# str.strip() and PureWindowsPath take Unicode whitespace and, from 3.12, any character as a drive).
+ASCII_BLANK = " \t\r\n\f\v"
+
+
+def _drive(path: str) -> bool:
+    return len(path) >= 2 and path[1] == ":" and path[0].isascii() and path[0].isalpha()
+
 
 def path_problem(path: str) -> Optional[str]:
     """Why `path` cannot name a file inside a bundle folder, or None when it can."""
-    if not path.strip():
+    if not path.strip(ASCII_BLANK):
         return "is empty"
     if "\\" in path:
         return "contains a backslash (bundle paths use '/')"
-    if PurePosixPath(path).is_absolute() or PureWindowsPath(path).drive:
+    if PurePosixPath(path).is_absolute() or _drive(path):
         return "is absolute (bundle paths are relative to the bundle folder)"
     if ".." in PurePosixPath(path).parts:
         return "contains '..'"

@@ -469,7 +469,7 @@ def _parse_entries(entries: Any, path: Path, base: Path | None) -> tuple[list[Sa
             rel, label, digest = e["path"], int(e["label"]), str(e["sha256"])
         except (KeyError, TypeError, ValueError):
             raise DataError(f"{path}: samples[{i}] needs path, label and sha256") from None
-        problem = path_problem(rel)
+        problem = path_problem(rel) if isinstance(rel, str) else "is not a string"
         if problem is not None:
             raise DataError(
                 f"{path}: samples[{i}] path {rel!r} {problem}: sample paths are relative to the list's image root"
