@@ -18,7 +18,6 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from pipeline.config import load_config
 from pipeline.errors import ConfigError, VtEdgeError
 
 try:
@@ -57,13 +56,6 @@ def fail(message: str, code: int = 1) -> None:
     # Messages quote files and keys the user gave: no markup, no control sequence reaches the terminal.
     err.print(f"[red]error:[/red] {escape(visible(message))}", soft_wrap=True)
     raise typer.Exit(code)
-
-
-def _config(path: Path):
-    try:
-        return load_config(path)
-    except ConfigError as exc:
-        fail(str(exc), EXIT_CONFIG)
 
 
 TargetOption = Annotated[
@@ -404,7 +396,10 @@ TARGET_COLUMNS = [
 @app.command()
 def targets(config: ConfigOption = Path("pipeline.toml"), as_json: JsonOption = False) -> None:
     """List the targets of the configuration."""
-    cfg = _config(config)
+    from pipeline import api
+
+    with _user_errors():
+        cfg = api.load(config)
     aliases: dict[str, list[str]] = {}
     for alias, name in cfg.aliases.items():
         aliases.setdefault(name, []).append(alias)

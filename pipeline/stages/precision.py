@@ -32,7 +32,7 @@ from pipeline.backends.onnxruntime import onnx_logits
 from pipeline.config import Config, TargetConfig
 from pipeline.graphs import quantize
 from pipeline.graphs.fp16 import convert_fp16, qdq_to_fp16
-from pipeline.host import host_info
+from pipeline.host import host_info, tool_versions
 from pipeline.metrics import Budget, agreement_lower_bound, budget_met, top1_accuracy, top1_drop
 from pipeline.names import FP16, FP32, INT8, INT8_FLAVOURS, INT8_TRT, INT8_TRT_FP16, TENSORRT_GRAPHS
 from pipeline.progress import ProgressFn, or_silent, quiet
@@ -250,11 +250,7 @@ def _pricer(job: Int8Job, runtime: str) -> Callable[[Path, Dict[str, List[str]]]
 
 def _pricing_versions(pricing: Dict[str, str]) -> Dict[str, str]:
     """flavour -> "runtime version": the cache key's record of what priced each flavour's modules."""
-    import onnxruntime
-
-    from pipeline.backends.openvino import openvino_version
-
-    versions = {"onnxruntime": onnxruntime.__version__, "openvino": openvino_version()}
+    versions = tool_versions(sorted(set(pricing.values())))
     return {flavour: f"{runtime} {versions[runtime]}" for flavour, runtime in sorted(pricing.items())}
 
 

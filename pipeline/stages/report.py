@@ -24,6 +24,7 @@ from pipeline.bundle.paths import refuse_symlinks
 from pipeline.errors import BundleError
 from pipeline.host import host_info, utc_now
 from pipeline.names import FP16, FP32, INT8, INT8_FLAVOURS, with_variants
+from pipeline.report import TEMPLATES
 from pipeline.report.gate import GateFailure, check_gate, choose_precision, fastest_precision, summary_rows
 from pipeline.report.model import FORMAT_VERSION, check_report
 from pipeline.report.plots import make_figures
@@ -40,7 +41,6 @@ RENDERED = (
     "report/latency.png",
     "report/sensitivity.png",
 )
-TEMPLATES = Path(__file__).resolve().parents[1] / "report" / "templates"
 
 __all__ = [
     "GateFailure",
